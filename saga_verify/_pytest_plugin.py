@@ -1,0 +1,197 @@
+"""The pytest plugin: ``--saga-*`` options, the seed in the report header, the ``saga`` marker
+and the ``saga_verify`` fixture. It imports nothing heavy until a test uses the fixture."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shlex
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ._saga import Saga
+    from .explore import ExplorationResult
+    from .invariants import Invariant
+
+SEED_OPTION = "--saga-seed"
+MAX_EXAMPLES_OPTION = "--saga-max-examples"
+SWEEP_OPTION = "--saga-sweep-faults"
+REPLAY_OPTION = "--saga-replay"
+REPORT_DIR_OPTION = "--saga-report-dir"
+CACHE_KEY = "saga_verify/seed"
+MARKER = "saga"
+
+_seed_key = pytest.StashKey[int]()
+
+
+def _seed(text: str) -> str:
+    if text in ("random", "last"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give a whole number, 'random' or 'last'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed {value} is negative: give a whole number >= 0")
+    return str(value)
+
+
+def _count(low: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small: give a whole number >= {low}")
+        return value
+
+    return parse
+
+
+def _existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"plan file {text!r} does not exist")
+    return text
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("saga-verify", "saga-verify: failure-schedule exploration of sagas")
+    group.addoption(
+        SEED_OPTION,
+        type=_seed,
+        default="random",
+        metavar="N|random|last",
+        help="seed of the search (default: a new one each session, printed in the header; 'last' reuses the previous)",
+    )
+    group.addoption(
+        MAX_EXAMPLES_OPTION,
+        type=_count(0),
+        default=None,
+        metavar="N",
+        help="Hypothesis examples after the sweep (default: the Hypothesis profile's max_examples; 0 skips)",
+    )
+    group.addoption(
+        SWEEP_OPTION,
+        type=_count(0),
+        default=None,
+        metavar="N",
+        help="faults per plan in the exhaustive sweep before Hypothesis (default: 2; 0 turns the sweep off)",
+    )
+    group.addoption(
+        REPLAY_OPTION,
+        type=_existing_file,
+        default=None,
+        metavar="FILE",
+        help="replay this plan file instead of searching (as written to the report directory)",
+    )
+    group.addoption(
+        REPORT_DIR_OPTION,
+        default=".saga-verify",
+        metavar="DIR",
+        help="where failing plans are written as JSON files, relative to the rootdir (default: .saga-verify)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{MARKER}: a test that explores a saga with saga-verify (select with -m {MARKER})")
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "saga_verify_seed" in workerinput:
+        seed = int(workerinput["saga_verify_seed"])
+    else:
+        chosen = config.getoption(SEED_OPTION)
+        if chosen == "last":
+            cached = config.cache.get(CACHE_KEY, None) if config.cache is not None else None
+            seed = int(cached) if isinstance(cached, int) else secrets.randbelow(2**32)
+        elif chosen == "random":
+            seed = secrets.randbelow(2**32)
+        else:
+            seed = int(chosen)
+        if config.cache is not None:
+            config.cache.set(CACHE_KEY, seed)
+    config.stash[_seed_key] = seed
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Hand the session's seed to each pytest-xdist worker, so they all search alike."""
+    node.workerinput["saga_verify_seed"] = node.config.stash[_seed_key]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    seed = config.stash[_seed_key]
+    return f"saga-verify: seed={seed} (reproduce the search with {SEED_OPTION}={seed})"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "saga_verify" in getattr(item, "fixturenames", ()):
+            item.add_marker(MARKER)
+
+
+class SagaVerifier:
+    """What the ``saga_verify`` fixture gives a test: call it with a saga to explore it under the
+    session's options; it raises `SagaViolationError` with the minimal timeline when one breaks."""
+
+    def __init__(self, config: pytest.Config, nodeid: str) -> None:
+        self._config = config
+        self._nodeid = nodeid
+        #: The result of each call, in order.
+        self.results: list[ExplorationResult] = []
+
+    @property
+    def seed(self) -> int:
+        return self._config.stash[_seed_key]
+
+    def __call__(
+        self,
+        saga: Saga,
+        *,
+        invariants: list[Invariant] | tuple[Invariant, ...] | None = None,
+        max_examples: int | None = None,
+        sweep_faults: int | None = None,
+    ) -> ExplorationResult | None:
+        from . import FaultPlan, SagaViolationError, explore, replay
+        from .reporting import render_execution
+
+        replay_file = self._config.getoption(REPLAY_OPTION)
+        if replay_file:
+            plan = FaultPlan.load(replay_file)
+            if plan.saga and saga.ref and plan.saga != saga.ref:
+                return None  # the plan is another saga's; this test's other calls may match it
+            execution, violations = replay(saga, plan, invariants=invariants)
+            if violations:
+                raise SagaViolationError(f"replayed {replay_file}:\n" + render_execution(execution, violations), None)
+            return None
+        option_examples = self._config.getoption(MAX_EXAMPLES_OPTION)
+        option_sweep = self._config.getoption(SWEEP_OPTION)
+        report_dir = Path(str(self._config.rootpath)) / self._config.getoption(REPORT_DIR_OPTION)
+        result = explore(
+            saga,
+            invariants=invariants,
+            seed=self.seed,
+            max_examples=max_examples if max_examples is not None else option_examples,
+            sweep_faults=sweep_faults if sweep_faults is not None else (option_sweep if option_sweep is not None else 2),
+            report_dir=report_dir,
+        )
+        self.results.append(result)
+        if not result.ok:
+            failures = tuple(replace(f, pytest_replay=self._replay_line(f.plan_path)) for f in result.failures)
+            result = replace(result, failures=failures)
+            raise SagaViolationError(result.report(), result)
+        return result
+
+    def _replay_line(self, path: Path | None) -> str | None:
+        if path is None:
+            return None
+        return f"pytest {shlex.quote(self._nodeid)} {REPLAY_OPTION}={shlex.quote(str(path))}"
+
+
+@pytest.fixture
+def saga_verify(request: pytest.FixtureRequest) -> SagaVerifier:
+    """Explore a saga under failure schedules: ``saga_verify(my_saga)``."""
+    return SagaVerifier(request.config, request.node.nodeid)

@@ -1,0 +1,188 @@
+"""What a user hands saga-verify: the saga's steps, its participants and the code that runs it."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from ._errors import SagaDefinitionError
+
+if TYPE_CHECKING:
+    from .invariants._core import Invariant
+
+#: Names a participant may not take: they are attributes of the services object.
+RESERVED_NAMES = frozenset({"clock"})
+TERMINAL_STATUSES = ("completed", "compensated", "failed")
+_NAME_RE = re.compile(r"^[A-Za-z_][\w-]*$")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a saga: a participant's action and the compensation that undoes it."""
+
+    participant: str
+    """The participant that performs the step (``"payment"``)."""
+    action: str
+    """The operation that does the step (``"charge"``)."""
+    compensation: str | None = None
+    """The operation that semantically undoes it (``"refund"``); None for an irreversible step."""
+    refuse: Callable[[Any], None] | None = None
+    """How to make the participant refuse its next call of ``action`` for a business reason
+    (declined card, out of stock). Called with the participant object; enables the refuse fault."""
+
+    def __post_init__(self) -> None:
+        for label, value in (("participant", self.participant), ("action", self.action)):
+            if not isinstance(value, str) or not _NAME_RE.match(value):
+                raise SagaDefinitionError(f"Step {label} must be a plain name like 'payment', got {value!r}")
+        if self.compensation is not None and (
+            not isinstance(self.compensation, str) or not _NAME_RE.match(self.compensation)
+        ):
+            raise SagaDefinitionError(f"Step compensation must be a plain name or None, got {self.compensation!r}")
+        if self.refuse is not None and not callable(self.refuse):
+            raise SagaDefinitionError(f"Step refuse= must be callable, got {self.refuse!r}")
+
+    @property
+    def irreversible(self) -> bool:
+        """True when nothing undoes the step (a notification): it must come last."""
+        return self.compensation is None
+
+    def __str__(self) -> str:
+        return f"{self.participant}.{self.action}"
+
+
+def _default_outcome(result: object) -> object:
+    if isinstance(result, str):
+        return result
+    if isinstance(result, Mapping):
+        return result.get("status")
+    return getattr(result, "status", result)
+
+
+@dataclass(frozen=True, eq=False)
+class Saga:
+    """A saga under test. ``run(services, input)`` is the business code; it calls participants as
+    ``services.<participant>.<operation>(...)`` and reads time from ``services.clock``, and
+    returns its outcome: ``"completed"``, ``"compensated"`` or ``"failed"`` (gave up, needs an
+    operator), or an object whose ``status`` is one of them."""
+
+    name: str
+    """Shown in reports and used to key the example database."""
+    steps: Sequence[Step]
+    """The forward steps in order; compensations run in reverse."""
+    participants: Callable[[], Mapping[str, object]]
+    """Builds fresh participants for one execution: name -> object (or `HttpParticipant`)."""
+    run: Callable[[Any, Any], Any]
+    """The saga's code: ``run(services, input) -> outcome``. May be ``async def``."""
+    input: Any = None
+    """What ``run`` receives as its second argument (an order)."""
+    correlation_id: str | None = None
+    """Ties trace entries and ledger rows to this saga instance; defaults to ``input['order_id']``
+    when there is one, else the saga's name."""
+    invariants: Sequence[Invariant] | None = None
+    """What must hold; None means `standard_invariants` for these steps."""
+    call_timeout: float = 1.0
+    """Virtual seconds a caller waits before a lost request or reply becomes a timeout."""
+    max_deliveries: int = 200
+    """An execution that makes more calls than this has not terminated."""
+    max_seconds: float = 3600.0
+    """An execution that runs longer than this (virtual time) has not terminated."""
+    outcome: Callable[[Any], object] = field(default=_default_outcome)
+    """Maps what ``run`` returns to a status; override when the saga speaks other words."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise SagaDefinitionError(f"Saga name must be non-empty text, got {self.name!r}")
+        if not self.steps:
+            raise SagaDefinitionError(f"saga {self.name!r} has no steps; give it at least one Step")
+        object.__setattr__(self, "steps", tuple(self.steps))
+        for step in self.steps:
+            if not isinstance(step, Step):
+                raise SagaDefinitionError(f"saga {self.name!r}: steps must be Step values, got {step!r}")
+            if step.participant in RESERVED_NAMES:
+                raise SagaDefinitionError(
+                    f"saga {self.name!r}: participant name {step.participant!r} is reserved "
+                    f"(services.{step.participant} is the harness's); rename it"
+                )
+        seen: set[tuple[str, str]] = set()
+        for step in self.steps:
+            for op in filter(None, (step.action, step.compensation)):
+                if (step.participant, op) in seen:
+                    raise SagaDefinitionError(
+                        f"saga {self.name!r}: {step.participant}.{op} appears twice in the steps; "
+                        "each operation belongs to one step"
+                    )
+                seen.add((step.participant, op))
+        if not callable(self.participants):
+            raise SagaDefinitionError(f"saga {self.name!r}: participants must be a callable returning a mapping")
+        if not callable(self.run):
+            raise SagaDefinitionError(f"saga {self.name!r}: run must be callable as run(services, input)")
+        for label, value in (("call_timeout", self.call_timeout), ("max_seconds", self.max_seconds)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise SagaDefinitionError(f"saga {self.name!r}: {label} must be a positive number, got {value!r}")
+        if isinstance(self.max_deliveries, bool) or not isinstance(self.max_deliveries, int) or self.max_deliveries < 1:
+            raise SagaDefinitionError(
+                f"saga {self.name!r}: max_deliveries must be a positive whole number, got {self.max_deliveries!r}"
+            )
+
+    @cached_property
+    def operations(self) -> frozenset[tuple[str, str]]:
+        """Every (participant, operation) the saga may call: actions and compensations."""
+        ops = {(s.participant, s.action) for s in self.steps}
+        ops |= {(s.participant, s.compensation) for s in self.steps if s.compensation}
+        return frozenset(ops)
+
+    @cached_property
+    def refusable(self) -> frozenset[tuple[str, str]]:
+        return frozenset((s.participant, s.action) for s in self.steps if s.refuse is not None)
+
+    @cached_property
+    def participant_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.participant for s in self.steps))
+
+    @cached_property
+    def the_correlation_id(self) -> str:
+        if self.correlation_id:
+            return self.correlation_id
+        if isinstance(self.input, Mapping) and isinstance(self.input.get("order_id"), str):
+            return str(self.input["order_id"])
+        return self.name
+
+    @cached_property
+    def ref(self) -> str | None:
+        """``module:attribute`` where this saga can be imported from, if it can."""
+        for candidate in (getattr(self.run, "__module__", None), getattr(self.participants, "__module__", None)):
+            if not candidate:
+                continue
+            try:
+                module = importlib.import_module(candidate)
+            except Exception:
+                continue
+            for attr, value in vars(module).items():
+                if value is self:
+                    return f"{candidate}:{attr}"
+        return None
+
+    def __repr__(self) -> str:
+        return f"Saga({self.name!r}, steps={[str(s) for s in self.steps]})"
+
+
+def load_saga(ref: str) -> Saga:
+    """Import a saga from ``package.module:attribute``; errors say what is missing."""
+    if not isinstance(ref, str) or ":" not in ref:
+        raise SagaDefinitionError(f"cannot load saga {ref!r}: write it as package.module:attribute")
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SagaDefinitionError(f"cannot load saga {ref!r}: module {module_name!r} does not import ({exc})") from None
+    try:
+        value = getattr(module, attr)
+    except AttributeError:
+        raise SagaDefinitionError(f"cannot load saga {ref!r}: module {module_name!r} has no {attr!r}") from None
+    if not isinstance(value, Saga):
+        raise SagaDefinitionError(f"{ref!r} is a {type(value).__name__}, not a saga_verify.Saga")
+    return value

@@ -1,0 +1,133 @@
+"""Exhaustive bounded exploration: every plan of up to N faults over the delivery points the
+executions actually reach, faults on newly reached behaviour (retries, compensations) first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import zip_longest
+
+from .._saga import Saga
+from ..faults import DeliveryPoint, Fault, FaultPlan, Outage
+from ..faults._alphabet import alphabet
+from ..world import Execution, World, plan_chooser
+
+
+@dataclass(frozen=True)
+class _Explored:
+    plan: FaultPlan
+    caused: tuple[DeliveryPoint, ...]
+    """Calls after its last fault that the fault-free execution never made (retries, compensations)."""
+    others: tuple[DeliveryPoint, ...]
+    """The other calls after its last fault."""
+    score: int
+    """How promising its extensions are: 2 if the saga did not complete, 1 if some effect's outcome
+    was hidden from the caller (lost reply, held request, copy), else 0."""
+
+
+_AMBIGUOUS = frozenset({"reply-lost", "held", "late", "copy"})
+
+
+def reached_points(execution: Execution) -> list[DeliveryPoint]:
+    """The calls the saga made, in order (held requests landing and copies are not calls)."""
+    return [
+        DeliveryPoint(e.participant, e.operation, e.attempt)
+        for e in execution.trace
+        if e.outcome not in ("late", "copy")
+    ]
+
+
+def sweep(
+    saga: Saga,
+    execute: Callable[[FaultPlan], Execution],
+    *,
+    max_faults: int,
+    budget: int | None,
+) -> Iterator[tuple[FaultPlan, Execution]]:
+    """Yield (plan, execution) for each plan tried, level by level: every 1-fault plan over the
+    calls the fault-free execution makes, then every 2-fault plan that adds a fault after the
+    first one's call, and so on. A level is finished before the next begins, so the first
+    violating plan has as few faults as any.
+
+    Within a level the order is where saga bugs live first: extensions of executions that
+    aborted, then of those with a hidden outcome; on each, faults on calls that the parent's
+    fault caused (a retry, a compensation) before the rest, and there a persistent failure
+    first; parents take turns so that no one parent uses up the budget."""
+    templates = alphabet(saga)
+    persistent_first = {
+        op: tuple(sorted(ts, key=lambda t: t.cls is not Outage)) for op, ts in templates.items()
+    }
+    tried: set[frozenset[Fault]] = set()
+    executions = 0
+
+    base_plan = FaultPlan()
+    base = execute(base_plan)
+    base_points = frozenset(reached_points(base))
+
+    def explored(plan: FaultPlan, execution: Execution) -> _Explored:
+        points = reached_points(execution)
+        last = _last_fault_position(plan, points)
+        blocked = {(f.at.participant, f.at.operation): f.at.attempt for f in plan.faults if isinstance(f, Outage)}
+        after = [
+            p
+            for p in points[last + 1 :]
+            if (p.participant, p.operation) not in blocked or p.attempt < blocked[(p.participant, p.operation)]
+        ]
+        if execution.status != "completed":
+            score = 2
+        elif any(e.outcome in _AMBIGUOUS for e in execution.trace):
+            score = 1
+        else:
+            score = 0
+        caused = tuple(p for p in after if p not in base_points)
+        others = tuple(p for p in after if p in base_points)
+        return _Explored(plan, caused, others, score)
+
+    def extensions(parent: _Explored) -> list[FaultPlan]:
+        out = []
+        for point in parent.caused:
+            out += [FaultPlan((*parent.plan.faults, t.at(point))) for t in persistent_first[(point.participant, point.operation)]]
+        for point in parent.others:
+            out += [FaultPlan((*parent.plan.faults, t.at(point))) for t in templates[(point.participant, point.operation)]]
+        return out
+
+    frontier = [explored(base_plan, base)]
+    for _level in range(max_faults):
+        ordered: list[FaultPlan] = []
+        for score in (2, 1, 0):
+            lists = [extensions(p) for p in frontier if p.score == score]
+            for round_ in zip_longest(*lists):
+                ordered.extend(plan for plan in round_ if plan is not None)
+        next_frontier = []
+        for plan in ordered:
+            key = frozenset(plan.faults)
+            if key in tried:
+                continue
+            tried.add(key)
+            if budget is not None and executions >= budget:
+                return
+            execution = execute(plan)
+            executions += 1
+            yield plan, execution
+            next_frontier.append(explored(plan, execution))
+        frontier = next_frontier
+        if not frontier:
+            return
+
+
+def _last_fault_position(plan: FaultPlan, points: list[DeliveryPoint]) -> int:
+    at = {f.at for f in plan.faults}
+    last = -1
+    for i, p in enumerate(points):
+        if p in at:
+            last = i
+    return last
+
+
+def run_plan_unchecked(saga: Saga) -> Callable[[FaultPlan], Execution]:
+    """Execute plans the search built itself (already valid for this saga)."""
+
+    def execute(plan: FaultPlan) -> Execution:
+        return World(saga, plan_chooser(plan), plan.seed).run()
+
+    return execute

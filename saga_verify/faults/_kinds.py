@@ -1,0 +1,202 @@
+"""The fault alphabet: what the harness may decide at one delivery point."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar
+
+from .._errors import PlanError
+
+_POINT_RE = re.compile(r"^([A-Za-z_][\w-]*)\.([A-Za-z_][\w-]*)(?:#([0-9]+))?$")
+
+
+@dataclass(frozen=True, order=True)
+class DeliveryPoint:
+    """One place where a call can be disturbed: the n-th call of an operation of a participant."""
+
+    participant: str
+    """The participant's name, as the saga declares it (``"payment"``)."""
+    operation: str
+    """The operation called on it (``"charge"``, ``"refund"``)."""
+    attempt: int = 1
+    """1 for the first call of this operation in the execution, 2 for the next (a retry), ..."""
+
+    def __str__(self) -> str:
+        return f"{self.participant}.{self.operation}#{self.attempt}"
+
+    @classmethod
+    def parse(cls, text: object) -> DeliveryPoint:
+        """Read ``"payment.charge#2"`` (attempt defaults to 1)."""
+        if not isinstance(text, str):
+            raise PlanError(f"a delivery point must be text like 'payment.charge#1', got {text!r}")
+        match = _POINT_RE.match(text.strip())
+        if match is None:
+            raise PlanError(
+                f"cannot read delivery point {text!r}: write participant.operation#attempt, "
+                "for example 'payment.charge#1'"
+            )
+        attempt = int(match.group(3) or 1)
+        if attempt < 1:
+            raise PlanError(f"delivery point {text!r}: attempts count from 1")
+        return cls(match.group(1), match.group(2), attempt)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A decision at a delivery point; subclasses say which. Faults are data: they print, compare,
+    sort and round-trip through JSON."""
+
+    at: DeliveryPoint
+    """Where the fault happens."""
+
+    kind: ClassVar[str] = ""
+    meaning: ClassVar[str] = ""
+
+    def __str__(self) -> str:
+        params = "".join(f" {f.name}={_num(getattr(self, f.name))}" for f in fields(self)[1:])
+        return f"{self.kind}{params} at {self.at}"
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": self.kind, "at": str(self.at)}
+        for f in fields(self)[1:]:
+            data[f.name] = getattr(self, f.name)
+        return data
+
+    def moved_to(self, at: DeliveryPoint) -> Fault:
+        """The same decision at another delivery point."""
+        return replace(self, at=at)
+
+
+def _num(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class FailBeforeEffect(Fault):
+    """The request never reaches the participant; the caller gets a connection error."""
+
+    kind: ClassVar[str] = "fail"
+    meaning: ClassVar[str] = "not delivered; caller sees a connection error"
+
+
+@dataclass(frozen=True)
+class Timeout(Fault):
+    """The request is lost on the way; the caller waits out its timeout (no effect happened)."""
+
+    kind: ClassVar[str] = "timeout"
+    meaning: ClassVar[str] = "not delivered; caller times out (outcome unknown to it)"
+
+
+@dataclass(frozen=True)
+class LoseReply(Fault):
+    """The participant applies the request, but its reply is lost: the caller times out.
+    This is the unknown outcome behind most double charges and leaked charges."""
+
+    kind: ClassVar[str] = "lose-reply"
+    meaning: ClassVar[str] = "applied, reply lost; caller times out"
+
+
+@dataclass(frozen=True)
+class Refuse(Fault):
+    """The participant legitimately refuses (card declined, out of stock): a business answer,
+    not a technical failure. Only for steps that declare how their participant refuses."""
+
+    kind: ClassVar[str] = "refuse"
+    meaning: ClassVar[str] = "participant refuses for a business reason"
+
+
+@dataclass(frozen=True)
+class Duplicate(Fault):
+    """The request is delivered twice; the copy lands ``lag`` virtual seconds after the original
+    (0: at once; more than the saga's run: a late redelivery after compensation began)."""
+
+    lag: float = 0.0
+    """Virtual seconds between the original and the copy."""
+
+    kind: ClassVar[str] = "duplicate"
+    meaning: ClassVar[str] = "delivered twice"
+
+    def __post_init__(self) -> None:
+        _check_seconds(self, self.lag, "lag")
+
+
+@dataclass(frozen=True)
+class Delay(Fault):
+    """The request is held ``seconds`` virtual seconds. Shorter than the call timeout: a slow reply.
+    Longer: the caller times out and the request lands later, after whatever the saga did next."""
+
+    seconds: float = 30.0
+    """Virtual seconds the request is held in the network."""
+
+    kind: ClassVar[str] = "delay"
+    meaning: ClassVar[str] = "held in the network, then delivered"
+
+    def __post_init__(self) -> None:
+        _check_seconds(self, self.seconds, "seconds")
+
+
+@dataclass(frozen=True)
+class Outage(Fault):
+    """From this attempt on, every call of the operation fails before effect: a permanent failure
+    (for a compensation: the refund that can never be made)."""
+
+    kind: ClassVar[str] = "outage"
+    meaning: ClassVar[str] = "this and every later attempt fails before effect"
+
+
+def _check_seconds(fault: Fault, value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PlanError(f"{fault.kind} at {fault.at}: {name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise PlanError(f"{fault.kind} at {fault.at}: {name} must be finite and >= 0, got {value!r}")
+
+
+#: Every fault kind, simplest first: searches try them and shrink towards them in this order.
+FAULT_KINDS: tuple[type[Fault], ...] = (
+    FailBeforeEffect,
+    Timeout,
+    LoseReply,
+    Refuse,
+    Duplicate,
+    Delay,
+    Outage,
+)
+KIND_BY_NAME: dict[str, type[Fault]] = {k.kind: k for k in FAULT_KINDS}
+
+
+def fault_from_json(data: object, where: str = "fault") -> Fault:
+    """Read one fault from its JSON form; errors name the offending field."""
+    if not isinstance(data, dict):
+        raise PlanError(f"{where}: expected an object like {{'kind': 'fail', 'at': 'payment.charge#1'}}, got {data!r}")
+    kind_name = data.get("kind")
+    cls = KIND_BY_NAME.get(kind_name) if isinstance(kind_name, str) else None
+    if cls is None:
+        known = ", ".join(KIND_BY_NAME)
+        raise PlanError(f"{where}: unknown fault kind {kind_name!r}; known kinds: {known}")
+    if "at" not in data:
+        raise PlanError(f"{where}: missing 'at' (the delivery point, e.g. 'payment.charge#1')")
+    at = DeliveryPoint.parse(data["at"])
+    allowed = {f.name for f in fields(cls)} - {"at"}
+    extra = set(data) - allowed - {"kind", "at"}
+    if extra:
+        raise PlanError(f"{where}: {cls.kind} takes no field(s) {sorted(extra)}; it takes {sorted(allowed) or 'none'}")
+    params = {name: data[name] for name in allowed if name in data}
+    return cls(at, **params)
+
+
+@dataclass(frozen=True)
+class FaultTemplate:
+    """A fault without its place: what a search may put at any delivery point."""
+
+    cls: type[Fault]
+    params: tuple[tuple[str, float], ...] = field(default=())
+
+    def at(self, point: DeliveryPoint) -> Fault:
+        return self.cls(point, **dict(self.params))
+
+    def __str__(self) -> str:
+        return self.cls.kind + "".join(f" {k}={_num(v)}" for k, v in self.params)

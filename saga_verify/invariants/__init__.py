@@ -1,0 +1,34 @@
+"""Where invariants live: the built-in saga invariants and the means to write your own."""
+
+from ._builtin import (
+    all_or_nothing,
+    compensation_matches_effect,
+    full_compensation,
+    invariants_for,
+    irreversible_last,
+    no_double_effect,
+    no_forward_after_compensation,
+    no_unhandled_error,
+    reverse_compensation_order,
+    standard_invariants,
+    terminates,
+)
+from ._core import Invariant, Violation, check, invariant
+
+__all__ = [
+    "Invariant",
+    "Violation",
+    "all_or_nothing",
+    "check",
+    "compensation_matches_effect",
+    "full_compensation",
+    "invariant",
+    "invariants_for",
+    "irreversible_last",
+    "no_double_effect",
+    "no_forward_after_compensation",
+    "no_unhandled_error",
+    "reverse_compensation_order",
+    "standard_invariants",
+    "terminates",
+]

@@ -1,0 +1,288 @@
+"""The built-in saga invariants, derived from the saga's steps. They read ledgers and the trace,
+never the fault plan."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+
+from .._saga import TERMINAL_STATUSES, Saga, Step
+from ..world import Execution, LedgerRow
+from ._core import Invariant, Violation
+
+_ANSWERED = frozenset({"ok"})
+
+
+def _by_correlation(execution: Execution) -> dict[str, list[LedgerRow]]:
+    groups: dict[str, list[LedgerRow]] = defaultdict(list)
+    for row in execution.rows():
+        groups[row.correlation_id].append(row)
+    return groups
+
+
+def _rows(rows: list[LedgerRow], participant: str, action: str | None) -> list[LedgerRow]:
+    return [r for r in rows if r.participant == participant and r.action == action]
+
+
+def _in_effect(rows: list[LedgerRow], step: Step) -> tuple[list[LedgerRow], list[LedgerRow]]:
+    return _rows(rows, step.participant, step.action), _rows(rows, step.participant, step.compensation)
+
+
+def _compensatable(saga: Saga) -> Iterator[Step]:
+    return (s for s in saga.steps if not s.irreversible)
+
+
+def no_double_effect(step: Step) -> Invariant:
+    """The step takes effect at most once per saga instance (for payment.charge: no double charge)."""
+
+    def check(execution: Execution) -> list[Violation]:
+        found = []
+        for corr, rows in _by_correlation(execution).items():
+            forward = _rows(rows, step.participant, step.action)
+            if len(forward) > 1:
+                found.append(Violation(f"{step} took effect {len(forward)} times for {corr}", tuple(forward)))
+        return found
+
+    return Invariant(f"no_double_{step.action}", check, f"{step} takes effect at most once per saga")
+
+
+def _compensation_matches_effect(execution: Execution) -> list[Violation]:
+    found = []
+    for corr, rows in _by_correlation(execution).items():
+        for step in _compensatable(execution.saga):
+            forward, undo = _in_effect(rows, step)
+            for i, comp in enumerate(undo):
+                before = [r for r in forward if r.seq < comp.seq]
+                if len(before) <= i:
+                    what = "before any" if not before else f"{i + 1} times after only {len(before)}"
+                    found.append(
+                        Violation(
+                            f"{step.participant}.{step.compensation} took effect {what} {step} for {corr}",
+                            tuple(forward + undo),
+                        )
+                    )
+                    break
+    return found
+
+
+compensation_matches_effect = Invariant(
+    "compensation_matches_effect",
+    _compensation_matches_effect,
+    "a compensation undoes an effect that happened, at most once per effect (no refund without a charge, no double refund)",
+)
+
+
+def _full_compensation(execution: Execution) -> list[Violation]:
+    if execution.status != "compensated":
+        return []
+    found = []
+    for corr, rows in _by_correlation(execution).items():
+        for step in execution.saga.steps:
+            forward, undo = _in_effect(rows, step)
+            if step.irreversible:
+                if forward:
+                    found.append(Violation(f"the saga reported compensated, but irreversible {step} took effect for {corr}", tuple(forward)))
+                continue
+            net = sum(r.amount for r in forward) - sum(r.amount for r in undo)
+            if len(forward) > len(undo) or net:
+                found.append(
+                    Violation(
+                        f"the saga reported compensated, but {step} is still in effect for {corr} "
+                        f"({len(forward)} x {step.action}, {len(undo)} x {step.compensation}, net {net:g})",
+                        tuple(forward + undo),
+                    )
+                )
+    return found
+
+
+full_compensation = Invariant(
+    "full_compensation",
+    _full_compensation,
+    "a saga that reports compensated leaves nothing in effect: no reservation, no net charge, no shipment, no message",
+)
+
+
+def _last_call(execution: Execution, participant: str, operation: str | None) -> str | None:
+    outcome = None
+    for entry in execution.trace:
+        if entry.participant == participant and entry.operation == operation and entry.outcome not in ("late", "copy"):
+            outcome = entry.outcome
+    return outcome
+
+
+def _all_or_nothing(execution: Execution) -> list[Violation]:
+    found = []
+    for corr, rows in _by_correlation(execution).items():
+        for step in _compensatable(execution.saga):
+            forward, undo = _in_effect(rows, step)
+            in_effect = len(forward) > len(undo)
+            if execution.status == "completed" and not in_effect:
+                found.append(
+                    Violation(f"the saga reported completed, but {step} is not in effect for {corr}", tuple(forward + undo))
+                )
+            elif execution.status == "failed" and in_effect:
+                last = _last_call(execution, step.participant, step.compensation)
+                if last is None:
+                    found.append(
+                        Violation(
+                            f"the saga reported failed and left {step} in effect for {corr} without trying "
+                            f"{step.participant}.{step.compensation}",
+                            tuple(forward),
+                        )
+                    )
+                elif last in _ANSWERED:
+                    found.append(
+                        Violation(
+                            f"the saga reported failed and {step} is still in effect for {corr}, although "
+                            f"{step.participant}.{step.compensation} answered",
+                            tuple(forward + undo),
+                        )
+                    )
+    if execution.status == "completed" and not _by_correlation(execution):
+        found.append(Violation("the saga reported completed, but no step took effect"))
+    return found
+
+
+all_or_nothing = Invariant(
+    "all_or_nothing",
+    _all_or_nothing,
+    "a completed saga did every compensatable step; a failed one left in effect only what it tried and failed to undo",
+)
+
+
+def _terminates(execution: Execution) -> Violation | None:
+    if execution.halted:
+        tail = execution.trace[-3:]
+        return Violation(f"the saga did not finish: it {execution.halted}", tuple(tail))
+    if execution.status != "crashed" and execution.status not in TERMINAL_STATUSES:
+        return Violation(f"the saga ended with status {execution.status!r}, not one of {', '.join(TERMINAL_STATUSES)}")
+    return None
+
+
+terminates = Invariant("terminates", _terminates, "the saga reaches a terminal state within its call and time budget")
+
+
+def _no_unhandled_error(execution: Execution) -> Violation | None:
+    if execution.error is None:
+        return None
+    err = execution.error
+    tail = execution.trace[-1:] if execution.trace else ()
+    return Violation(f"the saga raised {type(err).__name__}: {err}", tuple(tail))
+
+
+no_unhandled_error = Invariant("no_unhandled_error", _no_unhandled_error, "the saga handles every failure it can meet instead of raising")
+
+
+def _first(rows: list[LedgerRow]) -> LedgerRow | None:
+    return rows[0] if rows else None
+
+
+def _reverse_compensation_order(execution: Execution) -> list[Violation]:
+    found = []
+    steps = list(_compensatable(execution.saga))
+    for corr, rows in _by_correlation(execution).items():
+        done = []
+        for step in steps:
+            forward, undo = _in_effect(rows, step)
+            fwd, comp = _first(forward), _first(undo)
+            if fwd is not None and comp is not None:
+                done.append((fwd, comp, step))
+        done.sort(key=lambda t: t[0].seq)
+        for i, (fwd_a, comp_a, a) in enumerate(done):
+            for fwd_b, comp_b, b in done[i + 1 :]:
+                if comp_a.seq < comp_b.seq:
+                    found.append(
+                        Violation(
+                            f"{a.participant}.{a.compensation} ran before {b.participant}.{b.compensation} for {corr}, "
+                            f"but {a} ran before {b}: compensations must run in reverse",
+                            (fwd_a, fwd_b, comp_a, comp_b),
+                        )
+                    )
+    return found
+
+
+reverse_compensation_order = Invariant(
+    "reverse_compensation_order", _reverse_compensation_order, "compensations take effect in the reverse order of their steps"
+)
+
+
+def _no_forward_after_compensation(execution: Execution) -> list[Violation]:
+    found = []
+    forward_actions = {(s.participant, s.action) for s in execution.saga.steps}
+    compensations = {(s.participant, s.compensation) for s in execution.saga.steps if s.compensation}
+    for corr, rows in _by_correlation(execution).items():
+        first_comp = next((r for r in rows if (r.participant, r.action) in compensations), None)
+        if first_comp is None:
+            continue
+        late = [r for r in rows if r.seq > first_comp.seq and (r.participant, r.action) in forward_actions]
+        if late:
+            names = ", ".join(f"{r.participant}.{r.action}" for r in late)
+            found.append(
+                Violation(
+                    f"{names} took effect for {corr} after compensation began ({first_comp.participant}.{first_comp.action} at t={first_comp.time:.3f})",
+                    (first_comp, *late),
+                )
+            )
+    return found
+
+
+no_forward_after_compensation = Invariant(
+    "no_forward_after_compensation",
+    _no_forward_after_compensation,
+    "once compensation began, no forward step takes effect (no late charge after the refund)",
+)
+
+
+def _irreversible_last(execution: Execution) -> list[Violation]:
+    found = []
+    saga = execution.saga
+    for corr, rows in _by_correlation(execution).items():
+        for step in (s for s in saga.steps if s.irreversible):
+            for effect in _rows(rows, step.participant, step.action):
+                not_yet: list[str] = []
+                undone: list[LedgerRow] = []
+                for other in _compensatable(saga):
+                    forward, undo = _in_effect(rows, other)
+                    done_before = sum(r.seq < effect.seq for r in forward)
+                    undone_before = sum(r.seq < effect.seq for r in undo)
+                    if done_before <= undone_before:
+                        not_yet.append(str(other))
+                    undone.extend(r for r in undo if r.seq > effect.seq)
+                if not_yet:
+                    found.append(
+                        Violation(
+                            f"irreversible {step} took effect for {corr} before {', '.join(not_yet)} had succeeded",
+                            (effect,),
+                        )
+                    )
+                elif undone:
+                    names = ", ".join(f"{r.participant}.{r.action}" for r in undone)
+                    found.append(Violation(f"irreversible {step} took effect for {corr}, then {names} undid a step", (effect, *undone)))
+    return found
+
+
+irreversible_last = Invariant(
+    "irreversible_last",
+    _irreversible_last,
+    "an irreversible step takes effect only after every compensatable step succeeded, and nothing is undone after it",
+)
+
+
+def standard_invariants(saga: Saga) -> tuple[Invariant, ...]:
+    """The invariants every saga should hold, for this saga's steps."""
+    return (
+        terminates,
+        no_unhandled_error,
+        *(no_double_effect(s) for s in saga.steps),
+        compensation_matches_effect,
+        full_compensation,
+        all_or_nothing,
+        no_forward_after_compensation,
+        reverse_compensation_order,
+        irreversible_last,
+    )
+
+
+def invariants_for(saga: Saga) -> tuple[Invariant, ...]:
+    """The saga's own invariants if it names them, else the standard ones."""
+    return tuple(saga.invariants) if saga.invariants is not None else standard_invariants(saga)

@@ -1,0 +1,147 @@
+"""Deliberately broken variants of the order saga, each with exactly one classic bug (named in its
+docstring). Each differs from the correct saga or participant by one overridden method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._orchestrated import GaveUp, OrderSaga, Reply, StepFailed
+from ._participants import Payment, ok
+
+
+class ChargeWithoutKey(OrderSaga):
+    """Charges without an idempotency key: a retry after a lost reply charges the card again."""
+
+    def charge(self) -> None:
+        self.step(self.services.payment.charge, self.refund, order_id=self.order_id, amount=self.order["amount"])
+
+
+class FreshKeyOnRetry(OrderSaga):
+    """Retries shipment creation with a fresh key per attempt: a lost reply ships twice."""
+
+    def ship(self) -> None:
+        for attempt in range(self.attempts):
+            if attempt:
+                self.services.clock.sleep(self.backoff)
+            try:
+                reply = self.services.shipping.create(
+                    order_id=self.order_id,
+                    reservation_id=self.reservation_id,
+                    idempotency_key=self.key(f"ship-{attempt + 1}"),
+                )
+            except (TimeoutError, ConnectionError):
+                continue
+            if reply.get("status") != "ok":
+                raise StepFailed(reply.get("reason"))
+            self.undo.append(self.cancel_shipment)
+            return
+        raise StepFailed("shipping unreachable")
+
+
+class LostReplyNotCompensated(OrderSaga):
+    """Treats a step that timed out as not done: an applied step whose reply was lost is never
+    compensated (the reservation, charge or shipment leaks)."""
+
+    def step(self, call: Any, compensation: Any, **request: Any) -> Reply:
+        try:
+            reply = self.retry(call, **request)
+        except GaveUp as gave_up:
+            raise StepFailed from gave_up
+        if reply.get("status") != "ok":
+            raise StepFailed(reply.get("reason"))
+        self.undo.append(compensation)
+        return reply
+
+
+class ForwardOrderCompensation(OrderSaga):
+    """Compensates in the order the steps ran instead of in reverse."""
+
+    def compensate(self) -> str:
+        complete = True
+        for undo in self.undo:
+            try:
+                undo()
+            except GaveUp:
+                complete = False
+        return "compensated" if complete else "failed"
+
+
+class NotifyBeforePivot(OrderSaga):
+    """Sends the irreversible notification before the shipment exists: a failed shipment leaves
+    a customer told of an order that was rolled back."""
+
+    def run(self) -> str:
+        try:
+            self.reserve()
+            self.charge()
+            self.notify()
+            self.ship()
+        except StepFailed:
+            return self.compensate()
+        return "completed"
+
+
+class SwallowedCompensationError(OrderSaga):
+    """Swallows a compensation that could not be made and reports the saga as compensated."""
+
+    def compensate(self) -> str:
+        for undo in reversed(self.undo):
+            try:
+                undo()
+            except GaveUp:
+                pass
+        return "compensated"
+
+
+class UnboundedRetry(OrderSaga):
+    """Retries a failing call forever: a participant that is down keeps the saga from ending."""
+
+    def retry(self, call: Any, **request: Any) -> Reply:
+        attempt = 0
+        while True:
+            if attempt:
+                self.services.clock.sleep(self.backoff)
+            attempt += 1
+            try:
+                reply: Reply = call(**request)
+                return reply
+            except (TimeoutError, ConnectionError):
+                continue
+
+
+class DeclineTreatedAsSuccess(OrderSaga):
+    """Ignores the payment's answer: a declined card ships the order unpaid."""
+
+    def charge(self) -> None:
+        self.retry(
+            self.services.payment.charge,
+            order_id=self.order_id,
+            amount=self.order["amount"],
+            idempotency_key=self.key("charge"),
+        )
+        self.undo.append(self.refund)
+
+
+class NonIdempotentRefund(Payment):
+    """Payment service whose refund is not idempotent: a retried or duplicated refund pays out again."""
+
+    def refund(self, *, charge_key: str, idempotency_key: str | None = None) -> Reply:
+        cid = self._by_key.get(charge_key)
+        if cid is None:
+            self._tombstones.add(charge_key)
+            return ok(refunded=None)
+        self.charges[cid]["refunded"] = True
+        self.ledger.record("refund", self.charges[cid]["amount"], cid)
+        return ok(refunded=cid)
+
+
+class RefundForgetsCharge(Payment):
+    """Payment service that forgets a charge's idempotency record when it refunds it: a late
+    duplicate of the charge is applied again after the saga was compensated."""
+
+    def refund(self, *, charge_key: str, idempotency_key: str | None = None) -> Reply:
+        reply = super().refund(charge_key=charge_key, idempotency_key=idempotency_key)
+        self._replies.pop(charge_key, None)
+        self._by_key.pop(charge_key, None)
+        self._tombstones.discard(charge_key)
+        return reply

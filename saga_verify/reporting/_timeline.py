@@ -1,0 +1,125 @@
+"""Reports a person reads top to bottom: the minimal plan, the timeline of the execution under
+it, what broke with its evidence, and the line that replays it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..world import LedgerRow, TraceEntry
+
+if TYPE_CHECKING:
+    from ..explore import ExplorationResult, Failure
+    from ..world import Execution
+
+_OUTCOME_TEXT = {
+    "ok": "ok",
+    "failed": "FAILED (connection error, not delivered)",
+    "timed-out": "TIMED OUT (not delivered)",
+    "reply-lost": "REPLY LOST (applied; caller timed out)",
+    "held": "HELD (caller timed out; lands later)",
+    "late": "LANDED LATE",
+    "copy": "DUPLICATE COPY",
+    "raised": "RAISED",
+}
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, dict):
+        parts = []
+        for k, v in value.items():
+            name = "key" if k == "idempotency_key" else str(k)
+            parts.append(f"{name}={_compact(v)}")
+        return " ".join(parts)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_compact(v) for v in value) + "]"
+    return str(value)
+
+
+def render_entry(entry: TraceEntry) -> str:
+    outcome = _OUTCOME_TEXT.get(entry.outcome, entry.outcome)
+    reply = "" if entry.reply is None else f": {_compact(entry.reply)}"
+    fault = f"   <- {entry.fault}" if entry.fault else ""
+    return (
+        f"  #{entry.seq:<3} t={entry.time:8.3f}  {entry.point:<24} {_compact(entry.request)}\n"
+        f"  {'':4} {'':10}  -> {outcome}{reply}{fault}"
+    )
+
+
+def render_timeline(execution: Execution) -> str:
+    lines = [f"Timeline (virtual seconds; saga instance {execution.correlation_id}):"]
+    lines += [render_entry(e) for e in execution.trace]
+    ending = execution.status
+    if execution.halted:
+        ending = f"halted: {execution.halted}"
+    elif execution.error is not None:
+        ending = f"crashed: {type(execution.error).__name__}: {execution.error}"
+    lines.append(f"  => saga outcome: {ending}")
+    return "\n".join(lines)
+
+
+def _evidence(items: Iterable[Any]) -> list[str]:
+    out = []
+    for item in items:
+        if isinstance(item, LedgerRow):
+            out.append(f"      ledger  {item}")
+        elif isinstance(item, TraceEntry):
+            out.append(f"      trace   #{item.seq} {item.point} -> {_OUTCOME_TEXT.get(item.outcome, item.outcome)}")
+        else:
+            out.append(f"      {item}")
+    return out
+
+
+def render_failure(failure: Failure) -> str:
+    plan = failure.plan
+    count = len(plan.faults)
+    lines = [
+        f"saga {failure.saga.name!r} broke {', '.join(failure.invariants)}",
+        f"  minimal plan ({count} fault{'s' if count != 1 else ''}):"
+        + ("" if plan.faults else " none: it breaks on a good day"),
+    ]
+    lines += [f"    {i}. {fault}" for i, fault in enumerate(plan.faults, 1)]
+    lines.append(
+        f"  found by {failure.found_by} after {failure.examples} execution{'s' if failure.examples != 1 else ''}; "
+        f"minimised in {failure.shrink_seconds:.3f} s"
+    )
+    lines.append("")
+    lines.append(render_timeline(failure.execution))
+    lines.append("")
+    lines.append("Broken:")
+    for violation in failure.violations:
+        lines.append(f"  {violation.invariant}: {violation.message}")
+        lines += _evidence(violation.evidence)
+    lines.append("")
+    commands = failure.replay_commands
+    lines.append(f"Reproduce with: {commands[0]}")
+    lines += [f"            or: {c}" for c in commands[1:]]
+    return "\n".join(lines)
+
+
+def render_result(result: ExplorationResult) -> str:
+    if result.ok:
+        return (
+            f"saga {result.saga.name!r} held every invariant over {result.executions} executions "
+            f"({result.sweep_executions} in the sweep, {result.hypothesis_examples} from Hypothesis) "
+            f"in {result.seconds:.2f} s"
+        )
+    parts = [render_failure(f) for f in result.failures]
+    if len(parts) > 1:
+        head = f"{len(parts)} distinct broken invariants in saga {result.saga.name!r}:"
+        return head + "\n\n" + "\n\n".join(parts)
+    return parts[0]
+
+
+def render_execution(execution: Execution, violations: Iterable[Any]) -> str:
+    """A replayed execution: its timeline and what it broke."""
+    lines = [render_timeline(execution), ""]
+    found = list(violations)
+    if not found:
+        lines.append("Every invariant held.")
+    else:
+        lines.append("Broken:")
+        for v in found:
+            lines.append(f"  {v.invariant}: {v.message}")
+            lines += _evidence(v.evidence)
+    return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""The HTTP seam: an ``httpx`` transport that routes every request through the world, so a saga
+written against ``httpx.Client`` or ``httpx.AsyncClient`` is verified unchanged."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .._errors import SagaDefinitionError
+from ._ledger import Ledger
+
+if TYPE_CHECKING:
+    from ._world import Endpoint, World
+
+
+def http_errors(kind: str, message: str) -> BaseException:
+    """The errors an httpx caller sees (the request is attached by the transport)."""
+    if kind == "timeout":
+        return httpx.ReadTimeout(message)
+    return httpx.ConnectError(message)
+
+
+class HttpParticipant:
+    """A participant reached over HTTP. ``transport`` is any httpx transport: an
+    ``httpx.MockTransport``, an ``httpx.ASGITransport`` for an app in this process, or a real
+    ``httpx.HTTPTransport``. ``routes`` maps each operation to ``"METHOD /path"``; a request
+    whose path starts with that path is that operation."""
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport,
+        routes: Mapping[str, str],
+        *,
+        base_url: str = "http://participant",
+        asynchronous: bool = False,
+        ledger: Ledger | None = None,
+        state: Any = None,
+    ) -> None:
+        self.transport = transport
+        self.base_url = base_url
+        self.asynchronous = asynchronous
+        #: Where the service's effects are recorded (for invariants).
+        self.ledger = ledger
+        #: Anything a Step's refuse hook or a custom invariant needs to reach.
+        self.state = state
+        self.errors = http_errors
+        self.routes: list[tuple[str, str, str]] = []
+        for operation, route in routes.items():
+            method, _, path = str(route).strip().partition(" ")
+            if not method or not path.startswith("/"):
+                raise SagaDefinitionError(f"route for {operation!r} must look like 'POST /charges', got {route!r}")
+            self.routes.append((method.upper(), path.rstrip("/") or "/", operation))
+        # The most specific path wins when several match.
+        self.routes.sort(key=lambda r: -len(r[1]))
+
+    def operation_for(self, request: httpx.Request) -> str:
+        path = request.url.path.rstrip("/") or "/"
+        for method, prefix, operation in self.routes:
+            if request.method == method and (path == prefix or path.startswith(prefix + "/")):
+                return operation
+        known = ", ".join(f"{m} {p} -> {o}" for m, p, o in self.routes)
+        raise SagaDefinitionError(f"{request.method} {request.url} matches no route of this participant; routes: {known}")
+
+
+def _summarize_request(request: httpx.Request) -> dict[str, Any]:
+    summary: dict[str, Any] = {"method": request.method, "path": request.url.path}
+    body = request.content
+    if body:
+        try:
+            summary["json"] = json.loads(body)
+        except ValueError:
+            summary["body"] = body.decode("utf-8", "replace")
+    return summary
+
+
+def _summarize_response(response: Any) -> Any:
+    if not isinstance(response, httpx.Response):
+        return response
+    summary: dict[str, Any] = {"status": response.status_code}
+    try:
+        summary["json"] = response.json()
+    except ValueError:
+        if response.content:
+            summary["body"] = response.text
+    return summary
+
+
+class _Routing:
+    def __init__(self, world: World, participant: HttpParticipant, endpoints: Mapping[str, Endpoint]) -> None:
+        self._world = world
+        self._participant = participant
+        self._endpoints = endpoints
+        for ep in endpoints.values():
+            ep.summarize = _summarize_response
+
+    def _prepare(self, request: httpx.Request) -> tuple[Endpoint, str | None, dict[str, Any]]:
+        operation = self._participant.operation_for(request)
+        ep = self._endpoints.get(operation)
+        if ep is None:
+            raise SagaDefinitionError(f"route {operation!r} is not an operation of any step of this participant")
+        ep.errors = _errors_for(request)
+        return ep, request.headers.get("idempotency-key"), _summarize_request(request)
+
+
+def _errors_for(request: httpx.Request) -> Any:
+    def make(kind: str, message: str) -> BaseException:
+        if kind == "timeout":
+            return httpx.ReadTimeout(message, request=request)
+        return httpx.ConnectError(message, request=request)
+    return make
+
+
+class FaultTransport(_Routing, httpx.BaseTransport):
+    """Sync httpx transport: each request is one delivery of the world."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        ep, key, summary = self._prepare(request)
+        inner = self._participant.transport
+        if not isinstance(inner, httpx.BaseTransport):
+            raise SagaDefinitionError("a sync client needs a sync transport; set asynchronous=True for async sagas")
+
+        def send() -> httpx.Response:
+            response = inner.handle_request(request)
+            response.read()
+            return response
+
+        result: httpx.Response = self._world.drive(self._world.deliver(ep, send, key, summary))
+        return result
+
+
+class AsyncFaultTransport(_Routing, httpx.AsyncBaseTransport):
+    """Async httpx transport: each request is one delivery of the world."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        ep, key, summary = self._prepare(request)
+        inner = self._participant.transport
+        if not isinstance(inner, httpx.AsyncBaseTransport):
+            raise SagaDefinitionError("an async client needs an async transport (httpx.ASGITransport, httpx.MockTransport)")
+
+        async def send() -> httpx.Response:
+            response = await inner.handle_async_request(request)
+            await response.aread()
+            return response
+
+        result: httpx.Response = await self._world.adrive(self._world.deliver(ep, send, key, summary))
+        return result
+
+
+def http_client(world: World, participant: HttpParticipant, endpoints: Mapping[str, Endpoint]) -> httpx.Client | httpx.AsyncClient:
+    """The client the saga gets as ``services.<participant>``."""
+    if participant.asynchronous:
+        return httpx.AsyncClient(base_url=participant.base_url, transport=AsyncFaultTransport(world, participant, endpoints))
+    return httpx.Client(base_url=participant.base_url, transport=FaultTransport(world, participant, endpoints))

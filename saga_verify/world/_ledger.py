@@ -1,0 +1,80 @@
+"""Ledgers: what each participant says took effect, the evidence invariants read."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from ._world import World
+
+
+class LedgerRow(NamedTuple):
+    """One effect a participant applied (a charge, a refund, a reservation)."""
+
+    participant: str
+    seq: int
+    """Order across all participants of the execution."""
+    time: float
+    """Virtual seconds when it took effect."""
+    correlation_id: str
+    """The saga instance whose request caused it."""
+    action: str
+    """The operation whose effect this is: a step's action or its compensation."""
+    amount: float
+    """How much (money, units); 1 when the effect has no size."""
+    ref: str | None
+    """The participant's id for what it created or undid (``"ch-1"``)."""
+    delivery: int
+    """The trace entry that caused it, or -1 outside an execution."""
+
+    def __str__(self) -> str:
+        amount = int(self.amount) if float(self.amount).is_integer() else self.amount
+        ref = f" {self.ref}" if self.ref else ""
+        cause = f" (delivery #{self.delivery})" if self.delivery >= 0 else ""
+        return (
+            f"{self.participant}: {self.action} {amount}{ref} for {self.correlation_id} "
+            f"at t={self.time:.3f}{cause}"
+        )
+
+
+class Ledger:
+    """Where a participant records each effect it applies. Inside an execution the harness stamps
+    each row with the saga instance, the time and the delivery that caused it."""
+
+    __slots__ = ("_participant", "_world", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[LedgerRow] = []
+        self._world: World | None = None
+        self._participant = ""
+
+    def record(self, action: str, amount: float = 1.0, ref: str | None = None, *, correlation_id: str | None = None) -> LedgerRow:
+        """Record that ``action`` took effect (with its size and the participant's id for it)."""
+        world = self._world
+        if world is None:
+            row = LedgerRow(self._participant, len(self.rows), 0.0, correlation_id or "", action, amount, ref, -1)
+        else:
+            delivery, corr = world.current_delivery()
+            row = LedgerRow(
+                self._participant,
+                world.next_row_seq(),
+                world.clock.now(),
+                correlation_id or corr,
+                action,
+                amount,
+                ref,
+                delivery,
+            )
+        self.rows.append(row)
+        return row
+
+    def bind(self, world: World, participant: str) -> None:
+        """Attach to an execution (the harness does this when it builds the world)."""
+        self._world = world
+        self._participant = participant
+
+    def __iter__(self) -> Any:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
