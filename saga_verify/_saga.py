@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -142,6 +143,24 @@ class Saga:
     @cached_property
     def participant_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(s.participant for s in self.steps))
+
+    @cached_property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.run)
+
+    @cached_property
+    def layout(self) -> tuple[tuple[str, tuple[tuple[Step, str, int], ...]], ...]:
+        """Per participant, its operations as (step, operation, slot); slot numbers the saga's
+        operations in sorted order. Computed once per saga: every execution builds on it."""
+        slots = {op: i for i, op in enumerate(sorted(self.operations))}
+        out = []
+        for name in self.participant_names:
+            ops = []
+            for step in self.steps:
+                if step.participant == name:
+                    ops += [(step, op, slots[(name, op)]) for op in filter(None, (step.action, step.compensation))]
+            out.append((name, tuple(ops)))
+        return tuple(out)
 
     @cached_property
     def the_correlation_id(self) -> str:

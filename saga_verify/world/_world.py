@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import inspect
-import random
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,11 +31,16 @@ ErrorFactory = Callable[[str, str], BaseException]
 
 _LATENCY = 0.010
 _JITTER = 0.005
+_MASK64 = (1 << 64) - 1
 
 
 class _Halted(BaseException):
     """Stops a saga that exceeded its budget. A BaseException so ``except Exception`` in saga code
     cannot swallow it and spin forever."""
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def plain_errors(kind: str, message: str) -> BaseException:
@@ -49,35 +53,49 @@ def plain_errors(kind: str, message: str) -> BaseException:
 class Endpoint:
     """One (participant, operation) of one world, with its call counter."""
 
-    __slots__ = ("calls", "compensation", "errors", "fn", "operation", "participant", "slot", "step", "summarize", "world")
+    __slots__ = ("calls", "fn", "operation", "participant", "slot", "step", "world")
 
-    def __init__(self, world: World, step: Step, operation: str, errors: ErrorFactory, fn: Callable[..., Any] | None) -> None:
+    #: Builds the error the caller sees for an injected failure.
+    errors: ErrorFactory = staticmethod(plain_errors)
+    #: Turns a participant's reply into what the trace records.
+    summarize: Callable[[Any], Any] = staticmethod(_same)
+
+    def __init__(self, world: World, step: Step, operation: str, slot: int, fn: Callable[..., Any] | None) -> None:
         self.world = world
         self.participant = step.participant
         self.operation = operation
         self.step = step
-        #: True when this endpoint undoes a step.
-        self.compensation = operation != step.action
-        self.calls = 0
-        self.errors = errors
-        self.summarize: Callable[[Any], Any] = _same
         #: Index of this operation in the saga's sorted operations (for searches).
-        self.slot = 0
+        self.slot = slot
+        self.calls = 0
         self.fn = fn
 
+    @property
+    def compensation(self) -> bool:
+        """True when this endpoint undoes a step."""
+        return self.operation != self.step.action
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.fn is None:
+        fn = self.fn
+        if fn is None:
             raise SagaDefinitionError(f"{self.participant}.{self.operation} is an HTTP endpoint; call it through its client")
-        thunk = partial(self.fn, *args, **kwargs) if args or kwargs else self.fn
+        world = self.world
         request: Any = kwargs if not args else {"args": list(args), **kwargs}
-        return self.world.drive(self.world.deliver(self, thunk, kwargs.get("idempotency_key"), request))
+        key = kwargs.get("idempotency_key")
+        attempt, fault = world.decide(self)
+        if fault is None and not world.pending:
+            return world.apply_now(self, attempt, key, request, fn, args, kwargs)
+        thunk = partial(fn, *args, **kwargs)
+        return world.drive(world.deliver_decided(self, attempt, fault, thunk, key, request))
 
     def __repr__(self) -> str:
         return f"<endpoint {self.participant}.{self.operation}>"
 
 
-def _same(value: Any) -> Any:
-    return value
+class HttpEndpoint(Endpoint):
+    """An endpoint reached through an httpx transport: its errors and replies are httpx's."""
+
+    __slots__ = ("errors", "summarize")
 
 
 class ParticipantProxy:
@@ -161,10 +179,12 @@ class World:
         self.clock = VirtualClock(self._check_time)
         self.trace: list[TraceEntry | None] = []
         self._chooser = chooser
-        self._random = random.Random(seed)
+        # The world's private random source: a 64-bit LCG seeded from the plan's seed. It only
+        # jitters latencies; random.Random would cost more to seed than a whole delivery.
+        self._rng = (seed * 6364136223846793005 + 1442695040888963407) & _MASK64
         self._seed = seed
-        self._pending: list[tuple[float, int, Endpoint, int, str | None, Any, Thunk, str | None]] = []
-        self._pending_order = 0
+        self.pending: list[tuple[float, int, Endpoint, int, str | None, Any, Thunk, str | None]] = []
+        self.pending_order = 0
         self._deliveries = 0
         self._row_seq = 0
         self._current = -1
@@ -194,33 +214,27 @@ class World:
         return dict(made)
 
     def _build_services(self) -> Services:
-        from ._http import HttpParticipant, http_client
+        from ._http import HttpParticipant, http_client  # httpx loads only for sagas that use it
 
         proxies: dict[str, Any] = {}
-        slots = {op: i for i, op in enumerate(sorted(self.saga.operations))}
-        for name in self.saga.participant_names:
+        for name, ops in self.saga.layout:
             obj = self.participants[name]
-            steps = [s for s in self.saga.steps if s.participant == name]
             endpoints: dict[str, Endpoint] = {}
-            for step in steps:
-                for op in filter(None, (step.action, step.compensation)):
-                    if isinstance(obj, HttpParticipant):
-                        ep = Endpoint(self, step, op, obj.errors, None)
-                    else:
-                        fn = getattr(obj, op, None)
-                        if not callable(fn):
-                            raise SagaDefinitionError(
-                                f"saga {self.saga.name!r}: participant {name!r} ({type(obj).__name__}) has no "
-                                f"method {op!r} for step {step}"
-                            )
-                        ep = Endpoint(self, step, op, plain_errors, fn)
-                    ep.slot = slots[(name, op)]
-                    endpoints[op] = ep
-                    self.endpoints[(name, op)] = ep
-            if isinstance(obj, HttpParticipant):
-                proxies[name] = http_client(self, obj, endpoints)
-            else:
-                proxies[name] = ParticipantProxy(name, endpoints)
+            for step, op, slot in ops:
+                ep: Endpoint
+                if isinstance(obj, HttpParticipant):
+                    ep = HttpEndpoint(self, step, op, slot, None)
+                else:
+                    fn = getattr(obj, op, None)
+                    if not callable(fn):
+                        raise SagaDefinitionError(
+                            f"saga {self.saga.name!r}: participant {name!r} ({type(obj).__name__}) has no "
+                            f"method {op!r} for step {step}"
+                        )
+                    ep = Endpoint(self, step, op, slot, fn)
+                endpoints[op] = ep
+                self.endpoints[(name, op)] = ep
+            proxies[name] = http_client(self, obj, endpoints) if isinstance(obj, HttpParticipant) else ParticipantProxy(name, endpoints)
         return Services(proxies, self.clock)
 
     # -- what ledgers ask --------------------------------------------------------------------
@@ -236,10 +250,8 @@ class World:
         if now > self.saga.max_seconds:
             raise _Halted(f"still running after {self.saga.max_seconds:g} virtual seconds")
 
-    def deliver(self, ep: Endpoint, thunk: Thunk, key: str | None, request: Any) -> Generator[Thunk, Any, Any]:
-        """One call from the saga to a participant. Yields the participant calls to make (the
-        driver makes them and sends back the result); returns the caller's reply or raises the
-        caller's error."""
+    def decide(self, ep: Endpoint) -> tuple[int, Fault | None]:
+        """Count the call, decide its fault, let network latency pass."""
         self._deliveries += 1
         if self._deliveries > self.saga.max_deliveries:
             raise _Halted(f"made more than {self.saga.max_deliveries} calls")
@@ -254,10 +266,43 @@ class World:
                 self.injected.append(fault)
                 if isinstance(fault, Outage):
                     self._outages[(ep.participant, ep.operation)] = fault
+        self._rng = (self._rng * 6364136223846793005 + 1442695040888963407) & _MASK64
+        now = self.clock._now + _LATENCY + (self._rng >> 11) * _JITTER / 9007199254740992.0
+        self.clock._now = now
+        if now > self.saga.max_seconds:
+            raise _Halted(f"still running after {self.saga.max_seconds:g} virtual seconds")
+        return attempt, fault
+
+    def apply_now(self, ep: Endpoint, attempt: int, key: str | None, request: Any, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The common case, kept off the generator path: no fault, nothing held in the network."""
+        trace = self.trace
+        seq = len(trace)
+        trace.append(None)
+        previous = self._current
+        self._current = seq
+        try:
+            reply = fn(*args, **kwargs)
+        except Exception as exc:
+            trace[seq] = TraceEntry(
+                seq, self.clock._now, ep.participant, ep.operation, attempt, self._correlation, key, request,
+                "raised", f"{type(exc).__name__}: {exc}", None,
+            )
+            raise
+        finally:
+            self._current = previous
+        trace[seq] = TraceEntry(seq, self.clock._now, ep.participant, ep.operation, attempt, self._correlation, key, request, "ok", reply, None)
+        return reply
+
+    def deliver(self, ep: Endpoint, thunk: Thunk, key: str | None, request: Any) -> Generator[Thunk, Any, Any]:
+        """One call from the saga to a participant. Yields the participant calls to make (the
+        driver makes them and sends back the result); returns the caller's reply or raises the
+        caller's error."""
+        attempt, fault = self.decide(ep)
+        return (yield from self.deliver_decided(ep, attempt, fault, thunk, key, request))
+
+    def deliver_decided(self, ep: Endpoint, attempt: int, fault: Fault | None, thunk: Thunk, key: str | None, request: Any) -> Generator[Thunk, Any, Any]:
         clock = self.clock
-        clock._now += _LATENCY + self._random.random() * _JITTER
-        self._check_time(clock._now)
-        if self._pending:
+        if self.pending:
             yield from self._flush(clock._now)
         if fault is None:
             return (yield from self._apply(ep, attempt, key, request, thunk, "ok", None))
@@ -304,13 +349,13 @@ class World:
         raise SagaDefinitionError(f"fault kind {kind!r} is not known to this world")  # pragma: no cover
 
     def _hold(self, due: float, ep: Endpoint, attempt: int, key: str | None, request: Any, thunk: Thunk, label: str) -> None:
-        self._pending_order += 1
-        heapq.heappush(self._pending, (due, self._pending_order, ep, attempt, key, request, thunk, label))
+        self.pending_order += 1
+        heapq.heappush(self.pending, (due, self.pending_order, ep, attempt, key, request, thunk, label))
 
     def _flush(self, until: float | None) -> Generator[Thunk, Any, None]:
         """Land held requests and late copies that are due, oldest first."""
-        while self._pending and (until is None or self._pending[0][0] <= until):
-            due, _, ep, attempt, key, request, thunk, label = heapq.heappop(self._pending)
+        while self.pending and (until is None or self.pending[0][0] <= until):
+            due, _, ep, attempt, key, request, thunk, label = heapq.heappop(self.pending)
             if until is None and due > self.clock._now:
                 self.clock._now = due
             yield from self._apply_quietly(ep, attempt, key, request, thunk, "late", label)
@@ -390,7 +435,7 @@ class World:
         error: BaseException | None = None
         halted: str | None = None
         try:
-            if inspect.iscoroutinefunction(saga.run):
+            if saga.is_async:
                 result = self._run_async()
             else:
                 result = saga.run(self.services, saga.input)
@@ -405,7 +450,7 @@ class World:
         except Exception as exc:
             error = exc
         # The network eventually delivers what it held, whether or not anyone still waits.
-        if self._pending:
+        if self.pending:
             try:
                 if self._async_mode:
                     self._loop_run(self.adrive(self._flush(None)))
