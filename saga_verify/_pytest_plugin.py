@@ -104,15 +104,17 @@ def pytest_configure(config: pytest.Config) -> None:
         seed = int(workerinput["saga_verify_seed"])
     else:
         chosen = config.getoption(SEED_OPTION)
+        # The cache is absent under -p no:cacheprovider; 'last' then starts afresh.
+        cache = getattr(config, "cache", None)
         if chosen == "last":
-            cached = config.cache.get(CACHE_KEY, None) if config.cache is not None else None
+            cached = cache.get(CACHE_KEY, None) if cache is not None else None
             seed = int(cached) if isinstance(cached, int) else secrets.randbelow(2**32)
         elif chosen == "random":
             seed = secrets.randbelow(2**32)
         else:
             seed = int(chosen)
-        if config.cache is not None:
-            config.cache.set(CACHE_KEY, seed)
+        if cache is not None:
+            cache.set(CACHE_KEY, seed)
     config.stash[_seed_key] = seed
 
 

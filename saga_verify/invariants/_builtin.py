@@ -4,7 +4,7 @@ never the fault plan."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from .._saga import TERMINAL_STATUSES, Saga, Step
 from ..world import Execution, LedgerRow
@@ -268,12 +268,13 @@ irreversible_last = Invariant(
 )
 
 
-def standard_invariants(saga: Saga) -> tuple[Invariant, ...]:
-    """The invariants every saga should hold, for this saga's steps."""
+def standard_invariants(saga_or_steps: Saga | Iterable[Step]) -> tuple[Invariant, ...]:
+    """The invariants every saga should hold, for a saga's steps (give the saga or its steps)."""
+    steps = saga_or_steps.steps if isinstance(saga_or_steps, Saga) else tuple(saga_or_steps)
     return (
         terminates,
         no_unhandled_error,
-        *(no_double_effect(s) for s in saga.steps),
+        *(no_double_effect(s) for s in steps),
         compensation_matches_effect,
         full_compensation,
         all_or_nothing,

@@ -1,0 +1,38 @@
+"""The failure corpus in fixtures/corpus: the minimal plan of every broken reference variant.
+Each still breaks its variant the way it did when it was found, and the correct saga holds
+under every one of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from saga_verify import FaultPlan, load_saga, replay
+from saga_verify.reference import order_saga, variants
+
+CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "corpus"
+PLANS = sorted(CORPUS.glob("*.json"))
+
+
+def test_corpus_covers_every_broken_variant() -> None:
+    names = {p.stem for p in PLANS}
+    assert names == {v.name for v in variants() if v.broken}
+
+
+@pytest.mark.parametrize("path", PLANS, ids=[p.stem for p in PLANS])
+def test_corpus_plan_still_breaks_its_variant(path: Path) -> None:
+    plan = FaultPlan.load(path)
+    assert plan.saga is not None
+    saga = load_saga(plan.saga)
+    assert saga.name == path.stem
+    _, violations = replay(saga, plan)
+    assert tuple(dict.fromkeys(v.invariant for v in violations)) == plan.violated
+
+
+@pytest.mark.parametrize("path", PLANS, ids=[p.stem for p in PLANS])
+def test_correct_saga_holds_under_corpus_plan(path: Path) -> None:
+    plan = FaultPlan.load(path)
+    execution, violations = replay(order_saga, plan)
+    assert violations == [], [str(v) for v in violations]
+    assert execution.status in ("completed", "compensated", "failed")

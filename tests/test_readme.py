@@ -1,0 +1,117 @@
+"""The README's "Verify your own saga" block, run as a user would run it: a pytest file in a
+project with its own saga and participants."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+SERVICES = '''
+from saga_verify import Ledger
+
+
+class Inventory:
+    def __init__(self):
+        self.ledger, self.replies, self.reserved, self.released = Ledger(), {}, set(), set()
+
+    def reserve(self, order_id, sku, idempotency_key):
+        if idempotency_key in self.released:  # released before it arrived: a tombstone
+            return {"status": "refused"}
+        if idempotency_key not in self.replies:
+            self.reserved.add(idempotency_key)
+            self.ledger.record("reserve", 1, sku)
+            self.replies[idempotency_key] = {"status": "ok"}
+        return self.replies[idempotency_key]
+
+    def release(self, reserve_key, idempotency_key):
+        self.released.add(reserve_key)
+        if reserve_key in self.reserved:
+            self.reserved.discard(reserve_key)
+            self.ledger.record("release", 1)
+        return {"status": "ok"}
+
+
+class Payment:
+    def __init__(self):
+        self.ledger, self.replies, self.charged, self.refunded = Ledger(), {}, set(), set()
+
+    def charge(self, order_id, amount, idempotency_key=None):
+        if idempotency_key in self.refunded:
+            return {"status": "refused"}
+        if idempotency_key is None or idempotency_key not in self.replies:
+            self.charged.add(idempotency_key)
+            self.ledger.record("charge", amount)
+            self.replies[idempotency_key] = {"status": "ok"}
+        return self.replies[idempotency_key]
+
+    def refund(self, charge_key, amount, idempotency_key):
+        self.refunded.add(charge_key)
+        if charge_key in self.charged:
+            self.charged.discard(charge_key)
+            self.ledger.record("refund", amount)
+        return {"status": "ok"}
+'''
+
+SAGA = '''
+def call(fn, **request):
+    for attempt in range(3):
+        try:
+            return fn(**request)
+        except (ConnectionError, TimeoutError):
+            continue
+    return None
+
+
+def undo(*compensations):
+    made = [call(fn, **request) is not None for fn, request in compensations]
+    return "compensated" if all(made) else "failed"
+
+
+def place_order(services, order):
+    oid = order["order_id"]
+    release = (services.inventory.release, {"reserve_key": oid + ":reserve", "idempotency_key": oid + ":release"})
+    refund = (services.payment.refund, {"charge_key": {refund_key}, "amount": order["amount"], "idempotency_key": oid + ":refund"})
+    if call(services.inventory.reserve, order_id=oid, sku=order["sku"], idempotency_key=oid + ":reserve") is None:
+        return undo(release)
+    if call(services.payment.charge, order_id=oid, amount=order["amount"], {charge_key}) is None:
+        return undo(refund, release)
+    return "completed"
+'''
+
+
+def readme_block() -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Verify your own saga", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "README lost its 'Verify your own saga' example"
+    return match.group(1)
+
+
+def test_readme_example_is_at_most_15_lines() -> None:
+    lines = [line for line in readme_block().splitlines() if line.strip()]
+    assert len(lines) <= 15
+
+
+def _project(pytester: pytest.Pytester, charge_key: str, refund_key: str) -> None:
+    pytester.mkpydir("shop")
+    pytester.path.joinpath("shop", "services.py").write_text(SERVICES)
+    pytester.path.joinpath("shop", "saga.py").write_text(SAGA.replace("{charge_key}", charge_key).replace("{refund_key}", refund_key))
+    pytester.makepyfile(test_order=readme_block())
+    pytester.syspathinsert()
+
+
+def test_readme_example_passes_for_a_correct_saga(pytester: pytest.Pytester) -> None:
+    _project(pytester, 'idempotency_key=oid + ":charge"', 'oid + ":charge"')
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--saga-report-dir={pytester.path / 'plans'}", "--saga-seed=1")
+    result.assert_outcomes(passed=1)
+
+
+def test_readme_example_catches_a_charge_without_key(pytester: pytest.Pytester) -> None:
+    _project(pytester, "", "None")
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--saga-report-dir={pytester.path / 'plans'}", "--saga-seed=1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*saga 'order' broke no_double_charge*", "*1. lose-reply at payment.charge#1*", "*--saga-replay=*"])
