@@ -51,11 +51,11 @@ _EXPORTS: dict[str, str] = {
     "run_plan": ".world",
     "Execution": ".world",
     "TraceEntry": ".world",
-    "explore": ".explore",
-    "verify": ".explore",
-    "replay": ".explore",
-    "ExplorationResult": ".explore",
-    "Failure": ".explore",
+    "explore": ".exploration",
+    "verify": ".exploration",
+    "replay": ".exploration",
+    "ExplorationResult": ".exploration",
+    "Failure": ".exploration",
     # errors
     "SagaVerifyError": "._errors",
     "PlanError": "._errors",
@@ -142,7 +142,7 @@ if TYPE_CHECKING:
         SagaViolationError,
     )
     from ._saga import Saga, Step, load_saga
-    from .explore import ExplorationResult, Failure, explore, replay, verify
+    from .exploration import ExplorationResult, Failure, explore, replay, verify
     from .faults import (
         Delay,
         DeliveryPoint,

@@ -11,20 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._options import whole_number
+
 RUNTIMES = ("sim",)
-
-
-def _whole(low: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is too small: give a whole number >= {low}")
-        return value
-
-    return parse
 
 
 def _runtime(text: str) -> str:
@@ -38,9 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,explore,replay}")
 
     def search_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--seed", type=_whole(0), default=0, help="seed of the Hypothesis phase (default 0)")
-        p.add_argument("--max-examples", type=_whole(0), default=200, help="Hypothesis examples after the sweep (default 200; 0 skips)")
-        p.add_argument("--sweep-faults", type=_whole(0), default=2, help="faults per plan in the exhaustive sweep (default 2; 0 skips)")
+        p.add_argument("--seed", type=whole_number(0), default=0, help="seed of the Hypothesis phase (default 0)")
+        p.add_argument("--max-examples", type=whole_number(0), default=200, help="Hypothesis examples after the sweep (default 200; 0 skips)")
+        p.add_argument("--sweep-faults", type=whole_number(0), default=2, help="faults per plan in the exhaustive sweep (default 2; 0 skips)")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     demo = sub.add_parser("demo", help="verify the reference order saga and catch every broken variant")
@@ -62,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from ._errors import SagaVerifyError
 
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2  # argparse printed why
     try:
         if args.command == "demo":
             return _demo(args)
@@ -82,7 +74,7 @@ def _no_database() -> Any:
 
 def demo_rows(seed: int, max_examples: int, sweep_faults: int, runtime: str, report_dir: str | None) -> list[dict[str, Any]]:
     """One row per reference saga: the shape ``saga-verify demo --json`` prints."""
-    from .explore import explore
+    from .exploration import explore
     from .reference import variants
 
     rows = []
@@ -163,7 +155,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _explore(args: argparse.Namespace) -> int:
     from ._saga import load_saga
-    from .explore import explore
+    from .exploration import explore
 
     saga = load_saga(args.saga)
     result = explore(saga, seed=args.seed, max_examples=args.max_examples, sweep_faults=args.sweep_faults, report_dir=args.report_dir)
@@ -191,7 +183,7 @@ def _explore(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from ._errors import PlanError
     from ._saga import load_saga
-    from .explore import replay
+    from .exploration import replay
     from .faults import FaultPlan
     from .reporting import render_execution
 

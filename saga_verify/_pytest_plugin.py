@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ._options import whole_number
+
 if TYPE_CHECKING:
     from ._saga import Saga
-    from .explore import ExplorationResult
+    from .exploration import ExplorationResult
     from .invariants import Invariant
 
 SEED_OPTION = "--saga-seed"
@@ -40,19 +42,6 @@ def _seed(text: str) -> str:
     return str(value)
 
 
-def _count(low: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is too small: give a whole number >= {low}")
-        return value
-
-    return parse
-
-
 def _existing_file(text: str) -> str:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"plan file {text!r} does not exist")
@@ -70,14 +59,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         MAX_EXAMPLES_OPTION,
-        type=_count(0),
+        type=whole_number(0),
         default=None,
         metavar="N",
         help="Hypothesis examples after the sweep (default: the Hypothesis profile's max_examples; 0 skips)",
     )
     group.addoption(
         SWEEP_OPTION,
-        type=_count(0),
+        type=whole_number(0),
         default=None,
         metavar="N",
         help="faults per plan in the exhaustive sweep before Hypothesis (default: 2; 0 turns the sweep off)",
@@ -157,7 +146,9 @@ class SagaVerifier:
         max_examples: int | None = None,
         sweep_faults: int | None = None,
     ) -> ExplorationResult | None:
-        from . import FaultPlan, SagaViolationError, explore, replay
+        from ._errors import SagaViolationError
+        from .exploration import explore, replay
+        from .faults import FaultPlan
         from .reporting import render_execution
 
         replay_file = self._config.getoption(REPLAY_OPTION)

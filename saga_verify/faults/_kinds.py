@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any, ClassVar
 
 from .._errors import PlanError
@@ -55,8 +56,12 @@ class Fault:
     meaning: ClassVar[str] = ""
 
     def __str__(self) -> str:
-        params = "".join(f" {f.name}={_num(getattr(self, f.name))}" for f in fields(self)[1:])
-        return f"{self.kind}{params} at {self.at}"
+        return f"{self.label} at {self.at}"
+
+    @cached_property
+    def label(self) -> str:
+        """The fault without its place: ``"duplicate lag=30"``."""
+        return self.kind + "".join(f" {f.name}={_num(getattr(self, f.name))}" for f in fields(self)[1:])
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"kind": self.kind, "at": str(self.at)}
@@ -179,13 +184,15 @@ def fault_from_json(data: object, where: str = "fault") -> Fault:
         raise PlanError(f"{where}: unknown fault kind {kind_name!r}; known kinds: {known}")
     if "at" not in data:
         raise PlanError(f"{where}: missing 'at' (the delivery point, e.g. 'payment.charge#1')")
-    at = DeliveryPoint.parse(data["at"])
     allowed = {f.name for f in fields(cls)} - {"at"}
     extra = set(data) - allowed - {"kind", "at"}
     if extra:
         raise PlanError(f"{where}: {cls.kind} takes no field(s) {sorted(extra)}; it takes {sorted(allowed) or 'none'}")
     params = {name: data[name] for name in allowed if name in data}
-    return cls(at, **params)
+    try:
+        return cls(DeliveryPoint.parse(data["at"]), **params)
+    except PlanError as exc:
+        raise PlanError(f"{where}: {exc}") from None
 
 
 @dataclass(frozen=True)

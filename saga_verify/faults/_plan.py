@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +87,10 @@ class FaultPlan:
         if not isinstance(violated, list) or not all(isinstance(v, str) for v in violated):
             raise PlanError(f"{source}: 'violated' must be a list of invariant names")
         parsed = tuple(fault_from_json(f, f"{source}: faults[{i}]") for i, f in enumerate(faults))
-        return cls(parsed, seed=data.get("seed", 0), saga=saga, violated=tuple(violated))
+        try:
+            return cls(parsed, seed=data.get("seed", 0), saga=saga, violated=tuple(violated))
+        except PlanError as exc:
+            raise PlanError(f"{source}: {exc}") from None
 
     @classmethod
     def loads(cls, text: str, *, source: str = "plan") -> FaultPlan:
@@ -154,11 +157,12 @@ class FaultPlan:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename it into place."""
+    """Write through a temporary file in the same folder and rename it into place: a reader sees
+    the old file or the whole new one. The file gets the usual permissions (umask applies)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with open(tmp, "x", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

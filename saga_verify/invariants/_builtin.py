@@ -3,8 +3,7 @@ never the fault plan."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from .._saga import TERMINAL_STATUSES, Saga, Step
 from ..world import Execution, LedgerRow
@@ -13,27 +12,29 @@ from ._core import Invariant, Violation
 _ANSWERED = frozenset({"ok"})
 
 
-def _by_correlation(execution: Execution) -> dict[str, list[LedgerRow]]:
-    groups: dict[str, list[LedgerRow]] = defaultdict(list)
-    for row in execution.rows():
-        groups[row.correlation_id].append(row)
-    return groups
+_NONE: list[LedgerRow] = []
+Effects = Mapping[tuple[str, str], list[LedgerRow]]
 
 
-def _rows(rows: list[LedgerRow], participant: str, action: str | None) -> list[LedgerRow]:
-    return [r for r in rows if r.participant == participant and r.action == action]
+def _by_correlation(execution: Execution) -> Mapping[str, Effects]:
+    return execution.effects
 
 
-def _in_effect(rows: list[LedgerRow], step: Step) -> tuple[list[LedgerRow], list[LedgerRow]]:
-    return _rows(rows, step.participant, step.action), _rows(rows, step.participant, step.compensation)
+def _rows(effects: Effects, participant: str, action: str | None) -> list[LedgerRow]:
+    return effects.get((participant, action), _NONE) if action else _NONE
+
+
+def _in_effect(effects: Effects, step: Step) -> tuple[list[LedgerRow], list[LedgerRow]]:
+    return _rows(effects, step.participant, step.action), _rows(effects, step.participant, step.compensation)
 
 
 def _compensatable(saga: Saga) -> Iterator[Step]:
     return (s for s in saga.steps if not s.irreversible)
 
 
-def no_double_effect(step: Step) -> Invariant:
-    """The step takes effect at most once per saga instance (for payment.charge: no double charge)."""
+def no_double_effect(step: Step, *, name: str | None = None) -> Invariant:
+    """The step takes effect at most once per saga instance (for payment.charge: no double charge).
+    Named ``no_double_<action>`` unless ``name`` says otherwise."""
 
     def check(execution: Execution) -> list[Violation]:
         found = []
@@ -43,7 +44,7 @@ def no_double_effect(step: Step) -> Invariant:
                 found.append(Violation(f"{step} took effect {len(forward)} times for {corr}", tuple(forward)))
         return found
 
-    return Invariant(f"no_double_{step.action}", check, f"{step} takes effect at most once per saga")
+    return Invariant(name or f"no_double_{step.action}", check, f"{step} takes effect at most once per saga")
 
 
 def _compensation_matches_effect(execution: Execution) -> list[Violation]:
@@ -138,7 +139,7 @@ def _all_or_nothing(execution: Execution) -> list[Violation]:
                             tuple(forward + undo),
                         )
                     )
-    if execution.status == "completed" and not _by_correlation(execution):
+    if execution.status == "completed" and not execution.effects:
         found.append(Violation("the saga reported completed, but no step took effect"))
     return found
 
@@ -173,48 +174,73 @@ def _no_unhandled_error(execution: Execution) -> Violation | None:
 no_unhandled_error = Invariant("no_unhandled_error", _no_unhandled_error, "the saga handles every failure it can meet instead of raising")
 
 
-def _first(rows: list[LedgerRow]) -> LedgerRow | None:
-    return rows[0] if rows else None
+def _first_calls(execution: Execution) -> dict[tuple[str, str], int]:
+    """When the saga first called each operation (trace position)."""
+    first: dict[tuple[str, str], int] = {}
+    for entry in execution.trace:
+        if entry.outcome not in ("late", "copy"):
+            first.setdefault((entry.participant, entry.operation), entry.seq)
+    return first
 
 
 def _reverse_compensation_order(execution: Execution) -> list[Violation]:
+    # Judged on the order the saga *issued* compensations: the network may still land them in
+    # another order (a held refund after the release), which no saga can prevent.
     found = []
     steps = list(_compensatable(execution.saga))
-    for corr, rows in _by_correlation(execution).items():
+    called = _first_calls(execution)
+    for corr, effects in _by_correlation(execution).items():
         done = []
         for step in steps:
-            forward, undo = _in_effect(rows, step)
-            fwd, comp = _first(forward), _first(undo)
-            if fwd is not None and comp is not None:
-                done.append((fwd, comp, step))
+            forward = _rows(effects, step.participant, step.action)
+            issued = called.get((step.participant, step.compensation or ""))
+            if forward and issued is not None:
+                done.append((forward[0], issued, step))
         done.sort(key=lambda t: t[0].seq)
-        for i, (fwd_a, comp_a, a) in enumerate(done):
-            for fwd_b, comp_b, b in done[i + 1 :]:
-                if comp_a.seq < comp_b.seq:
+        for i, (fwd_a, issued_a, a) in enumerate(done):
+            for fwd_b, issued_b, b in done[i + 1 :]:
+                if issued_a < issued_b:
                     found.append(
                         Violation(
-                            f"{a.participant}.{a.compensation} ran before {b.participant}.{b.compensation} for {corr}, "
-                            f"but {a} ran before {b}: compensations must run in reverse",
-                            (fwd_a, fwd_b, comp_a, comp_b),
+                            f"the saga called {a.participant}.{a.compensation} before {b.participant}.{b.compensation} "
+                            f"for {corr}, but {a} took effect before {b}: compensations must run in reverse",
+                            (fwd_a, fwd_b, execution.trace[issued_a], execution.trace[issued_b]),
                         )
                     )
     return found
 
 
 reverse_compensation_order = Invariant(
-    "reverse_compensation_order", _reverse_compensation_order, "compensations take effect in the reverse order of their steps"
+    "reverse_compensation_order",
+    _reverse_compensation_order,
+    "the saga issues compensations in the reverse order in which their steps took effect",
 )
+
+
+def _given_up(execution: Execution, step: Step) -> bool:
+    """The saga said it failed, having tried to undo ``step`` without ever getting an answer:
+    then what lands of that step later is what it honestly reported, not a broken promise."""
+    return execution.status == "failed" and _last_call(execution, step.participant, step.compensation) not in (None, *_ANSWERED)
 
 
 def _no_forward_after_compensation(execution: Execution) -> list[Violation]:
     found = []
-    forward_actions = {(s.participant, s.action) for s in execution.saga.steps}
-    compensations = {(s.participant, s.compensation) for s in execution.saga.steps if s.compensation}
-    for corr, rows in _by_correlation(execution).items():
-        first_comp = next((r for r in rows if (r.participant, r.action) in compensations), None)
-        if first_comp is None:
+    steps = execution.saga.steps
+    for corr, effects in _by_correlation(execution).items():
+        compensations = [r for s in steps for r in _rows(effects, s.participant, s.compensation)]
+        if not compensations:
             continue
-        late = [r for r in rows if r.seq > first_comp.seq and (r.participant, r.action) in forward_actions]
+        first_comp = min(compensations, key=lambda r: r.seq)
+        late = sorted(
+            (
+                r
+                for s in steps
+                if not _given_up(execution, s)
+                for r in _rows(effects, s.participant, s.action)
+                if r.seq > first_comp.seq
+            ),
+            key=lambda r: r.seq,
+        )
         if late:
             names = ", ".join(f"{r.participant}.{r.action}" for r in late)
             found.append(
@@ -229,7 +255,8 @@ def _no_forward_after_compensation(execution: Execution) -> list[Violation]:
 no_forward_after_compensation = Invariant(
     "no_forward_after_compensation",
     _no_forward_after_compensation,
-    "once compensation began, no forward step takes effect (no late charge after the refund)",
+    "once compensation began, no forward step takes effect (no late charge after the refund), unless the "
+    "saga reported failed after its compensation of that step never got through",
 )
 
 
@@ -270,11 +297,11 @@ irreversible_last = Invariant(
 
 def standard_invariants(saga_or_steps: Saga | Iterable[Step]) -> tuple[Invariant, ...]:
     """The invariants every saga should hold, for a saga's steps (give the saga or its steps)."""
-    steps = saga_or_steps.steps if isinstance(saga_or_steps, Saga) else tuple(saga_or_steps)
+    steps = tuple(saga_or_steps.steps if isinstance(saga_or_steps, Saga) else saga_or_steps)
     return (
         terminates,
         no_unhandled_error,
-        *(no_double_effect(s) for s in steps),
+        *(no_double_effect(s, name=_double_name(s, steps)) for s in steps),
         compensation_matches_effect,
         full_compensation,
         all_or_nothing,
@@ -282,6 +309,11 @@ def standard_invariants(saga_or_steps: Saga | Iterable[Step]) -> tuple[Invariant
         reverse_compensation_order,
         irreversible_last,
     )
+
+
+def _double_name(step: Step, steps: tuple[Step, ...]) -> str:
+    shared = sum(s.action == step.action for s in steps) > 1
+    return f"no_double_{step.participant}_{step.action}" if shared else f"no_double_{step.action}"
 
 
 def invariants_for(saga: Saga) -> tuple[Invariant, ...]:

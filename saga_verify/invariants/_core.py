@@ -57,6 +57,11 @@ class Invariant:
             return [Violation(result, (), self.name)]
         if isinstance(result, Violation):
             return [Violation(result.message, result.evidence, result.invariant or self.name)]
+        if isinstance(result, (bytes, dict)) or not isinstance(result, Iterable):
+            raise SagaVerifyError(
+                f"invariant {self.name!r} returned {result!r}; return None or True when it holds, and "
+                "False, a message, a Violation or a list of them when it does not"
+            )
         found: list[Violation] = []
         for item in result:
             found.extend(self._normalise(item))

@@ -113,12 +113,17 @@ class DeclineTreatedAsSuccess(OrderSaga):
     """Ignores the payment's answer: a declined card ships the order unpaid."""
 
     def charge(self) -> None:
-        self.retry(
-            self.services.payment.charge,
-            order_id=self.order_id,
-            amount=self.order["amount"],
-            idempotency_key=self.key("charge"),
-        )
+        try:
+            self.retry(
+                self.services.payment.charge,
+                order_id=self.order_id,
+                amount=self.order["amount"],
+                idempotency_key=self.key("charge"),
+            )
+        except GaveUp as gave_up:
+            if gave_up.maybe_applied:
+                self.undo.append(self.refund)
+            raise StepFailed from gave_up
         self.undo.append(self.refund)
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..world import LedgerRow, TraceEntry
 
 if TYPE_CHECKING:
-    from ..explore import ExplorationResult, Failure
+    from ..exploration import ExplorationResult, Failure
     from ..world import Execution
 
 _OUTCOME_TEXT = {

@@ -59,7 +59,7 @@ class HttpParticipant:
     def operation_for(self, request: httpx.Request) -> str:
         path = request.url.path.rstrip("/") or "/"
         for method, prefix, operation in self.routes:
-            if request.method == method and (path == prefix or path.startswith(prefix + "/")):
+            if request.method == method and (prefix == "/" or path == prefix or path.startswith(prefix + "/")):
                 return operation
         known = ", ".join(f"{m} {p} -> {o}" for m, p, o in self.routes)
         raise SagaDefinitionError(f"{request.method} {request.url} matches no route of this participant; routes: {known}")

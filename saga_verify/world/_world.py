@@ -13,12 +13,12 @@ import heapq
 import inspect
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 from .._errors import SagaDefinitionError
-from .._saga import TERMINAL_STATUSES, Saga, Step
-from ..faults._kinds import Delay, DeliveryPoint, Duplicate, Fault, Outage
+from .._saga import Saga, Step
+from ..faults._kinds import Delay, Duplicate, Fault, Outage
 from ..faults._plan import FaultPlan
 from ._clock import VirtualClock
 from ._ledger import Ledger, LedgerRow
@@ -70,16 +70,16 @@ class Endpoint:
         self.calls = 0
         self.fn = fn
 
-    @property
-    def compensation(self) -> bool:
-        """True when this endpoint undoes a step."""
-        return self.operation != self.step.action
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         fn = self.fn
         if fn is None:
             raise SagaDefinitionError(f"{self.participant}.{self.operation} is an HTTP endpoint; call it through its client")
         world = self.world
+        if world.async_mode:
+            raise SagaDefinitionError(
+                f"an async saga called {self.participant}.{self.operation} synchronously; in an async saga "
+                "use an async client (HttpParticipant(asynchronous=True))"
+            )
         request: Any = kwargs if not args else {"args": list(args), **kwargs}
         key = kwargs.get("idempotency_key")
         attempt, fault = world.decide(self)
@@ -158,6 +158,14 @@ class Execution:
         """The injected faults as a plan that replays this execution."""
         return FaultPlan(self.faults, seed=self.seed, saga=self.saga.ref)
 
+    @cached_property
+    def effects(self) -> Mapping[str, Mapping[tuple[str, str], list[LedgerRow]]]:
+        """Ledger rows by saga instance, then by (participant, action), in effect order."""
+        out: dict[str, dict[tuple[str, str], list[LedgerRow]]] = {}
+        for row in self._rows:
+            out.setdefault(row.correlation_id, {}).setdefault((row.participant, row.action), []).append(row)
+        return out
+
     def rows(self, participant: str | None = None, action: str | None = None) -> list[LedgerRow]:
         """Ledger rows of every participant in effect order, optionally filtered."""
         return [
@@ -166,9 +174,6 @@ class Execution:
             if (participant is None or r.participant == participant) and (action is None or r.action == action)
         ]
 
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
 
 
 class World:
@@ -191,7 +196,7 @@ class World:
         self._correlation = saga.the_correlation_id
         self.injected: list[Fault] = []
         self._outages: dict[tuple[str, str], Fault] = {}
-        self._async_mode = False
+        self.async_mode = False
         self.participants = self._build_participants()
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self.services = self._build_services()
@@ -308,7 +313,7 @@ class World:
             return (yield from self._apply(ep, attempt, key, request, thunk, "ok", None))
 
         kind = fault.kind
-        label = str(fault).split(" at ")[0]
+        label = fault.label
         point = f"{ep.participant}.{ep.operation}#{attempt}"
         if kind in ("fail", "outage"):
             self._record(ep, attempt, key, request, "failed", None, label)
@@ -353,12 +358,18 @@ class World:
         heapq.heappush(self.pending, (due, self.pending_order, ep, attempt, key, request, thunk, label))
 
     def _flush(self, until: float | None) -> Generator[Thunk, Any, None]:
-        """Land held requests and late copies that are due, oldest first."""
+        """Land held requests and late copies that are due, oldest first, each at its due time
+        (never before the entry it follows, so the trace's times never go back)."""
+        clock = self.clock
         while self.pending and (until is None or self.pending[0][0] <= until):
             due, _, ep, attempt, key, request, thunk, label = heapq.heappop(self.pending)
-            if until is None and due > self.clock._now:
-                self.clock._now = due
-            yield from self._apply_quietly(ep, attempt, key, request, thunk, "late", label)
+            now = clock._now
+            last = next((e.time for e in reversed(self.trace) if e is not None), 0.0)
+            clock._now = max(due, last)
+            try:
+                yield from self._apply_quietly(ep, attempt, key, request, thunk, "late", label)
+            finally:
+                clock._now = max(now, clock._now) if until is None else now
 
     def _apply_quietly(self, ep: Endpoint, attempt: int, key: str | None, request: Any, thunk: Thunk, outcome: str, label: str | None) -> Generator[Thunk, Any, None]:
         try:
@@ -395,7 +406,7 @@ class World:
     # -- drivers -----------------------------------------------------------------------------
     def drive(self, gen: Generator[Thunk, Any, Any]) -> Any:
         """Run a delivery whose participant calls are plain functions."""
-        if self._async_mode:
+        if self.async_mode:
             raise SagaDefinitionError(
                 "an async saga called a participant synchronously; in an async saga use an async "
                 "client (HttpParticipant(asynchronous=True))"
@@ -452,7 +463,7 @@ class World:
         # The network eventually delivers what it held, whether or not anyone still waits.
         if self.pending:
             try:
-                if self._async_mode:
+                if self.async_mode:
                     self._loop_run(self.adrive(self._flush(None)))
                 else:
                     self.drive(self._flush(None))
@@ -485,7 +496,7 @@ class World:
         )
 
     def _run_async(self) -> Any:
-        self._async_mode = True
+        self.async_mode = True
         return self._loop_run(self.saga.run(self.services, self.saga.input))
 
     def _loop_run(self, coro: Any) -> Any:
@@ -517,10 +528,8 @@ def _no_fault(ep: Endpoint, attempt: int) -> None:
 
 def run_plan(saga: Saga, plan: FaultPlan | None = None) -> Execution:
     """Execute the saga once under ``plan`` (no faults if None) and return what happened."""
-    plan = plan or FaultPlan()
+    plan = plan if plan is not None else FaultPlan()
     plan.validate(saga)
     return World(saga, plan_chooser(plan), plan.seed).run()
 
 
-def point_of(ep: Endpoint, attempt: int) -> DeliveryPoint:
-    return DeliveryPoint(ep.participant, ep.operation, attempt)

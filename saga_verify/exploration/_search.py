@@ -308,14 +308,18 @@ def explore(
         t0 = time.perf_counter()
         target = violations[0].invariant
         plan, execution, violations = _minimize(saga, plan, invs, target, counter)
+        if any(f.plan.faults == plan.faults for f in failures):
+            return  # two broken invariants shrank to one plan: report it once, with all it breaks
         shrink = time.perf_counter() - counter.first_violation_at if how == "hypothesis" else time.perf_counter() - t0
+        counter.executions += 1  # _finish runs the plan once more to prove it replays
         failures.append(_finish(saga, plan, execution, violations, how, counter.first_violation, shrink, report_dir, db, key))
 
     baseline_violations = check(base, invs)
     if baseline_violations:
         counter.first_violation = counter.executions
         counter.first_violation_at = time.perf_counter()
-        failures.append(_finish(saga, FaultPlan(), base, baseline_violations, "baseline", counter.executions, 0.0, report_dir, db, key))
+        counter.executions += 1  # _finish runs the plan once more to prove it replays
+        failures.append(_finish(saga, FaultPlan(), base, baseline_violations, "baseline", counter.first_violation, 0.0, report_dir, db, key))
 
     if not failures and db is not None:
         for stored in list(db.fetch(key)):
@@ -335,7 +339,7 @@ def explore(
 
     sweep_count = 0
     if not failures and sweep_faults > 0:
-        for plan, execution in sweep(saga, run_plan_unchecked(saga), max_faults=sweep_faults, budget=sweep_budget):
+        for plan, execution in sweep(saga, run_plan_unchecked(saga), max_faults=sweep_faults, budget=sweep_budget, base=base):
             counter.executions += 1
             sweep_count += 1
             violations = check(execution, invs)
@@ -408,7 +412,7 @@ def _hypothesis_phase(
     except BaseExceptionGroup as group:
         matched, rest = group.split(_Found)
         if rest is not None:
-            _raise_unexpected(saga, rest)
+            raise rest.exceptions[0] from None  # not ours: an error in the harness or an invariant
         assert matched is not None
         return [_from_found(saga, e) for e in _leaves(matched)]
     except Flaky as exc:
@@ -428,11 +432,6 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[_Found]:
         elif isinstance(exc, _Found):
             out.append(exc)
     return out
-
-
-def _raise_unexpected(saga: Saga, group: BaseExceptionGroup[Any]) -> None:
-    first = group.exceptions[0]
-    raise first
 
 
 def _from_found(saga: Saga, exc: _Found) -> tuple[FaultPlan, Execution, list[Violation]]:

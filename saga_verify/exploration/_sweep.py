@@ -43,10 +43,12 @@ def sweep(
     *,
     max_faults: int,
     budget: int | None,
+    base: Execution | None = None,
 ) -> Iterator[tuple[FaultPlan, Execution]]:
     """Yield (plan, execution) for each plan tried, level by level: every 1-fault plan over the
     calls the fault-free execution makes, then every 2-fault plan that adds a fault after the
-    first one's call, and so on. A level is finished before the next begins, so the first
+    first one's call, and so on (``base`` is the fault-free execution, if already run). A level is
+    finished before the next begins, so the first
     violating plan has as few faults as any.
 
     Within a level the order is where saga bugs live first: extensions of executions that
@@ -61,7 +63,8 @@ def sweep(
     executions = 0
 
     base_plan = FaultPlan()
-    base = execute(base_plan)
+    if base is None:
+        base = execute(base_plan)
     base_points = frozenset(reached_points(base))
 
     def explored(plan: FaultPlan, execution: Execution) -> _Explored:

@@ -1,0 +1,194 @@
+"""The text people read when a saga breaks, pinned exactly: minimal plan, timeline, what broke
+with its ledger rows, and the line that reproduces it."""
+
+from __future__ import annotations
+
+import re
+
+import hypothesis
+import pytest
+
+import saga_verify
+from saga_verify import FaultPlan, explore, replay
+from saga_verify.reference import charge_without_key, notify_before_pivot, order_saga
+from saga_verify.reporting import render_execution, render_failure, render_result, render_timeline
+
+CHARGE_WITHOUT_KEY_REPORT = """\
+saga 'charge_without_key' broke no_double_charge
+  minimal plan (1 fault):
+    1. lose-reply at payment.charge#1
+  found by sweep after 14 executions; minimised in <S> s
+
+Timeline (virtual seconds; saga instance order-1):
+  #0   t=   0.011  inventory.reserve#1      order_id=order-1 sku=sku-1 qty=2 key=order-1:reserve
+                   -> ok: status=ok reservation_id=res-1
+  #1   t=   0.024  payment.charge#1         order_id=order-1 amount=100
+                   -> REPLY LOST (applied; caller timed out): status=ok charge_id=ch-1   <- lose-reply
+  #2   t=   1.236  payment.charge#2         order_id=order-1 amount=100
+                   -> ok: status=ok charge_id=ch-2
+  #3   t=   1.247  shipping.create#1        order_id=order-1 reservation_id=res-1 key=order-1:ship
+                   -> ok: status=ok shipment_id=sh-1
+  #4   t=   1.260  notification.send#1      order_id=order-1 message=order order-1 is on its way key=order-1:notify
+                   -> ok: status=ok message_id=msg-1
+  => saga outcome: completed
+
+Broken:
+  no_double_charge: payment.charge took effect 2 times for order-1
+      ledger  payment: charge 100 ch-1 for order-1 at t=0.024 (delivery #1)
+      ledger  payment: charge 100 ch-2 for order-1 at t=1.236 (delivery #2)
+
+Reproduce with: saga-verify replay <DIR>/charge_without_key-no_double_charge-<HASH>.json"""
+
+PASSING_REPLAY = """\
+Timeline (virtual seconds; saga instance order-1):
+  #0   t=   0.011  inventory.reserve#1      order_id=order-1 sku=sku-1 qty=2 key=order-1:reserve
+                   -> ok: status=ok reservation_id=res-1
+  #1   t=   0.024  payment.charge#1         order_id=order-1 amount=100 key=order-1:charge
+                   -> ok: status=ok charge_id=ch-1
+  #2   t=   0.036  shipping.create#1        order_id=order-1 reservation_id=res-1 key=order-1:ship
+                   -> ok: status=ok shipment_id=sh-1
+  #3   t=   0.047  notification.send#1      order_id=order-1 message=order order-1 is on its way key=order-1:notify
+                   -> ok: status=ok message_id=msg-1
+  => saga outcome: completed
+
+Every invariant held."""
+
+_SECONDS = re.compile(r"minimised in (\d+\.\d{3}) s")
+_PLAN_FILE = re.compile(r"charge_without_key-no_double_charge-([0-9a-f]{8})\.json")
+
+
+def _no_db() -> hypothesis.settings:
+    return hypothesis.settings(database=None)
+
+
+@pytest.fixture
+def failure(tmp_path):
+    return explore(charge_without_key, settings=_no_db(), report_dir=tmp_path, seed=0).failures[0]
+
+
+def _normalised(text: str, report_dir) -> str:
+    # Only what differs between runs is replaced: the wall-clock shrink time and the report dir
+    # (the plan file's hash is checked against the file itself).
+    text = _SECONDS.sub("minimised in <S> s", text)
+    text = text.replace(str(report_dir), "<DIR>")
+    return _PLAN_FILE.sub("charge_without_key-no_double_charge-<HASH>.json", text)
+
+
+def test_failure_report_is_pinned(failure, tmp_path) -> None:
+    text = failure.report()
+
+    assert _normalised(text, tmp_path) == CHARGE_WITHOUT_KEY_REPORT
+    assert _SECONDS.search(text)
+    assert text.endswith(f"Reproduce with: saga-verify replay {failure.plan_path}")
+    assert failure.plan_path.name == _PLAN_FILE.search(text).group(0)
+    assert failure.plan_path.parent == tmp_path
+
+
+def test_failure_report_reads_top_to_bottom(failure) -> None:
+    text = failure.report()
+    order = [
+        text.index("minimal plan (1 fault):"),
+        text.index("1. lose-reply at payment.charge#1"),
+        text.index("Timeline"),
+        text.index("REPLY LOST"),
+        text.index("=> saga outcome: completed"),
+        text.index("Broken:"),
+        text.index("ledger  payment: charge 100 ch-1"),
+        text.index("Reproduce with: saga-verify replay "),
+    ]
+    assert order == sorted(order)
+
+
+def test_result_report_of_a_single_failure_is_the_failure_report(tmp_path) -> None:
+    result = explore(charge_without_key, settings=_no_db(), report_dir=tmp_path)
+    assert result.report() == render_result(result) == render_failure(result.failures[0]) == result.failures[0].report()
+
+
+def test_result_report_of_a_saga_that_holds() -> None:
+    result = explore(order_saga, settings=_no_db(), report_dir=None, sweep_faults=1, max_examples=3)
+    text = result.report()
+    assert re.fullmatch(
+        r"saga 'order' held every invariant over 40 executions \(35 in the sweep, 3 from Hypothesis\) in \d+\.\d\d s",
+        text,
+    ), text
+
+
+def test_report_of_a_saga_that_breaks_on_a_good_day(tmp_path) -> None:
+    failure = explore(notify_before_pivot, settings=_no_db(), report_dir=tmp_path).failures[0]
+    lines = failure.report().splitlines()
+    assert lines[0] == "saga 'notify_before_pivot' broke irreversible_last"
+    assert lines[1] == "  minimal plan (0 faults): none: it breaks on a good day"
+    assert lines[2] == "  found by baseline after 2 executions; minimised in 0.000 s"
+    assert lines[-4:-1] == [
+        "  irreversible_last: irreversible notification.send took effect for order-1 before shipping.create had succeeded",
+        "      ledger  notification: send 1 msg-1 for order-1 at t=0.036 (delivery #2)",
+        "",
+    ]
+    assert lines[-1] == f"Reproduce with: saga-verify replay {failure.plan_path}"
+
+
+def test_report_without_a_plan_file_reproduces_in_python() -> None:
+    failure = explore(charge_without_key, settings=_no_db(), report_dir=None).failures[0]
+    last = failure.report().splitlines()[-1]
+    plan_json = failure.plan.dumps().strip()
+    assert last == f"Reproduce with: saga_verify.replay(saga, saga_verify.FaultPlan.loads({plan_json!r}))"
+
+
+def test_report_lists_every_reproduce_command(failure, tmp_path) -> None:
+    from dataclasses import replace
+
+    with_pytest = replace(failure, pytest_replay="pytest test_x.py::test_saga --saga-replay=plan.json")
+    lines = with_pytest.report().splitlines()
+    assert lines[-2:] == [
+        f"Reproduce with: saga-verify replay {failure.plan_path}",
+        "            or: pytest test_x.py::test_saga --saga-replay=plan.json",
+    ]
+
+
+def test_replayed_execution_that_passes(tmp_path) -> None:
+    execution, violations = replay(order_saga, FaultPlan())
+    assert render_execution(execution, violations) == PASSING_REPLAY
+
+
+def test_replayed_execution_that_breaks_shows_the_same_timeline_and_evidence(failure) -> None:
+    execution, violations = replay(charge_without_key, FaultPlan.load(failure.plan_path))
+    text = render_execution(execution, violations)
+    report = failure.report()
+    timeline = render_timeline(execution)
+    assert text.startswith(timeline + "\n\nBroken:\n")
+    assert timeline in report
+    broken = report[report.index("Broken:") : report.index("\n\nReproduce with:")]
+    assert text.endswith(broken)
+
+
+@pytest.mark.parametrize(
+    ("plan", "shown"),
+    [
+        ('{"faults": [{"kind": "fail", "at": "payment.charge#1"}]}', "-> FAILED (connection error, not delivered)   <- fail"),
+        ('{"faults": [{"kind": "timeout", "at": "payment.charge#1"}]}', "-> TIMED OUT (not delivered)   <- timeout"),
+        ('{"faults": [{"kind": "duplicate", "at": "payment.charge#1", "lag": 0}]}', "-> DUPLICATE COPY"),
+        ('{"faults": [{"kind": "delay", "at": "payment.charge#1", "seconds": 30}]}', "-> HELD (caller timed out; lands later)   <- delay seconds=30"),
+        ('{"faults": [{"kind": "delay", "at": "payment.charge#1", "seconds": 30}]}', "-> LANDED LATE"),
+        ('{"faults": [{"kind": "refuse", "at": "payment.charge#1"}]}', "-> ok: status=refused reason=card_declined   <- refuse"),
+    ],
+)
+def test_timeline_names_each_outcome(plan, shown) -> None:
+    execution, _ = replay(order_saga, FaultPlan.loads(plan))
+    assert shown in render_timeline(execution)
+
+
+def test_timeline_of_a_saga_that_never_ends() -> None:
+    from saga_verify.reference import unbounded_retry
+
+    execution, violations = replay(unbounded_retry, FaultPlan.loads('{"faults": [{"kind": "outage", "at": "inventory.reserve#1"}]}'))
+    text = render_execution(execution, violations)
+    assert text.splitlines()[-7:] == [
+        "  => saga outcome: halted: made more than 200 calls",
+        "",
+        "Broken:",
+        "  terminates: the saga did not finish: it made more than 200 calls",
+        "      trace   #197 inventory.reserve#198 -> FAILED (connection error, not delivered)",
+        "      trace   #198 inventory.reserve#199 -> FAILED (connection error, not delivered)",
+        "      trace   #199 inventory.reserve#200 -> FAILED (connection error, not delivered)",
+    ]
+    assert [v.invariant for v in violations] == [saga_verify.terminates.name]

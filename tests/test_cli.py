@@ -1,0 +1,315 @@
+"""The saga-verify command: demo, explore and replay, their exit codes and their errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from saga_verify import FaultPlan
+from saga_verify._cli import main
+from saga_verify.reference import variants
+
+VARIANT_NAMES = [v.name for v in variants()]
+SCRIPT = Path(sys.executable).with_name("saga-verify")
+
+
+def run(argv: list[str]) -> int:
+    """The exit code of the command, whether main() returns it or argparse exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+@pytest.fixture(scope="module")
+def demo_json(tmp_path_factory):
+    report_dir = tmp_path_factory.mktemp("demo")
+    completed = subprocess.run(
+        [str(SCRIPT), "demo", "--json", "--report-dir", str(report_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=report_dir,
+        timeout=120,
+    )
+    return completed, report_dir
+
+
+# -- demo --------------------------------------------------------------------------------------
+def test_console_script_demo_json(demo_json) -> None:
+    completed, _ = demo_json
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr == ""
+    rows = json.loads(completed.stdout)
+    assert isinstance(rows, list)
+    assert [r["saga"] for r in rows] == VARIANT_NAMES
+
+
+def test_demo_json_rows_have_their_shape(demo_json) -> None:
+    rows = json.loads(demo_json[0].stdout)
+    for row in rows:
+        assert {"saga", "kind", "runtime", "broken", "bug", "violated", "examples", "plan", "seconds"} <= set(row)
+        assert row["kind"] == "orchestrated"
+        assert row["runtime"] == "sim"
+        assert isinstance(row["broken"], bool)
+        assert row["bug"] is None or isinstance(row["bug"], str)
+        assert isinstance(row["violated"], list)
+        assert isinstance(row["examples"], int)
+        assert not isinstance(row["examples"], bool)
+        assert row["plan"] is None or isinstance(row["plan"], dict)
+        assert isinstance(row["seconds"], (int, float))
+        assert row["seconds"] >= 0
+
+
+def test_demo_json_correct_saga_holds_and_every_broken_one_is_caught(demo_json) -> None:
+    from saga_verify.exploration import replay
+    from saga_verify.reference import order_saga
+
+    completed, report_dir = demo_json
+    rows = {r["saga"]: r for r in json.loads(completed.stdout)}
+    correct = rows.pop("order")
+    assert correct["broken"] is False
+    assert correct["bug"] is None
+    assert correct["violated"] == []
+    assert correct["plan"] is None
+    assert correct["verdict"] == "holds"
+    assert correct["examples"] > 500  # it says how much it searched
+    assert len(rows) == 10
+    bugs = {v.name: v.bug for v in variants()}
+    for name, row in rows.items():
+        assert row["broken"] is True
+        assert row["bug"] == bugs[name]
+        assert row["violated"], name
+        assert row["verdict"] == "caught"
+        plan = FaultPlan.from_json(row["plan"])
+        assert plan.saga == f"saga_verify.reference:{name}"
+        assert list(plan.violated) == row["violated"]
+        assert Path(row["plan_file"]).parent == report_dir
+        assert FaultPlan.load(row["plan_file"]) == plan
+    assert str(FaultPlan.from_json(rows["charge_without_key"]["plan"])) == "lose-reply at payment.charge#1"
+    # The correct saga does not break under any broken variant's plan that fits it.
+    assert replay(order_saga, FaultPlan.from_json(rows["charge_without_key"]["plan"]))[1] == []
+
+
+def test_demo_table(capsys, tmp_path) -> None:
+    code = run(["demo", "--report-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0] == "saga-verify demo: reference order saga (sim), seed 0"
+    assert lines[1].split() == ["variant", "verdict", "broken", "invariants", "examples", "minimal", "plan", "seconds"]
+    assert set(lines[2]) == {"-", " "}
+    body = lines[3 : 3 + len(VARIANT_NAMES)]
+    assert [line.split()[0] for line in body] == VARIANT_NAMES
+    assert body[0].split()[1] == "holds"
+    assert all(line.split()[1] == "caught" for line in body[1:])
+    by_name = {line.split()[0]: line for line in body}
+    assert "lose-reply at payment.charge#1" in by_name["charge_without_key"]
+    assert "no faults" in by_name["notify_before_pivot"]
+    assert "10/10 broken variants caught; correct saga: holds" in lines
+    assert lines[-1].startswith(f"Replay any minimal plan: saga-verify replay {tmp_path}")
+    assert (tmp_path / lines[-1].rsplit("/", 1)[1]).exists()
+
+
+def test_demo_seed_is_shown(capsys, tmp_path) -> None:
+    code = run(["demo", "--seed", "5", "--max-examples", "0", "--sweep-faults", "1", "--report-dir", str(tmp_path)])
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[0] == "saga-verify demo: reference order saga (sim), seed 5"
+    # A one-fault sweep and no Hypothesis miss the two-fault bugs, and the exit code says so.
+    assert code == 1
+    assert "MISSED" in out
+
+
+# -- replay ------------------------------------------------------------------------------------
+@pytest.fixture
+def violating_plan(tmp_path) -> Path:
+    plan = FaultPlan.loads('{"faults": [{"kind": "lose-reply", "at": "payment.charge#1"}]}')
+    path = tmp_path / "violating.json"
+    FaultPlan(plan.faults, saga="saga_verify.reference:charge_without_key").save(path)
+    return path
+
+
+def test_replay_of_a_violating_plan_prints_the_timeline_and_exits_1(violating_plan, capsys) -> None:
+    code = run(["replay", str(violating_plan)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0] == "saga 'charge_without_key' under lose-reply at payment.charge#1"
+    assert lines[1] == "Timeline (virtual seconds; saga instance order-1):"
+    assert "REPLY LOST (applied; caller timed out)" in out
+    assert "  no_double_charge: payment.charge took effect 2 times for order-1" in lines
+    assert lines[-1] == "      ledger  payment: charge 100 ch-2 for order-1 at t=1.236 (delivery #2)"
+
+
+def test_replay_of_a_passing_plan_exits_0(tmp_path, capsys) -> None:
+    path = FaultPlan(saga="saga_verify.reference:order_saga").save(tmp_path / "empty.json")
+    code = run(["replay", str(path)])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert out.splitlines()[0] == "saga 'order' under no faults"
+    assert out.rstrip().endswith("Every invariant held.")
+
+
+def test_replay_saga_option_names_the_saga(tmp_path, capsys) -> None:
+    path = tmp_path / "anonymous.json"
+    path.write_text('{"faults": [{"kind": "lose-reply", "at": "payment.charge#1"}]}', encoding="utf-8")
+    assert run(["replay", str(path), "--saga", "saga_verify.reference:order_saga"]) == 0
+    assert run(["replay", str(path), "--saga", "saga_verify.reference:charge_without_key"]) == 1
+    out, _ = capsys.readouterr()
+    assert "saga 'charge_without_key' under lose-reply at payment.charge#1" in out
+
+
+def test_replay_saga_option_overrides_the_file(violating_plan, capsys) -> None:
+    assert run(["replay", str(violating_plan), "--saga", "saga_verify.reference:order_saga"]) == 0
+    assert capsys.readouterr().out.startswith("saga 'order' under ")
+
+
+def _error(capsys) -> str:
+    out, err = capsys.readouterr()
+    assert out == ""
+    return err
+
+
+def test_replay_missing_file(tmp_path, capsys) -> None:
+    missing = tmp_path / "nope.json"
+    assert run(["replay", str(missing)]) == 2
+    assert _error(capsys) == f"saga-verify: error: plan file {str(missing)!r} does not exist\n"
+
+
+def test_replay_invalid_json(tmp_path, capsys) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text("{bad", encoding="utf-8")
+    assert run(["replay", str(path)]) == 2
+    err = _error(capsys)
+    assert err.startswith(f"saga-verify: error: {path}: not valid JSON (")
+    assert "line 1 column 2" in err
+
+
+def test_replay_unknown_participant(tmp_path, capsys) -> None:
+    path = tmp_path / "billing.json"
+    path.write_text(
+        '{"saga": "saga_verify.reference:order_saga", "faults": [{"kind": "fail", "at": "billing.charge#1"}]}',
+        encoding="utf-8",
+    )
+    assert run(["replay", str(path)]) == 2
+    err = _error(capsys)
+    assert err.startswith("saga-verify: error: plan names billing.charge, which saga 'order' does not have")
+    assert "payment.charge" in err
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ({"kind": "refuse", "at": "notification.send#1"}, "plan refuses notification.send#1, but step notification.send declares no refusal"),
+        ({"kind": "explode", "at": "payment.charge#1"}, "faults[0]: unknown fault kind 'explode'"),
+        ({"kind": "fail", "at": "payment"}, "cannot read delivery point 'payment'"),
+        ({"kind": "delay", "at": "payment.charge#1", "seconds": -1}, "delay at payment.charge#1: seconds must be finite and >= 0, got -1"),
+    ],
+)
+def test_replay_plan_with_a_bad_fault(tmp_path, capsys, fault, message) -> None:
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"saga": "saga_verify.reference:order_saga", "faults": [fault]}), encoding="utf-8")
+    assert run(["replay", str(path)]) == 2
+    err = _error(capsys)
+    assert err.startswith("saga-verify: error: ")
+    assert message in err
+
+
+def test_replay_plan_naming_no_saga(tmp_path, capsys) -> None:
+    path = tmp_path / "anonymous.json"
+    path.write_text('{"faults": []}', encoding="utf-8")
+    assert run(["replay", str(path)]) == 2
+    assert _error(capsys) == (
+        f"saga-verify: error: plan file {str(path)!r} names no saga; pass --saga package.module:attribute\n"
+    )
+
+
+def test_replay_plan_naming_a_saga_that_does_not_import(tmp_path, capsys) -> None:
+    path = FaultPlan(saga="nosuchmodule:x").save(tmp_path / "p.json")
+    assert run(["replay", str(path)]) == 2
+    assert "cannot load saga 'nosuchmodule:x': module 'nosuchmodule' does not import" in _error(capsys)
+
+
+def test_runtime_that_is_not_available(capsys) -> None:
+    assert run(["demo", "--runtime", "asgi"]) == 2
+    err = _error(capsys)
+    assert "argument --runtime: runtime 'asgi' is not available; choose from: sim" in err
+
+
+@pytest.mark.parametrize("command", [["demo"], ["explore", "saga_verify.reference:order_saga"]])
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--seed", "-1", "argument --seed: -1 is too small: give a whole number >= 0"),
+        ("--seed", "abc", "argument --seed: 'abc' is not a whole number"),
+        ("--max-examples", "-3", "argument --max-examples: -3 is too small"),
+        ("--sweep-faults", "two", "argument --sweep-faults: 'two' is not a whole number"),
+    ],
+)
+def test_bad_numbers(command, flag, value, message, capsys) -> None:
+    assert run([*command, flag, value]) == 2
+    assert message in _error(capsys)
+
+
+def test_no_command(capsys) -> None:
+    assert run([]) == 2
+    assert "the following arguments are required" in _error(capsys)
+
+
+# -- explore -----------------------------------------------------------------------------------
+def test_explore_module_that_does_not_import(capsys) -> None:
+    assert run(["explore", "nosuchmodule:x"]) == 2
+    assert _error(capsys) == (
+        "saga-verify: error: cannot load saga 'nosuchmodule:x': module 'nosuchmodule' does not import "
+        "(No module named 'nosuchmodule')\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("saga_verify.reference", "write it as package.module:attribute"),
+        ("saga_verify.reference:no_such_saga", "module 'saga_verify.reference' has no 'no_such_saga'"),
+        ("saga_verify.reference:ORDER", "'saga_verify.reference:ORDER' is a dict, not a saga_verify.Saga"),
+    ],
+)
+def test_explore_something_that_is_not_a_saga(ref, message, capsys) -> None:
+    assert run(["explore", ref]) == 2
+    assert message in _error(capsys)
+
+
+def test_explore_a_broken_saga_prints_the_report_and_exits_1(tmp_path, capsys) -> None:
+    code = run(["explore", "saga_verify.reference:charge_without_key", "--report-dir", str(tmp_path)])
+    out, _ = capsys.readouterr()
+    assert code == 1
+    assert out.startswith("saga 'charge_without_key' broke no_double_charge\n")
+    (written,) = tmp_path.iterdir()
+    assert out.rstrip().endswith(f"Reproduce with: saga-verify replay {written}")
+    # The line it prints works.
+    assert run(["replay", str(written)]) == 1
+
+
+def test_explore_json(tmp_path, capsys) -> None:
+    code = run(["explore", "saga_verify.reference:charge_without_key", "--json", "--report-dir", str(tmp_path)])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert data["saga"] == "charge_without_key"
+    assert data["ok"] is False
+    (failure,) = data["failures"]
+    assert failure["violated"] == ["no_double_charge"]
+    assert failure["plan"]["faults"] == [{"kind": "lose-reply", "at": "payment.charge#1"}]
+    assert Path(failure["plan_file"]).parent == tmp_path
+
+
+def test_explore_a_saga_that_holds_exits_0(tmp_path, capsys) -> None:
+    code = run(["explore", "saga_verify.reference:order_saga", "--max-examples", "5", "--sweep-faults", "1", "--report-dir", str(tmp_path)])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert out.startswith("saga 'order' held every invariant over 42 executions (35 in the sweep, 5 from Hypothesis)")
+    assert list(tmp_path.iterdir()) == []
