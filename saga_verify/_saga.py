@@ -163,7 +163,8 @@ class Saga:
         return tuple(out)
 
     @cached_property
-    def the_correlation_id(self) -> str:
+    def instance_id(self) -> str:
+        """The correlation id of the one saga instance an execution runs."""
         if self.correlation_id:
             return self.correlation_id
         if isinstance(self.input, Mapping) and isinstance(self.input.get("order_id"), str):

@@ -7,7 +7,7 @@ import hashlib
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,6 @@ class ExplorationResult:
     seed: int | None
     sweep_executions: int = 0
     hypothesis_examples: int = 0
-    stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -299,7 +298,6 @@ def explore(
     base = _preflight(saga, invs)
     counter.executions += 2
     failures: list[Failure] = []
-    stats: dict[str, Any] = {}
 
     def found(plan: FaultPlan, execution: Execution, violations: list[Violation], how: str) -> None:
         if counter.first_violation is None:
@@ -354,7 +352,6 @@ def explore(
             found(plan, execution, violations, "hypothesis")
         hypothesis_examples = counter.executions - before
 
-    stats["sweep_executions"] = sweep_count
     # Smallest plan first: it is the one a person should read.
     failures.sort(key=lambda f: (len(f.plan.faults), f.examples))
     return ExplorationResult(
@@ -365,7 +362,6 @@ def explore(
         seed=seed,
         sweep_executions=sweep_count,
         hypothesis_examples=hypothesis_examples,
-        stats=stats,
     )
 
 

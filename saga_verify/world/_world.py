@@ -193,7 +193,7 @@ class World:
         self._deliveries = 0
         self._row_seq = 0
         self._current = -1
-        self._correlation = saga.the_correlation_id
+        self._correlation = saga.instance_id
         self.injected: list[Fault] = []
         self._outages: dict[tuple[str, str], Fault] = {}
         self.async_mode = False

@@ -141,7 +141,7 @@ def test_sweep_budget_limits_the_sweep() -> None:
     result = explore(order_saga, settings=_no_db(), report_dir=None, sweep_budget=40, max_examples=0)
     assert result.ok
     assert result.sweep_executions == 40
-    assert result.stats["sweep_executions"] == 40
+    assert result.sweep_executions == 40
     assert result.executions == 42
 
 
