@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._options import whole_number
-
-RUNTIMES = ("sim",)
+from .runtimes import RUNTIMES
 
 
 def _runtime(text: str) -> str:
@@ -75,10 +74,10 @@ def _no_database() -> Any:
 def demo_rows(seed: int, max_examples: int, sweep_faults: int, runtime: str, report_dir: str | None) -> list[dict[str, Any]]:
     """One row per reference saga: the shape ``saga-verify demo --json`` prints."""
     from .exploration import explore
-    from .reference import variants
+    from .runtimes import reference_variants
 
     rows = []
-    for variant in variants():
+    for variant in reference_variants(runtime):
         started = time.perf_counter()
         # The demo shows the search itself, so it does not start from remembered failures.
         result = explore(

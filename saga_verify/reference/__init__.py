@@ -80,6 +80,10 @@ class Variant:
     saga: Saga
     bug: str | None
     """One line naming the bug; None for the correct saga."""
+    saga_class: type[OrderSaga] = OrderSaga
+    """The saga's code (a broken variant overrides one method)."""
+    payment_class: type[Payment] = Payment
+    """The payment participant (a broken variant may serve a broken one)."""
     kind: str = "orchestrated"
 
     @property
@@ -97,7 +101,7 @@ def _bug(cls: type) -> str:
 
 def variants() -> tuple[Variant, ...]:
     """The correct saga first, then every broken variant."""
-    broken = (
+    sagas = (
         (charge_without_key, _broken.ChargeWithoutKey),
         (fresh_key_on_retry, _broken.FreshKeyOnRetry),
         (lost_reply_not_compensated, _broken.LostReplyNotCompensated),
@@ -106,7 +110,13 @@ def variants() -> tuple[Variant, ...]:
         (swallowed_compensation_error, _broken.SwallowedCompensationError),
         (unbounded_retry, _broken.UnboundedRetry),
         (decline_treated_as_success, _broken.DeclineTreatedAsSuccess),
+    )
+    participants = (
         (non_idempotent_refund, _broken.NonIdempotentRefund),
         (refund_forgets_charge, _broken.RefundForgetsCharge),
     )
-    return (Variant(order_saga, None), *tuple(Variant(s, _bug(c)) for s, c in broken))
+    return (
+        Variant(order_saga, None),
+        *(Variant(s, _bug(c), saga_class=c) for s, c in sagas),
+        *(Variant(s, _bug(c), payment_class=c) for s, c in participants),
+    )

@@ -40,8 +40,11 @@ def render_entry(entry: TraceEntry) -> str:
     outcome = _OUTCOME_TEXT.get(entry.outcome, entry.outcome)
     reply = "" if entry.reply is None else f": {_compact(entry.reply)}"
     fault = f"   <- {entry.fault}" if entry.fault else ""
+    request = _compact(entry.request)
+    if entry.key is not None and not (isinstance(entry.request, dict) and "idempotency_key" in entry.request):
+        request += f" key={entry.key}"  # an HTTP header: not part of the request body
     return (
-        f"  #{entry.seq:<3} t={entry.time:8.3f}  {entry.point:<24} {_compact(entry.request)}\n"
+        f"  #{entry.seq:<3} t={entry.time:8.3f}  {entry.point:<24} {request}\n"
         f"  {'':4} {'':10}  -> {outcome}{reply}{fault}"
     )
 

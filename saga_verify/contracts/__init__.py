@@ -1,0 +1,54 @@
+"""Consumer-driven contracts (Pact) for sagas: the consumer writes what it expects of each
+participant, and every participant is verified against it.
+
+- `consumer_pact` gives a consumer test a V4 ``pact.Pact`` and merges its interactions into
+  ``<pact_dir>/<consumer>-<provider>.json`` safely, also under pytest-xdist: one private file per
+  writer, merged under a file lock and replaced atomically, sorted by description, with a clear
+  error for two different interactions that share a description (pact-python silently keeps one).
+- `verify_provider` replays the pacts against an ASGI app (served on 127.0.0.1) or a URL. It checks
+  that every provider state has a handler before anything runs, never lets pact retry a failing
+  state handler for minutes, reads the results (pending interactions too) and raises
+  `ProviderVerificationError` naming each failing interaction.
+
+The pacts of the reference order service live in ``contracts/pacts/``; its client for the four
+participants is ``saga_verify.reference._order_client``. pact-python is imported only when a
+pact is written or verified; telemetry is always off (``PACT_DO_NOT_TRACK=true``).
+"""
+
+from __future__ import annotations
+
+from ._pact import (
+    ContractError,
+    InteractionResult,
+    PactConflictError,
+    PactFileError,
+    ProviderState,
+    ProviderStateError,
+    ProviderUnreachableError,
+    ProviderVerification,
+    ProviderVerificationError,
+    StateHandler,
+    consumer_pact,
+    pact_path,
+    serve_asgi,
+    verify_provider,
+    write_pact,
+)
+
+__all__ = [
+    "ContractError",
+    "InteractionResult",
+    "PactConflictError",
+    "PactFileError",
+    "ProviderState",
+    "ProviderStateError",
+    "ProviderUnreachableError",
+    "ProviderVerification",
+    "ProviderVerificationError",
+    "StateHandler",
+    "consumer_pact",
+    "pact_path",
+    "serve_asgi",
+    "verify_provider",
+    "write_pact",
+]

@@ -1,0 +1,68 @@
+"""The ``asgi`` runtime: each participant is an HTTP app in this process, reached through an
+httpx client whose transport is the harness's, so every request is a delivery point."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+
+class SyncASGITransport(httpx.BaseTransport):
+    """Lets a synchronous httpx client call an ASGI app: each request runs to completion on a
+    private event loop. Synchronous sagas need nothing else to talk to in-process apps."""
+
+    def __init__(self, app: Any) -> None:
+        self._inner = httpx.ASGITransport(app=app)
+        self._loop = asyncio.new_event_loop()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._loop.run_until_complete(self._inner.handle_async_request(request))
+        content = self._loop.run_until_complete(response.aread())
+        return httpx.Response(response.status_code, headers=response.headers, content=content, request=request)
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.close()
+
+
+def _refuse_next(participant: Any) -> None:
+    """The refuse hook over HTTP: arm the service's own business refusal."""
+    participant.state.refuse_next()
+
+
+def reference_saga(variant: Any, home: str | None = None) -> Any:
+    """The reference ``variant`` with every participant an HTTP app in this process. Each app is
+    built once; every execution gets fresh participants behind them, as in simulation. ``home``
+    is the module that holds the saga under the variant's name (so plan files can name it)."""
+    from .._saga import Saga, Step
+    from ..reference import ORDER, STEPS, Inventory, Notification, Shipping
+    from ..reference._order_client import HttpServices
+    from ..reference.services import SERVICES, create_app, serve_participant
+    from ..world import HttpParticipant
+
+    classes = {"inventory": Inventory, "payment": variant.payment_class, "shipping": Shipping, "notification": Notification}
+    apps = {name: create_app(name, participant=cls(), inspect=False) for name, cls in classes.items()}
+    transports = {name: SyncASGITransport(app) for name, app in apps.items()}
+    # The harness maps each request to its delivery point by the provider's own routes.
+    routes = {name: {op.name: f"POST {op.path}" for op in SERVICES[name].operations} for name in classes}
+    saga_class = variant.saga_class
+
+    def participants() -> dict[str, object]:
+        made: dict[str, object] = {}
+        for name, cls in classes.items():
+            participant = cls()
+            serve_participant(apps[name], participant)
+            made[name] = HttpParticipant(
+                transports[name], routes[name], base_url=f"http://{name}", ledger=participant.ledger, state=participant
+            )
+        return made
+
+    def run(services: Any, order: Any) -> str:
+        return str(saga_class(HttpServices(services), order).run())
+
+    if home is not None:
+        run.__module__ = home  # Saga.ref finds the saga through the module of its code
+    steps = tuple(Step(s.participant, s.action, s.compensation, refuse=_refuse_next if s.refuse else None) for s in STEPS)
+    return Saga(variant.name, steps=steps, participants=participants, run=run, input=ORDER)

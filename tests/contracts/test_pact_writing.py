@@ -1,0 +1,149 @@
+"""Writing consumer pacts: nothing lost, nothing silently replaced, a stable file, and safe when
+many processes (pytest-xdist workers) write one pact at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from saga_verify.contracts import PactConflictError, PactFileError, consumer_pact, pact_path
+
+
+def add_interaction(pact_dir: Path, description: str, amount: int = 1, *, run_id: str = "run-1") -> None:
+    """One consumer test: declare one interaction, exercise it against the mock server."""
+    with consumer_pact("order", "payment", pact_dir, run_id=run_id) as pact:
+        (
+            pact.upon_receiving(description)
+            .with_request("POST", "/charges")
+            .with_body({"amount": amount}, "application/json")
+            .will_respond_with(201)
+        )
+        with pact.serve(addr="127.0.0.1") as server:
+            assert httpx.post(f"{server.url}/charges", json={"amount": amount}).status_code == 201
+
+
+def interactions(pact_dir: Path) -> list[dict[str, object]]:
+    document = json.loads(pact_path(pact_dir, "order", "payment").read_text())
+    return list(document["interactions"])
+
+
+def test_importing_the_contract_layer_loads_neither_pact_nor_a_server() -> None:
+    code = "import sys, saga_verify.contracts; print(sorted({'pact', 'uvicorn', 'fastapi'} & set(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
+
+
+def test_interactions_are_merged_sorted_by_description_in_a_stable_layout(tmp_path: Path) -> None:
+    add_interaction(tmp_path, "b charge")
+    add_interaction(tmp_path, "a charge")
+    path = pact_path(tmp_path, "order", "payment")
+    text = path.read_text()
+    document = json.loads(text)
+    assert [i["description"] for i in document["interactions"]] == ["a charge", "b charge"]
+    assert text == json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["order-payment.json"]
+
+    before = path.stat().st_mtime_ns
+    add_interaction(tmp_path, "a charge")
+    assert path.read_text() == text
+    assert path.stat().st_mtime_ns == before  # an unchanged pact is not rewritten
+
+
+def test_one_description_declared_twice_in_a_pact_fails_at_once(tmp_path: Path) -> None:
+    with consumer_pact("order", "payment", tmp_path) as pact:
+        pact.upon_receiving("a charge").with_request("POST", "/charges").will_respond_with(201)
+        with pytest.raises(PactConflictError, match=r"already has an interaction 'a charge'.*silently replace"):
+            pact.upon_receiving("a charge")
+    assert [i["response"] for i in interactions(tmp_path)] == [{"status": 201}]
+
+
+def test_two_tests_describing_different_interactions_alike_fail(tmp_path: Path) -> None:
+    add_interaction(tmp_path, "a charge", amount=1)
+    with pytest.raises(PactConflictError, match=r"order-payment\.json: two interactions are both described 'a charge'"):
+        add_interaction(tmp_path, "a charge", amount=2)
+    assert [i["request"]["body"]["content"] for i in interactions(tmp_path)] == [{"amount": 1}]  # type: ignore[index]
+
+
+def test_an_interaction_left_by_an_earlier_run_is_replaced(tmp_path: Path) -> None:
+    add_interaction(tmp_path, "a charge", amount=1, run_id="yesterday")
+    add_interaction(tmp_path, "a charge", amount=2, run_id="today")
+    assert [i["request"]["body"]["content"] for i in interactions(tmp_path)] == [{"amount": 2}]  # type: ignore[index]
+
+
+def test_nothing_is_written_when_the_consumer_test_fails(tmp_path: Path) -> None:
+    from pact.error import MismatchesError
+
+    def client_never_calls() -> None:
+        with consumer_pact("order", "payment", tmp_path) as pact:
+            pact.upon_receiving("a charge").with_request("POST", "/charges").will_respond_with(201)
+            with pact.serve(addr="127.0.0.1"):
+                pass
+
+    with pytest.raises(MismatchesError):  # the mock server reports the interaction as missed
+        client_never_calls()
+    assert not pact_path(tmp_path, "order", "payment").exists()
+
+
+def test_a_malformed_pact_already_there_is_named_and_kept(tmp_path: Path) -> None:
+    path = pact_path(tmp_path, "order", "payment")
+    path.write_text("{not json")
+    with pytest.raises(PactFileError, match=rf"pact file {path} is not valid JSON"):
+        add_interaction(tmp_path, "a charge")
+    assert path.read_text() == "{not json"
+
+
+def test_concurrent_writers_in_one_process_keep_every_interaction(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda n: add_interaction(tmp_path, f"charge {n:02d}", amount=n), range(40)))
+    assert [i["description"] for i in interactions(tmp_path)] == [f"charge {n:02d}" for n in range(40)]
+
+
+XDIST_MODULE = """
+    import httpx
+    import pytest
+
+    from saga_verify.contracts import consumer_pact
+
+
+    @pytest.mark.parametrize("n", range(40))
+    def test_consumer(n):
+        with consumer_pact("order", "payment", {pact_dir!r}) as pact:
+            (
+                pact.upon_receiving(f"charge {{n:02d}}")
+                .given("a card", number=n)
+                .with_request("POST", f"/charges/{{n}}")
+                .with_body({{"amount": n}}, "application/json")
+                .will_respond_with(201)
+                .with_body({{"status": "ok"}}, "application/json")
+            )
+            with pact.serve(addr="127.0.0.1") as server:
+                assert httpx.post(f"{{server.url}}/charges/{{n}}", json={{"amount": n}}).status_code == 201
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("repetition", range(3))
+def test_pact_writing_is_safe_under_pytest_xdist(tmp_path: Path, repetition: int) -> None:
+    pact_dir = tmp_path / "pacts"
+    (tmp_path / "test_many_consumers.py").write_text(textwrap.dedent(XDIST_MODULE.format(pact_dir=str(pact_dir))))
+    env = {**os.environ, "PACT_DO_NOT_TRACK": "true"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "4", "-q", "-p", "no:cacheprovider", "test_many_consumers.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "40 passed" in run.stdout
+    assert [i["description"] for i in interactions(pact_dir)] == [f"charge {n:02d}" for n in range(40)]

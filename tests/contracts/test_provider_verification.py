@@ -1,0 +1,234 @@
+"""Every reference service honours the order service's pacts; a provider that breaks one (a renamed
+field, a refund that is not idempotent) is caught by name; and a mistake in the set-up (a state
+with no handler, a handler that raises, a broken pact file, a provider that does not answer) fails
+in seconds with a message that names it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from saga_verify.contracts import (
+    PactFileError,
+    ProviderState,
+    ProviderStateError,
+    ProviderUnreachableError,
+    ProviderVerificationError,
+    StateHandler,
+    serve_asgi,
+    verify_provider,
+)
+from saga_verify.reference._broken import NonIdempotentRefund
+from saga_verify.reference.services import create_app
+
+PACTS = Path(__file__).resolve().parents[2] / "contracts" / "pacts"
+SERVICES = ("inventory", "payment", "shipping", "notification")
+
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+
+def post(state: ProviderState, path: str, body: dict[str, Any], key: str | None = None) -> None:
+    headers = {"Idempotency-Key": key} if key else {}
+    response = state.client.post(path, json=body, headers=headers)
+    assert response.status_code < 300, (
+        f"setting up {state.name!r}: {path} answered {response.status_code} {response.text}"
+    )
+
+
+def made(path: str, *fields: str) -> StateHandler:
+    """A state in which the request of one operation was already made, with the state's key."""
+    return lambda state: post(state, path, {f: state.params[f] for f in fields}, state.params["key"])
+
+
+def refuse_next(state: ProviderState) -> None:
+    post(state, "/_inspect/refuse-next", {})
+
+
+def charged_and_refunded(state: ProviderState) -> None:
+    made("/charges", "order_id", "amount")(state)
+    post(state, "/refunds", {"charge_key": state.params["key"]}, state.params["refund_key"])
+
+
+STATES: dict[str, dict[str, StateHandler]] = {
+    "inventory": {
+        "a reservation was made": made("/reservations", "order_id", "sku", "qty"),
+        "the next reservation is out of stock": refuse_next,
+    },
+    "payment": {
+        "a charge was made": made("/charges", "order_id", "amount"),
+        "a charge was made and refunded": charged_and_refunded,
+        "the next charge is declined": refuse_next,
+    },
+    "shipping": {
+        "a shipment was created": made("/shipments", "order_id", "reservation_id"),
+        "the next shipment is undeliverable": refuse_next,
+    },
+    "notification": {
+        "a notification was sent": made("/notifications", "order_id", "message"),
+    },
+}
+
+
+def pact_of(service: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((PACTS / f"order-{service}.json").read_text())
+    return document
+
+
+def write_pact(tmp_path: Path, document: dict[str, Any], name: str = "order-payment.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(document, indent=2))
+    return path
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_reference_service_honours_its_pacts(service: str) -> None:
+    result = verify_provider(service, create_app(service, inspect=True), PACTS, STATES[service])
+    assert result.failures == ()
+    descriptions = sorted(i["description"] for i in pact_of(service)["interactions"])
+    assert sorted(i.description for i in result.interactions) == descriptions
+    assert result.pact_files == (PACTS / f"order-{service}.json",)
+
+
+def test_a_provider_at_a_url_is_verified_too() -> None:
+    with serve_asgi(create_app("payment", inspect=True)) as url:
+        result = verify_provider("payment", url, PACTS / "order-payment.json", STATES["payment"])
+    assert result.url == url
+    assert len(result.interactions) == len(pact_of("payment")["interactions"])
+
+
+def renaming(app: ASGIApp, old: str, new: str) -> ASGIApp:
+    """The app, with the JSON field ``old`` of every reply renamed to ``new``."""
+
+    async def renamed(
+        scope: Message, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
+    ) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def rewrite(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            reply = json.loads(body) if body else None
+            if isinstance(reply, dict) and old in reply:
+                body = json.dumps({new if k == old else k: v for k, v in reply.items()}).encode()
+            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        return await app(scope, receive, rewrite)
+
+    return renamed
+
+
+def test_a_provider_that_renames_a_field_fails_naming_the_interactions() -> None:
+    broken = renaming(create_app("payment", inspect=True), "charge_id", "id")
+    with pytest.raises(ProviderVerificationError) as caught:
+        verify_provider("payment", broken, PACTS, STATES["payment"])
+    failed = {r.description for r in caught.value.verification.failures}
+    assert failed == {"a charge", "a charge replayed with its idempotency key"}
+    message = str(caught.value)
+    assert "provider 'payment'" in message
+    assert "fails 2 of 7 interaction(s)" in message
+    assert "FAILED  order: 'a charge'\n" in message
+    assert "missing the following keys: charge_id" in message
+
+
+def test_a_refund_that_is_not_idempotent_breaks_the_replay_contract() -> None:
+    app = create_app("payment", participant=NonIdempotentRefund(), inspect=True)
+    with pytest.raises(ProviderVerificationError) as caught:
+        verify_provider("payment", app, PACTS, STATES["payment"])
+    [failure] = caught.value.verification.failures
+    assert failure.description == "a refund replayed with its idempotency key"
+    assert failure.states == ("a charge was made and refunded",)
+    assert any("Idempotency-Replayed" in m for m in failure.mismatches), failure.mismatches
+    assert "'a refund replayed with its idempotency key'" in str(caught.value)
+
+
+def test_a_state_without_a_handler_fails_fast_naming_the_state_and_the_file(tmp_path: Path) -> None:
+    document = pact_of("payment")
+    [declined] = [i for i in document["interactions"] if i["description"] == "a charge that is declined"]
+    declined["providerStates"] = [{"name": "the card was stolen"}]
+    path = write_pact(tmp_path, document)
+    started = time.monotonic()
+    with pytest.raises(ProviderStateError) as caught:
+        verify_provider("payment", create_app("payment", inspect=True), tmp_path, STATES["payment"])
+    assert time.monotonic() - started < 3
+    assert f"'the card was stolen', needed in {path} by 'a charge that is declined'" in str(caught.value)
+
+
+def test_a_state_handler_that_raises_is_reported_not_retried_for_minutes() -> None:
+    def broken(state: ProviderState) -> None:
+        raise RuntimeError("the test database is down")
+
+    started = time.monotonic()
+    with pytest.raises(ProviderVerificationError) as caught:
+        verify_provider(
+            "payment", create_app("payment", inspect=True), PACTS, {**STATES["payment"], "a charge was made": broken}
+        )
+    assert time.monotonic() - started < 10
+    assert "state handler for 'a charge was made' raised RuntimeError: the test database is down" in str(caught.value)
+
+
+def test_a_malformed_pact_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "order-payment.json"
+    path.write_text('{"consumer": {"name": "order"}, "interactions": [')
+    app = create_app("payment", inspect=True)
+    with pytest.raises(PactFileError, match=rf"pact file {path} is not valid JSON"):
+        verify_provider("payment", app, tmp_path, STATES["payment"])
+    with pytest.raises(PactFileError, match=rf"pact file {path} is not valid JSON"):
+        verify_provider("payment", app, path, STATES["payment"])
+    path.write_text(json.dumps({"consumer": {"name": "order"}, "interactions": []}))
+    with pytest.raises(PactFileError, match=rf"pact file {path} has no provider name"):
+        verify_provider("payment", app, path, STATES["payment"])
+
+
+def test_a_missing_pact_or_a_folder_without_one_is_named(tmp_path: Path) -> None:
+    app = create_app("payment", inspect=True)
+    missing = tmp_path / "order-payment.json"
+    with pytest.raises(PactFileError, match=rf"pact file {missing} does not exist"):
+        verify_provider("payment", app, missing, STATES["payment"])
+    with pytest.raises(PactFileError, match=rf"no pact for provider 'payment' in {tmp_path}"):
+        verify_provider("payment", app, tmp_path, STATES["payment"])
+    with pytest.raises(PactFileError, match=r"order-inventory\.json is for provider 'inventory', not 'payment'"):
+        verify_provider("payment", app, PACTS / "order-inventory.json", STATES["payment"])
+
+
+def test_a_url_that_does_not_answer_is_named_within_seconds() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    started = time.monotonic()
+    with pytest.raises(ProviderUnreachableError, match=rf"provider 'payment' at {url} does not answer"):
+        verify_provider("payment", url, PACTS, STATES["payment"], timeout=2)
+    assert time.monotonic() - started < 3
+
+
+def test_a_failing_pending_interaction_is_reported_and_can_be_let_through(tmp_path: Path) -> None:
+    document = pact_of("payment")
+    for interaction in document["interactions"]:
+        interaction["pending"] = interaction["description"] == "a refund replayed with its idempotency key"
+    path = write_pact(tmp_path, document)
+
+    def app() -> Any:
+        return create_app("payment", participant=NonIdempotentRefund(), inspect=True)
+
+    with pytest.raises(ProviderVerificationError, match=r"FAILED \(pending\)  order: 'a refund replayed"):
+        verify_provider("payment", app(), path, STATES["payment"])
+    result = verify_provider("payment", app(), path, STATES["payment"], fail_on_pending=False)
+    [failure] = result.failures
+    assert failure.pending
+    assert failure.description == "a refund replayed with its idempotency key"

@@ -1,0 +1,116 @@
+"""The asgi runtime: the same reference saga, fault plans and invariants with every participant
+an HTTP app in this process. It must reach the verdicts and minimal plans the simulation does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import hypothesis
+import pytest
+
+from saga_verify import FaultPlan, OptionError, explore, load_saga, replay
+from saga_verify._cli import main
+from saga_verify.reference.services import create_app
+from saga_verify.runtimes import RUNTIMES, reference_variants
+from saga_verify.runtimes._asgi import SyncASGITransport
+
+NO_DB = hypothesis.settings(database=None)
+
+
+def _variant(name: str, runtime: str):  # type: ignore[no-untyped-def]
+    return next(v for v in reference_variants(runtime) if v.name == name)
+
+
+@pytest.mark.parametrize("name", ["charge_without_key", "non_idempotent_refund", "refund_forgets_charge"])
+def test_http_finds_the_same_minimal_plan_as_simulation(name: str, tmp_path: Path) -> None:
+    found = {}
+    for runtime in ("sim", "asgi"):
+        result = explore(_variant(name, runtime).saga, settings=NO_DB, report_dir=tmp_path / runtime, max_examples=0)
+        (failure, *_) = result.failures
+        found[runtime] = (failure.plan.faults, failure.invariants, failure.examples)
+    assert found["asgi"] == found["sim"]
+
+
+def test_correct_saga_holds_over_http_under_every_single_fault(tmp_path: Path) -> None:
+    result = explore(_variant("order", "asgi").saga, settings=NO_DB, report_dir=tmp_path, sweep_faults=1, max_examples=0)
+    assert result.ok
+    assert result.sweep_executions > 30
+
+
+def test_http_trace_records_requests_keys_and_status(tmp_path: Path) -> None:
+    saga = _variant("order", "asgi").saga
+    plan = FaultPlan.loads('{"faults": [{"kind": "lose-reply", "at": "payment.charge#1"}]}')
+    execution, violations = replay(saga, plan)
+    assert violations == []
+    assert execution.status == "completed"
+    lost, retry = execution.trace[1], execution.trace[2]
+    assert (lost.point, lost.outcome, retry.point) == ("payment.charge#1", "reply-lost", "payment.charge#2")
+    assert lost.key == retry.key == "order-1:charge"  # from the Idempotency-Key header
+    assert lost.request == {"method": "POST", "path": "/charges", "json": {"order_id": "order-1", "amount": 100}}
+    assert lost.reply["status"] == retry.reply["status"] == 201
+    # The service dedupes by key: one charge, stamped with the delivery that made it.
+    (charge,) = execution.rows("payment", "charge")
+    assert charge.delivery == lost.seq
+
+
+def test_each_execution_starts_from_fresh_services() -> None:
+    saga = _variant("order", "asgi").saga
+    first, _ = replay(saga, FaultPlan())
+    second, _ = replay(saga, FaultPlan())
+    assert [r.ref for r in first.rows()] == [r.ref for r in second.rows()] == ["res-1", "ch-1", "sh-1", "msg-1"]
+
+
+def test_refuse_reaches_the_service_as_its_own_refusal() -> None:
+    saga = _variant("order", "asgi").saga
+    plan = FaultPlan.loads('{"faults": [{"kind": "refuse", "at": "payment.charge#1"}]}')
+    execution, violations = replay(saga, plan)
+    assert violations == []
+    assert execution.status == "compensated"
+    assert execution.trace[1].reply == {"status": 402, "json": {"status": "refused", "reason": "card_declined"}}
+
+
+def test_http_plan_files_replay_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = explore(_variant("charge_without_key", "asgi").saga, settings=NO_DB, report_dir=tmp_path, max_examples=0)
+    (failure,) = result.failures
+    assert failure.plan_path is not None
+    stored = json.loads(failure.plan_path.read_text())
+    assert stored["saga"] == "saga_verify.runtimes.asgi_reference:charge_without_key"
+    assert load_saga(stored["saga"]).name == "charge_without_key"
+    assert main(["replay", str(failure.plan_path)]) == 1
+    out = capsys.readouterr().out
+    assert "path=/charges" in out
+    assert "REPLY LOST" in out
+
+
+def test_unknown_http_saga_name_is_a_clear_error() -> None:
+    with pytest.raises(Exception, match="no 'nope'"):
+        load_saga("saga_verify.runtimes.asgi_reference:nope")
+
+
+def test_unknown_runtime_is_refused() -> None:
+    assert RUNTIMES == ("sim", "asgi")
+    with pytest.raises(OptionError, match="runtime 'process' is not available"):
+        reference_variants("process")
+
+
+def test_sync_transport_serves_an_app_to_a_plain_client() -> None:
+    transport = SyncASGITransport(create_app("payment"))
+    with httpx.Client(transport=transport, base_url="http://payment") as client:
+        first = client.post("/charges", json={"order_id": "o", "amount": 5}, headers={"Idempotency-Key": "k"})
+        again = client.post("/charges", json={"order_id": "o", "amount": 5}, headers={"Idempotency-Key": "k"})
+    assert first.status_code == again.status_code == 201
+    assert again.headers["Idempotency-Replayed"] == "true"
+    assert first.json() == again.json()
+
+
+@pytest.mark.slow
+def test_demo_over_http_matches_simulation(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rows = {}
+    for runtime in ("sim", "asgi"):
+        assert main(["demo", "--json", "--runtime", runtime, "--report-dir", str(tmp_path / runtime)]) == 0
+        rows[runtime] = json.loads(capsys.readouterr().out)
+    assert all(r["runtime"] == "asgi" for r in rows["asgi"])
+    shape = [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["sim"]]
+    assert shape == [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["asgi"]]
