@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .._errors import SagaVerifyError
+from ..faults._plan import write_atomically
 
 if TYPE_CHECKING:
     from pact import Pact
@@ -170,20 +171,6 @@ def _dump(document: Any) -> str:
     return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
 @contextlib.contextmanager
 def _locked(target: Path) -> Iterator[Path]:
     """Hold an exclusive lock for ``target``; yield the path of this run's record for it. The lock
@@ -225,8 +212,8 @@ def _merge_into(target: Path, fresh: dict[str, Any], run_id: str) -> None:
         document["interactions"] = [merged[d] for d in sorted(merged)]
         text = _dump(document)
         if text != before:
-            _write_atomically(target, text)
-        _write_atomically(record_path, _dump({"run": run_id, "interactions": record}))
+            write_atomically(target, text)
+        write_atomically(record_path, _dump({"run": run_id, "interactions": record}))
 
 
 def _read_record(path: Path, run_id: str) -> dict[str, str]:
