@@ -237,9 +237,9 @@ def test_replay_plan_naming_a_saga_that_does_not_import(tmp_path, capsys) -> Non
 
 
 def test_runtime_that_is_not_available(capsys) -> None:
-    assert run(["demo", "--runtime", "process"]) == 2
+    assert run(["demo", "--runtime", "container"]) == 2
     err = _error(capsys)
-    assert "argument --runtime: runtime 'process' is not available; choose from: sim, asgi" in err
+    assert "argument --runtime: runtime 'container' is not available; choose from: sim, asgi, process" in err
 
 
 @pytest.mark.parametrize("command", [["demo"], ["explore", "saga_verify.reference:order_saga"]])

@@ -250,6 +250,6 @@ def test_plugin_loads_without_importing_the_library(pytester) -> None:
             assert "saga_verify.world" not in sys.modules
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:hypothesispytest")
+    result = pytester.runpytest_subprocess("-p", "no:hypothesispytest", "-p", "no:schemathesis")
     result.assert_outcomes(passed=1)
     assert _seed(result) >= 0

@@ -13,10 +13,32 @@ participant, and every participant is verified against it.
 The pacts of the reference order service live in ``contracts/pacts/``; its client for the four
 participants is ``saga_verify.reference._order_client``. pact-python is imported only when a
 pact is written or verified; telemetry is always off (``PACT_DO_NOT_TRACK=true``).
+
+OpenAPI conformance and the Idempotency-Key contract:
+
+- `check_conformance` runs Schemathesis (every check, negative data and the stateful phase that
+  follows the OpenAPI links) against an ASGI app in this process or a URL, and returns a
+  `ConformanceResult` whose failures name the check, the operation and a curl reproduce line;
+  it raises `ConformanceError` when a check fails, `SpecError` for a missing or malformed
+  document and `ProviderUnreachableError` for a URL where nothing answers.
+- `check_idempotency` checks any provider's Idempotency-Key promises (a repeat replays, a reused
+  key with another body is rejected, a compensation twice is harmless, no key is fine) on the
+  `IdempotentOperation`s it is given, and raises `IdempotencyError` listing what broke.
+
+Schemathesis is imported only when a conformance run starts.
 """
 
 from __future__ import annotations
 
+from ._conformance import ConformanceError, ConformanceFailure, ConformanceResult, SpecError, check_conformance
+from ._idempotency import (
+    IDEMPOTENCY_CHECKS,
+    IdempotencyError,
+    IdempotencyFinding,
+    IdempotencyResult,
+    IdempotentOperation,
+    check_idempotency,
+)
 from ._pact import (
     ContractError,
     InteractionResult,
@@ -36,7 +58,15 @@ from ._pact import (
 )
 
 __all__ = [
+    "IDEMPOTENCY_CHECKS",
+    "ConformanceError",
+    "ConformanceFailure",
+    "ConformanceResult",
     "ContractError",
+    "IdempotencyError",
+    "IdempotencyFinding",
+    "IdempotencyResult",
+    "IdempotentOperation",
     "InteractionResult",
     "PactConflictError",
     "PactFileError",
@@ -45,7 +75,10 @@ __all__ = [
     "ProviderUnreachableError",
     "ProviderVerification",
     "ProviderVerificationError",
+    "SpecError",
     "StateHandler",
+    "check_conformance",
+    "check_idempotency",
     "consumer_pact",
     "pact_path",
     "serve_asgi",

@@ -1,11 +1,12 @@
 """Runtimes: where participants live. ``sim`` (Python objects, the default), ``asgi`` (HTTP apps
-in this process, through httpx). The ``process`` and ``container`` runtimes come next."""
+in this process, through httpx), ``process`` (each service a uvicorn process on 127.0.0.1, over
+real loopback HTTP). The ``container`` runtime comes next."""
 
 from __future__ import annotations
 
 from typing import Any
 
-RUNTIMES = ("sim", "asgi")
+RUNTIMES = ("sim", "asgi", "process")
 
 
 def reference_variants(runtime: str = "sim") -> tuple[Any, ...]:
@@ -24,12 +25,21 @@ def reference_variants(runtime: str = "sim") -> tuple[Any, ...]:
         import fastapi  # noqa: F401
     except ImportError:
         raise OptionError(
-            "runtime 'asgi' serves the participants with FastAPI, which is not installed: "
+            f"runtime {runtime!r} serves the participants with FastAPI, which is not installed: "
             "pip install 'saga-verify[http]'"
         ) from None
-    from . import asgi_reference
+    if runtime == "process":
+        try:
+            import uvicorn  # noqa: F401
+        except ImportError:
+            raise OptionError(
+                "runtime 'process' runs the participants with uvicorn, which is not installed: "
+                "pip install 'saga-verify[http]'"
+            ) from None
+    import importlib
 
-    return tuple(replace(v, saga=getattr(asgi_reference, v.name)) for v in found)
+    home = importlib.import_module(f"{__name__}.{runtime}_reference")
+    return tuple(replace(v, saga=getattr(home, v.name)) for v in found)
 
 
 __all__ = ["RUNTIMES", "reference_variants"]

@@ -4,6 +4,7 @@ httpx client whose transport is the harness's, so every request is a delivery po
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -36,9 +37,7 @@ def reference_saga(variant: Any, home: str | None = None) -> Any:
     """The reference ``variant`` with every participant an HTTP app in this process. Each app is
     built once; every execution gets fresh participants behind them, as in simulation. ``home``
     is the module that holds the saga under the variant's name (so plan files can name it)."""
-    from .._saga import Saga, Step
-    from ..reference import ORDER, STEPS, Inventory, Notification, Shipping
-    from ..reference._order_client import HttpServices
+    from ..reference import Inventory, Notification, Shipping
     from ..reference.services import SERVICES, create_app, serve_participant
     from ..world import HttpParticipant
 
@@ -47,7 +46,6 @@ def reference_saga(variant: Any, home: str | None = None) -> Any:
     transports = {name: SyncASGITransport(app) for name, app in apps.items()}
     # The harness maps each request to its delivery point by the provider's own routes.
     routes = {name: {op.name: f"POST {op.path}" for op in SERVICES[name].operations} for name in classes}
-    saga_class = variant.saga_class
 
     def participants() -> dict[str, object]:
         made: dict[str, object] = {}
@@ -58,6 +56,18 @@ def reference_saga(variant: Any, home: str | None = None) -> Any:
                 transports[name], routes[name], base_url=f"http://{name}", ledger=participant.ledger, state=participant
             )
         return made
+
+    return http_reference_saga(variant, participants, home)
+
+
+def http_reference_saga(variant: Any, participants: Callable[[], dict[str, object]], home: str | None) -> Any:
+    """The reference ``variant``'s saga run over HTTP against the participants ``participants()``
+    builds (HttpParticipants whose ``state`` can ``refuse_next()``), named from module ``home``."""
+    from .._saga import Saga, Step
+    from ..reference import ORDER, STEPS
+    from ..reference._order_client import HttpServices
+
+    saga_class = variant.saga_class
 
     def run(services: Any, order: Any) -> str:
         return str(saga_class(HttpServices(services), order).run())

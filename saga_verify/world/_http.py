@@ -4,16 +4,36 @@ written against ``httpx.Client`` or ``httpx.AsyncClient`` is verified unchanged.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
 from .._errors import SagaDefinitionError
-from ._ledger import Ledger
+from ._ledger import Ledger, LedgerRow
 
 if TYPE_CHECKING:
     from ._world import Endpoint, World
+
+
+#: Request headers the harness adds to every request it delivers, so a participant in another
+#: process can stamp the ledger rows it writes while handling it the way a `World` stamps rows in
+#: this one: the trace entry of this delivery, the saga instance (percent-encoded) and the
+#: virtual time (``repr`` of a float, so it reads back exactly).
+DELIVERY_HEADER = "Saga-Verify-Delivery"
+CORRELATION_HEADER = "Saga-Verify-Correlation"
+TIME_HEADER = "Saga-Verify-Time"
+
+
+def _stamp(request: httpx.Request, world: World) -> None:
+    """Tell the participant which delivery this is (at the moment it is sent: a duplicate or a
+    late copy of the same request is another delivery)."""
+    delivery, correlation = world.current_delivery()
+    headers = request.headers
+    headers[DELIVERY_HEADER] = str(delivery)
+    headers[CORRELATION_HEADER] = quote(correlation, safe="")
+    headers[TIME_HEADER] = repr(world.clock.now())
 
 
 def http_errors(kind: str, message: str) -> BaseException:
@@ -36,13 +56,14 @@ class HttpParticipant:
         *,
         base_url: str = "http://participant",
         asynchronous: bool = False,
-        ledger: Ledger | None = None,
+        ledger: Ledger | Iterable[LedgerRow] | None = None,
         state: Any = None,
     ) -> None:
         self.transport = transport
         self.base_url = base_url
         self.asynchronous = asynchronous
-        #: Where the service's effects are recorded (for invariants).
+        #: Where the service's effects are recorded (for invariants): a `Ledger` the world binds
+        #: (a participant in this process), or any iterable of rows read when the run ends.
         self.ledger = ledger
         #: Anything a Step's refuse hook or a custom invariant needs to reach.
         self.state = state
@@ -123,12 +144,15 @@ class FaultTransport(_Routing, httpx.BaseTransport):
         if not isinstance(inner, httpx.BaseTransport):
             raise SagaDefinitionError("a sync client needs a sync transport; set asynchronous=True for async sagas")
 
+        world = self._world
+
         def send() -> httpx.Response:
+            _stamp(request, world)
             response = inner.handle_request(request)
             response.read()
             return response
 
-        result: httpx.Response = self._world.drive(self._world.deliver(ep, send, key, summary))
+        result: httpx.Response = world.drive(world.deliver(ep, send, key, summary))
         return result
 
 
@@ -142,12 +166,15 @@ class AsyncFaultTransport(_Routing, httpx.AsyncBaseTransport):
         if not isinstance(inner, httpx.AsyncBaseTransport):
             raise SagaDefinitionError("an async client needs an async transport (httpx.ASGITransport, httpx.MockTransport)")
 
+        world = self._world
+
         async def send() -> httpx.Response:
+            _stamp(request, world)
             response = await inner.handle_async_request(request)
             await response.aread()
             return response
 
-        result: httpx.Response = await self._world.adrive(self._world.deliver(ep, send, key, summary))
+        result: httpx.Response = await world.adrive(world.deliver(ep, send, key, summary))
         return result
 
 

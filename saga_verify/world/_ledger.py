@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-if TYPE_CHECKING:
-    from ._world import World
+
+class _Clock(Protocol):
+    def now(self) -> float: ...
+
+
+class LedgerBinding(Protocol):
+    """What a ledger asks when it stamps a row: a `World` in this process, or a service's
+    per-request context when the harness reaches the participant over the network."""
+
+    @property
+    def clock(self) -> _Clock: ...
+
+    def current_delivery(self) -> tuple[int, str]:
+        """The trace entry being delivered (-1 outside one) and the saga instance it belongs to."""
+        ...
+
+    def next_row_seq(self) -> int:
+        """The next row's position in the order of effects."""
+        ...
 
 
 class LedgerRow(NamedTuple):
@@ -45,7 +62,7 @@ class Ledger:
 
     def __init__(self) -> None:
         self.rows: list[LedgerRow] = []
-        self._world: World | None = None
+        self._world: LedgerBinding | None = None
         self._participant = ""
 
     def record(self, action: str, amount: float = 1.0, ref: str | None = None, *, correlation_id: str | None = None) -> LedgerRow:
@@ -68,10 +85,16 @@ class Ledger:
         self.rows.append(row)
         return row
 
-    def bind(self, world: World, participant: str) -> None:
-        """Attach to an execution (the harness does this when it builds the world)."""
+    def bind(self, world: LedgerBinding, participant: str) -> None:
+        """Attach to an execution (the harness does this when it builds the world), or to whatever
+        else stamps rows (a service stamps them with the delivery its request carries)."""
         self._world = world
         self._participant = participant
+
+    @property
+    def binding(self) -> LedgerBinding | None:
+        """What stamps this ledger's rows (a `World` during an execution), or None."""
+        return self._world
 
     def __iter__(self) -> Any:
         return iter(self.rows)

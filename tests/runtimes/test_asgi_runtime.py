@@ -90,9 +90,9 @@ def test_unknown_http_saga_name_is_a_clear_error() -> None:
 
 
 def test_unknown_runtime_is_refused() -> None:
-    assert RUNTIMES == ("sim", "asgi")
-    with pytest.raises(OptionError, match="runtime 'process' is not available"):
-        reference_variants("process")
+    assert RUNTIMES == ("sim", "asgi", "process")
+    with pytest.raises(OptionError, match="runtime 'container' is not available; choose from: sim, asgi, process"):
+        reference_variants("container")
 
 
 def test_sync_transport_serves_an_app_to_a_plain_client() -> None:

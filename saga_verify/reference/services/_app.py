@@ -14,9 +14,11 @@ import json
 import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -25,6 +27,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ...world import Ledger
+from ...world._http import CORRELATION_HEADER, DELIVERY_HEADER, TIME_HEADER
 from .._participants import Inventory, Notification, Payment, Shipping
 from ._store import ParticipantState, StoreError
 
@@ -81,7 +85,11 @@ class RefundRequest(RequestModel):
 
 class CreateShipmentRequest(RequestModel):
     order_id: str = _ORDER_ID
-    reservation_id: str = Field(description="The reservation id inventory returned for the order's stock.")
+    # Documented only (the participant itself rejects an empty id, with its own reason): the
+    # contract must not promise that an empty reservation id is accepted.
+    reservation_id: str = Field(
+        description="The reservation id inventory returned for the order's stock.", json_schema_extra={"minLength": 1}
+    )
 
 
 class CancelShipmentRequest(RequestModel):
@@ -288,6 +296,36 @@ _REPLAYED_HEADER = {
     }
 }
 
+#: OpenAPI links from a forward operation's ok reply to its compensation, whose body names the
+#: forward request by the Idempotency-Key it was sent with: (service, operation) -> (link name,
+#: compensation, body field). They tell a consumer how to undo a step, and they let Schemathesis'
+#: stateful run chain the two (reserve -> release, charge -> refund, create -> cancel).
+_COMPENSATION_LINKS: Mapping[tuple[str, str], tuple[str, str, str]] = MappingProxyType(
+    {
+        ("inventory", "reserve"): ("Release", "release", "reserve_key"),
+        ("payment", "charge"): ("Refund", "refund", "charge_key"),
+        ("shipping", "create"): ("Cancel", "cancel", "shipment_key"),
+    }
+)
+
+
+def _links(service: Service, op: Operation) -> dict[str, Any]:
+    """The ``links`` of ``op``'s ok reply (none when the service does not serve the compensation)."""
+    link = _COMPENSATION_LINKS.get((service.name, op.name))
+    if link is None or not any(other.name == link[1] for other in service.operations):
+        return {}
+    name, compensation, field = link
+    return {
+        "links": {
+            name: {
+                "operationId": compensation,
+                "description": f"Undo it: {compensation} names this request by its {IDEMPOTENCY_KEY}.",
+                "requestBody": {field: f"$request.header.{IDEMPOTENCY_KEY}"},
+            }
+        }
+    }
+
+
 # Annotated ``str`` with a None default on purpose: FastAPI then documents the header as an
 # optional string, where ``str | None`` would document a header that may be JSON null.
 _KEY_HEADER: Any = Header(None, alias=IDEMPOTENCY_KEY, min_length=1, max_length=MAX_KEY_LENGTH, description=_KEY_DOC)
@@ -317,6 +355,85 @@ def _stored_reply(participant: object, key: str | None) -> object | None:
     return entry[1] if isinstance(entry, tuple) and len(entry) == 2 else None
 
 
+#: What the harness told about the request being served: (delivery, saga instance, virtual time).
+_STAMP: ContextVar[tuple[int, str, float]] = ContextVar("saga_verify_request_stamp", default=(-1, "", 0.0))
+_STAMP_HEADERS = (DELIVERY_HEADER.lower().encode(), CORRELATION_HEADER.lower().encode(), TIME_HEADER.lower().encode())
+
+
+def _read_stamp(headers: list[tuple[bytes, bytes]]) -> tuple[int, str, float] | None:
+    """The harness's headers of a request (``Saga-Verify-Delivery`` and friends), or None when it
+    carries none or they are malformed (a request that does not come from the harness)."""
+    delivery_name, correlation_name, time_name = _STAMP_HEADERS
+    delivery = correlation = when = None
+    for name, value in headers:
+        if name == delivery_name:
+            delivery = value
+        elif name == correlation_name:
+            correlation = value
+        elif name == time_name:
+            when = value
+    if delivery is None:
+        return None
+    try:
+        return (
+            int(delivery),
+            unquote(correlation.decode("latin-1")) if correlation is not None else "",
+            float(when) if when is not None else 0.0,
+        )
+    except ValueError:
+        return None
+
+
+class _StampHeaders:
+    """ASGI middleware: while a request is served, the harness's headers are what its ledger rows
+    are stamped with (see `_RowStamp`)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        stamp = _read_stamp(scope["headers"]) if scope["type"] == "http" else None
+        if stamp is None:
+            await self.app(scope, receive, send)
+            return
+        token = _STAMP.set(stamp)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _STAMP.reset(token)
+
+
+class _RowStamp:
+    """Stamps a served participant's ledger rows when no `World` in this process does: with the
+    delivery, saga instance and virtual time of the request being served, as the harness's
+    headers tell them (over the network the harness cannot bind the ledger itself). Without
+    those headers a row is stamped as an unbound ledger stamps it: delivery -1, time 0."""
+
+    __slots__ = ("_ledger", "clock")
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.clock = self
+
+    def now(self) -> float:
+        return _STAMP.get()[2]
+
+    def current_delivery(self) -> tuple[int, str]:
+        delivery, correlation, _ = _STAMP.get()
+        return delivery, correlation
+
+    def next_row_seq(self) -> int:
+        # The row's position in this participant's ledger; the harness orders rows across
+        # services by the delivery that caused them (saga_verify.runtimes._process.RemoteLedger).
+        return len(self._ledger.rows)
+
+
+def _stamp_rows(service: Service, participant: object) -> None:
+    ledger = getattr(participant, "ledger", None)
+    if isinstance(ledger, Ledger) and (ledger.binding is None or isinstance(ledger.binding, _RowStamp)):
+        ledger.bind(_RowStamp(ledger), service.name)
+
+
 class _Served:
     """What the app serves: the participant, its store, and the lock that makes requests run one
     at a time (so the check-then-act in the dedupe store cannot interleave)."""
@@ -326,6 +443,7 @@ class _Served:
         self.participant = participant
         self.state = state
         self.lock = threading.Lock()
+        _stamp_rows(service, participant)
 
     def replace(self, participant: object) -> None:
         _check_serves(self.service, participant)
@@ -334,6 +452,7 @@ class _Served:
                 f"this {self.service.name} app keeps its participant in {self.state.path}; "
                 "serve another participant with a new app"
             )
+        _stamp_rows(self.service, participant)
         with self.lock:
             self.participant = participant
             self.state = ParticipantState(participant, self.service.name, None)
@@ -451,7 +570,7 @@ def build_app(
             summary=op.summary,
             response_description=op.ok,
             responses={
-                op.ok_status: {"model": op.reply, "description": op.ok, "headers": _REPLAYED_HEADER},
+                op.ok_status: {"model": op.reply, "description": op.ok, "headers": _REPLAYED_HEADER, **_links(service, op)},
                 op.refused_status: {"model": Refused, "description": op.refused, "headers": _REPLAYED_HEADER},
                 422: {"model": Rejected, "description": _REJECTED_DOC, "headers": _REPLAYED_HEADER},
             },
@@ -472,6 +591,26 @@ def build_app(
             served.refuse_next()
             return Response(status_code=204)
 
+        @app.post("/_inspect/reset", include_in_schema=False)
+        async def inspect_reset() -> Response:
+            # A fresh participant of the same class: the process runtime starts every execution
+            # from a new one, as the others do, without starting the service again. The answer
+            # is the ledger of the participant replaced, so that one request ends an execution.
+            cls = type(served.participant)
+            try:
+                fresh = cls()
+            except TypeError as error:
+                raise HTTPException(501, f"a {cls.__name__} cannot be built without arguments: {error}") from error
+            rows = served.ledger()
+            try:
+                serve_participant(app, fresh)
+            except ValueError as error:
+                raise HTTPException(409, str(error)) from error
+            return _JSON(rows)
+
+    # Ledger rows written while serving a request carry the delivery its harness headers name.
+    app.add_middleware(_StampHeaders)
+
     return app
 
 
@@ -489,7 +628,11 @@ def create_app(
     variant such as ``NonIdempotentRefund()`` to serve that); the app keeps it as
     ``app.state.participant``. With ``store_path`` the participant's state is kept in that SQLite
     file: loaded at start, saved after every request that changed it. ``inspect=True`` adds
-    ``GET /_inspect/ledger`` and ``POST /_inspect/refuse-next`` (not in the contract)."""
+    ``GET /_inspect/ledger``, ``POST /_inspect/refuse-next`` and ``POST /_inspect/reset`` (a fresh
+    participant of the same class; it answers the old one's ledger), none of them in the
+    contract. A request that carries the harness's ``Saga-Verify-Delivery``,
+    ``Saga-Verify-Correlation`` and ``Saga-Verify-Time`` headers gets the ledger rows it causes
+    stamped with them."""
     spec = SERVICES.get(service)
     if spec is None:
         raise ValueError(f"unknown service {service!r}; the reference services are {', '.join(SERVICES)}")

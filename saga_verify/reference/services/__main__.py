@@ -1,0 +1,163 @@
+"""Serve one reference service with uvicorn, as the ``process`` runtime starts it::
+
+    python -m saga_verify.reference.services --service payment \
+        --participant saga_verify.reference._broken:NonIdempotentRefund --port 0 --inspect
+
+It listens on ``--host`` (127.0.0.1) and ``--port`` (0: a free one), then prints one line,
+``listening on http://HOST:PORT``, to standard output and serves until SIGTERM or SIGINT (or until
+the process ``--parent-pid`` names is gone). Everything else it says goes to standard error.
+Exit status 2: the arguments are wrong, the participant cannot be built or served, or the port
+cannot be listened on; the error says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+SERVICE_NAMES = ("inventory", "payment", "shipping", "notification")
+READY_LINE = "listening on"
+
+
+class ServiceError(Exception):
+    """The service cannot be served as asked."""
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0..65535; 0 picks a free one)")
+    return port
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m saga_verify.reference.services",
+        description="Serve one saga-verify reference service over HTTP (uvicorn).",
+    )
+    p.add_argument("--service", required=True, choices=SERVICE_NAMES, help="which service")
+    p.add_argument(
+        "--participant",
+        metavar="MODULE:CLASS",
+        help="the participant class to serve, built with no arguments (default: the service's correct one)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=0, help="port to listen on (default 0: a free one)")
+    p.add_argument(
+        "--inspect",
+        action="store_true",
+        help="add the inspection endpoints /_inspect/ledger, /_inspect/refuse-next and /_inspect/reset",
+    )
+    p.add_argument("--parent-pid", type=int, metavar="PID", help="stop when the process PID is gone")
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    return p
+
+
+def load_participant(path: str) -> Any:
+    """The class ``module:Class`` names (``module:Outer.Inner`` works too)."""
+    module_name, colon, qualname = path.partition(":")
+    if not colon or not module_name or not qualname:
+        raise ServiceError(f"--participant {path!r}: write it as module:Class")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ServiceError(f"--participant {path!r}: module {module_name!r} does not import ({type(exc).__name__}: {exc})") from None
+    value: Any = module
+    for part in qualname.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise ServiceError(f"--participant {path!r}: module {module_name!r} has no {qualname!r}") from None
+    if not isinstance(value, type):
+        raise ServiceError(f"--participant {path!r} is a {type(value).__name__}, not a class")
+    return value
+
+
+def build(service: str, participant_path: str | None, inspect: bool) -> Any:
+    """The app that serves ``service`` with a fresh participant of the class named."""
+    from ._app import create_app
+
+    participant = None
+    if participant_path is not None:
+        cls = load_participant(participant_path)
+        try:
+            participant = cls()
+        except Exception as exc:
+            raise ServiceError(f"--participant {participant_path!r}: {cls.__name__}() raised {type(exc).__name__}: {exc}") from None
+    try:
+        return create_app(service, participant=participant, inspect=inspect)
+    except (TypeError, ValueError) as exc:
+        raise ServiceError(str(exc)) from None
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket (before uvicorn runs, so early requests queue instead of being refused)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Loopback HTTP stalls on Nagle plus delayed ACKs; accepted connections inherit this
+        # (asyncio sets it on each accepted connection as well).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _watch_parent(parent: int, server: Any) -> None:
+    """Stop when the parent is gone (killed without the chance to stop its services)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    server.should_exit = True
+    time.sleep(5.0)
+    os._exit(0)  # the server did not stop in time
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    label = f"saga-verify {args.service} service"
+    try:
+        app = build(args.service, args.participant, args.inspect)
+        sock = listen(args.host, args.port)
+    except ServiceError as exc:
+        print(f"{label}: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        app,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="off",
+        # The harness keeps its connections between executions; closing them while idle would
+        # race with its next request.
+        timeout_keep_alive=3600,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    if args.parent_pid is not None:
+        threading.Thread(target=_watch_parent, args=(args.parent_pid, server), daemon=True).start()
+    print(f"{READY_LINE} http://{host}:{port}", flush=True)
+    # From here on standard output is standard error: the one line above is all the parent reads.
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    server.run(sockets=[sock])
+    sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

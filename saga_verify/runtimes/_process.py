@@ -1,0 +1,588 @@
+"""The ``process`` runtime: each reference service is a uvicorn process on 127.0.0.1, reached over
+real loopback HTTP through the harness's fault transport.
+
+One process serves one (service, participant class) pair; it is started on first use, reused by
+every execution and variant that needs that pair, and stopped when its `ServiceProcesses` closes:
+explicitly, when it is garbage-collected, or at interpreter exit (a `weakref.finalize`, which
+runs from `atexit`). A service also stops by itself when the process that started it is gone.
+
+How an execution over processes matches one in simulation:
+
+- **Fresh participants.** Each execution starts from new participants, as in sim: ``POST
+  /_inspect/reset`` puts a new participant of the same class behind a service and answers the
+  ledger of the one it replaced.
+- **Ledgers.** The fault transport tells the service, in request headers, which trace entry each
+  delivery is, the saga instance and the virtual time (`saga_verify.world._http.DELIVERY_HEADER`
+  and friends); the service stamps the rows it records while handling that request with them.
+  At the end of the run the `World` iterates each participant's ``ledger`` once: a
+  `RemoteLedger`, which takes the rows with that reset, so one request both ends this execution
+  and readies the service for the next. A service no request reached since its last reset has
+  no rows and needs no reset (`ServiceProcess.fresh`); so an execution costs its deliveries plus
+  one request per service it reached.
+- **Order of effects.** Invariants compare ``LedgerRow.seq`` across participants. A service only
+  knows its own rows, but each row carries the delivery (trace entry) that caused it, and
+  deliveries are made one at a time in trace order; a delivery reaches one service only. So the
+  order of effects across services is the order of (delivery, position in that service's
+  ledger), and `RemoteLedger` folds that pair into one number:
+  ``seq = delivery * ROW_SPAN + position``. That keeps `World` unaware of where rows come from
+  (it sorts by ``seq`` as always), and it orders rows exactly as sim numbers them.
+- **Refusals.** The reference steps' refuse hook calls ``participant.state.refuse_next()``; here
+  ``state`` is a `RemoteControl` that sends ``POST /_inspect/refuse-next``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from .._errors import SagaVerifyError
+from ..world import LedgerRow
+
+__all__ = [
+    "ROW_SPAN",
+    "RemoteControl",
+    "RemoteLedger",
+    "ServiceLostError",
+    "ServiceProcess",
+    "ServiceProcesses",
+    "ServiceStartError",
+    "reference_saga",
+    "shared_processes",
+]
+
+#: How long a service may take to answer ``GET /health`` after it was started.
+READY_TIMEOUT = 10.0
+#: How long a service may take to stop after SIGTERM before it is killed.
+STOP_TIMEOUT = 5.0
+#: Rows one delivery can cause in one service, at most, for `RemoteLedger`'s ``seq``.
+ROW_SPAN = 1 << 32
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+
+class ServiceStartError(SagaVerifyError, RuntimeError):
+    """A service process exited or did not answer ``GET /health`` in time; the message names the
+    service, its port and the end of what it wrote to standard error."""
+
+    def __init__(self, message: str, service: ServiceProcess | None = None) -> None:
+        super().__init__(message)
+        #: The process that failed to start (stopped by now), if there was one.
+        self.service = service
+
+
+class ServiceLostError(BaseException):
+    """A request to a running service failed for real (the process died, the connection broke):
+    not a fault any plan injected, so no verdict can be trusted. A BaseException, like the
+    harness's own budget stop, so neither the saga's ``except Exception`` nor the world's handling
+    of lost replies can mistake it for a network fault; it ends the search."""
+
+
+def _service_transport() -> httpx.HTTPTransport:
+    return httpx.HTTPTransport(socket_options=_NODELAY)
+
+
+class ServiceProcess:
+    """One uvicorn process serving one reference service (``python -m
+    saga_verify.reference.services``), with inspection endpoints on."""
+
+    def __init__(self, service: str, participant: str | None = None, *, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.service = service
+        #: The participant class as ``module:Class`` (None: the service's correct one).
+        self.participant = participant
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._transport: httpx.HTTPTransport | None = None
+        self._control: _ServiceTransport | None = None
+        self._started = 0.0
+        #: True while the participant behind the service is as new: nothing reached it since it
+        #: was built (a delivery or ``refuse_next`` makes it False; a reset makes it True).
+        self.fresh = False
+        #: How many executions have used the service: what a `RemoteLedger` belongs to.
+        self.generation = 0
+
+    # -- what others read ------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        what = f" ({self.participant})" if self.participant else ""
+        return f"{self.service} service{what}"
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise ServiceStartError(f"the {self.label} is not running")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
+    def transport(self) -> _ServiceTransport:
+        """The transport requests to this service go through (keep-alive, TCP_NODELAY)."""
+        if self._control is None:
+            raise ServiceStartError(f"the {self.label} is not running")
+        return self._control
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None and self._control is not None
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines the process wrote to standard error."""
+        if self._stderr is None or self._stderr.closed:
+            return ""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        text = self._stderr.read().decode("utf-8", "replace")
+        self._stderr.seek(0, os.SEEK_END)
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
+    # -- start and stop --------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "saga_verify.reference.services", "--service", self.service]
+        if self.participant:
+            cmd += ["--participant", self.participant]
+        return [*cmd, "--host", self.host, "--port", str(self.requested_port), "--inspect", "--parent-pid", str(os.getpid())]
+
+    def launch(self) -> None:
+        """Start the process (without waiting for it: see `wait_ready`)."""
+        if self.process is not None:
+            raise ServiceStartError(f"the {self.label} was started already")
+        env = dict(os.environ)
+        # The service imports this very copy of saga_verify, installed or not; the current
+        # directory (where a participant class given by module path may live) comes first.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), _PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        # Closed by `reap`: it lives as long as the process.
+        self._stderr = tempfile.TemporaryFile(prefix=f"saga-verify-{self.service}-")  # noqa: SIM115
+        self._started = time.monotonic()
+        try:
+            self.process = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr, env=env
+            )
+        except OSError as exc:
+            self._stderr.close()
+            raise ServiceStartError(f"the {self.label} could not be started: {exc}", self) from exc
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until the service answers ``GET /health``; stop it and raise `ServiceStartError`
+        if it exits first or ``timeout`` seconds after its start pass."""
+        deadline = self._started + timeout
+        try:
+            self._read_port(deadline, timeout)
+            self._transport = _service_transport()
+            self._control = _ServiceTransport(self._transport, self)
+            self._check_health(deadline, timeout)
+            self.fresh = True
+        except BaseException:
+            self.stop()
+            raise
+
+    def start(self, timeout: float = READY_TIMEOUT) -> ServiceProcess:
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def _fail(self, what: str) -> ServiceStartError:
+        port = self.port if self.port is not None else (self.requested_port or "a free port")
+        tail = self.stderr_tail()
+        return ServiceStartError(
+            f"the {self.label} (port {port}) {what}"
+            + (f"; its standard error ends with:\n{tail}" if tail else "; it wrote nothing to standard error"),
+            self,
+        )
+
+    def _read_port(self, deadline: float, timeout: float) -> None:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        out = self.process.stdout
+        seen = b""
+        while b"\n" not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._fail(f"did not start listening within {timeout:g} s")
+            ready, _, _ = select.select([out], [], [], min(left, 0.05))
+            if ready:
+                chunk = os.read(out.fileno(), 4096)
+                if not chunk:  # it exited (or closed its output) before it listened
+                    break
+                seen += chunk
+            elif self.process.poll() is not None:
+                break
+        out.close()
+        line = seen.decode("utf-8", "replace").strip()
+        if not line.startswith("listening on "):
+            code = self.process.wait(timeout=STOP_TIMEOUT)
+            raise self._fail(f"exited with status {code} before it listened")
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def _check_health(self, deadline: float, timeout: float) -> None:
+        assert self.process is not None
+        assert self._transport is not None
+        problem = "no answer"
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._fail(f"did not answer GET /health within {timeout:g} s ({problem})")
+            if self.process.poll() is not None:
+                raise self._fail(f"exited with status {self.process.returncode} before it answered GET /health")
+            request = httpx.Request("GET", f"{self.url}/health", extensions={"timeout": httpx.Timeout(left).as_dict()})
+            try:
+                response = self._transport.handle_request(request)
+                response.read()
+                response.close()
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                time.sleep(0.02)
+                continue
+            if response.status_code == 200 and response.json().get("service") == self.service:
+                return
+            problem = f"it answered {response.status_code} {response.text[:200]!r}"
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Terminate, wait, kill if it does not stop; close what this side holds. Idempotent."""
+        self.terminate()
+        self.reap(timeout)
+
+    def terminate(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+            self._control = None
+        process = self.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+
+    def reap(self, timeout: float = STOP_TIMEOUT) -> None:
+        process = self.process
+        if process is not None:
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout is not None and not process.stdout.closed:
+                process.stdout.close()
+        if self._stderr is not None and not self._stderr.closed:
+            self._stderr.close()
+
+    # -- the inspection endpoints ----------------------------------------------------------------
+    def call(self, method: str, path: str) -> httpx.Response:
+        """One request to an inspection endpoint (not a delivery: no faults, no trace)."""
+        if self._transport is None:
+            raise ServiceLostError(f"the {self.label} is not running")
+        request = httpx.Request(method, f"{self.url}{path}")
+        try:
+            response = self._transport.handle_request(request)
+            response.read()
+        except httpx.TransportError as exc:
+            raise self.lost(request, exc) from exc
+        if response.status_code >= 300:
+            raise ServiceLostError(
+                f"the {self.label} at {self.url} answered {method} {path} with {response.status_code}: {response.text[:300]}"
+            )
+        return response
+
+    def lost(self, request: httpx.Request, exc: Exception) -> ServiceLostError:
+        state = "running" if self.process is not None and self.process.poll() is None else "gone"
+        tail = self.stderr_tail(10)
+        return ServiceLostError(
+            f"{request.method} {request.url.path} to the {self.label} at {self.url} failed for real "
+            f"({type(exc).__name__}: {exc}); the process is {state}"
+            + (f"; its standard error ends with:\n{tail}" if tail else "")
+        )
+
+    def reset(self) -> list[dict[str, Any]]:
+        """Put a new participant of the same class behind the service (unless the one there is
+        new already); the ledger rows of the one replaced, as the service serves them."""
+        if self.fresh:
+            return []
+        rows: list[dict[str, Any]] = self.call("POST", "/_inspect/reset").json()
+        self.fresh = True
+        return rows
+
+    def begin(self) -> int:
+        """Ready the service for a new execution (a new participant); the execution's number."""
+        self.reset()
+        self.generation += 1
+        return self.generation
+
+    def ledger_rows(self) -> list[dict[str, Any]]:
+        """The rows of the participant now behind the service (it stays there)."""
+        rows: list[dict[str, Any]] = self.call("GET", "/_inspect/ledger").json()
+        return rows
+
+    def refuse_next(self) -> None:
+        self.fresh = False
+        self.call("POST", "/_inspect/refuse-next")
+
+    def __repr__(self) -> str:
+        where = f"{self.url}, pid {self.pid}" if self.port is not None else "not running"
+        return f"<ServiceProcess {self.label}: {where}>"
+
+
+class _ServiceTransport(httpx.BaseTransport):
+    """The real HTTP transport to one service. A request that fails for real is not a fault the
+    plan injected: it becomes `ServiceLostError`, naming the service and its stderr tail."""
+
+    def __init__(self, inner: httpx.HTTPTransport, service: ServiceProcess) -> None:
+        self._inner = inner
+        self._service = service
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self._service.fresh = False
+        try:
+            return self._inner.handle_request(request)
+        except httpx.TransportError as exc:
+            raise self._service.lost(request, exc) from exc
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class RemoteControl:
+    """What the reference steps' refuse hook reaches as ``participant.state`` over the network."""
+
+    def __init__(self, service: ServiceProcess) -> None:
+        self._service = service
+
+    def refuse_next(self) -> None:
+        self._service.refuse_next()
+
+
+_PARALLEL = True
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="saga-verify-take")
+        return _pool
+
+
+class _Execution:
+    """The services one execution uses. Its ledgers are taken together: the first read takes
+    every service's rows at once, one request per service in parallel (each service is its own
+    process), instead of one after the other as the `World` reads them."""
+
+    def __init__(self, services: Mapping[str, ServiceProcess]) -> None:
+        self.generations = {name: service.begin() for name, service in services.items()}
+        self.services = dict(services)
+        self._taken: dict[str, list[dict[str, Any]]] | None = None
+
+    def current(self, name: str) -> bool:
+        return self.services[name].generation == self.generations[name]
+
+    def rows(self, name: str) -> list[dict[str, Any]]:
+        if self._taken is None:
+            current = [n for n in self.services if self.current(n)]
+            used = [n for n in current if not self.services[n].fresh]
+            if _PARALLEL and len(used) > 1:
+                taken = dict(zip(used, _threads().map(lambda n: self.services[n].reset(), used), strict=True))
+            else:
+                taken = {n: self.services[n].reset() for n in used}
+            self._taken = {n: taken.get(n, []) for n in current}
+        if name not in self._taken:
+            service = self.services[name]
+            raise ServiceLostError(f"the ledger of {name} was read after another execution used the {service.label}")
+        return self._taken[name]
+
+
+class RemoteLedger:
+    """The ledger of one execution's participant behind a service process. The first time it is
+    iterated (the `World` does this once, when the run is over) it takes the rows with a reset of
+    the service (`ServiceProcess.reset`, for all the execution's services at once) and keeps
+    them; later iterations give the same rows.
+
+    Each row's ``seq`` is ``delivery * ROW_SPAN + its position in the service's ledger``:
+    deliveries happen one at a time in trace order and each reaches one service, so sorting the
+    rows of all services by that number orders them as they took effect, as sim numbers them
+    (see the module's docstring). Its ``time`` is the virtual time the delivery carried."""
+
+    def __init__(self, execution: _Execution, name: str) -> None:
+        self._execution = execution
+        self._service = execution.services[name]
+        self._name = name
+        self._rows: tuple[LedgerRow, ...] | None = None
+
+    @property
+    def rows(self) -> list[LedgerRow]:
+        return list(self)
+
+    def __iter__(self) -> Iterator[LedgerRow]:
+        if self._rows is None:
+            self._rows = tuple(self._row(row) for row in self._execution.rows(self._name))
+        return iter(self._rows)
+
+    def _row(self, row: Mapping[str, Any]) -> LedgerRow:
+        delivery = int(row["delivery"])
+        return LedgerRow(
+            self._name,
+            delivery * ROW_SPAN + int(row["seq"]),
+            float(row["time"]),
+            str(row["correlation_id"]),
+            str(row["action"]),
+            row["amount"],
+            row["ref"],
+            delivery,
+        )
+
+    def __repr__(self) -> str:
+        return f"<RemoteLedger of the {self._service.label}>"
+
+
+def _stop_all(services: dict[tuple[str, str | None], ServiceProcess], owner: int) -> None:
+    if os.getpid() != owner:
+        return  # a forked child: the processes belong to its parent
+    # Terminate all first, then wait: they stop in parallel.
+    running = list(services.values())
+    services.clear()
+    for service in running:
+        service.terminate()
+    for service in running:
+        service.reap()
+
+
+class ServiceProcesses:
+    """Owns service processes: one per (service, participant class), started on first use and
+    stopped by `close` (or ``with``), when this object is garbage-collected, or at interpreter
+    exit, whichever comes first."""
+
+    def __init__(self, ready_timeout: float = READY_TIMEOUT) -> None:
+        self.ready_timeout = ready_timeout
+        self._services: dict[tuple[str, str | None], ServiceProcess] = {}
+        self._lock = threading.Lock()
+        # The finalizer holds the dict, not self; it also runs at interpreter exit (atexit).
+        self._owner = os.getpid()
+        self._finalizer = weakref.finalize(self, _stop_all, self._services, self._owner)
+
+    @property
+    def processes(self) -> tuple[ServiceProcess, ...]:
+        return tuple(self._services.values())
+
+    def serve(self, wanted: Mapping[str, str | None]) -> dict[str, ServiceProcess]:
+        """A running process for each ``service -> participant class`` (``module:Class`` or None);
+        those not running yet start together."""
+        with self._lock:
+            if self.closed:
+                raise ServiceStartError("these service processes were closed (or belong to the process this one was forked from)")
+            found: dict[str, ServiceProcess] = {}
+            starting: list[ServiceProcess] = []
+            for service, participant in wanted.items():
+                key = (service, participant)
+                process = self._services.get(key)
+                if process is None or not process.running():
+                    if process is not None:
+                        process.stop()
+                    process = ServiceProcess(service, participant)
+                    process.launch()
+                    starting.append(process)
+                    self._services[key] = process
+                found[service] = process
+            try:
+                for process in starting:
+                    process.wait_ready(self.ready_timeout)
+            except BaseException:
+                for process in starting:
+                    process.terminate()
+                for process in starting:
+                    process.reap()
+                    self._services.pop((process.service, process.participant), None)
+                raise
+            return found
+
+    def start(self, service: str, participant: str | None = None, *, port: int = 0) -> ServiceProcess:
+        """Start one more process, on ``port`` if given (not shared through `serve`; it stops
+        with the others)."""
+        process = ServiceProcess(service, participant, port=port)
+        process.start(self.ready_timeout)
+        with self._lock:
+            self._services[(f"{service}#{id(process)}", participant)] = process
+        return process
+
+    def close(self) -> None:
+        """Stop every process. Idempotent."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive or os.getpid() != self._owner
+
+    def __enter__(self) -> ServiceProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_shared: ServiceProcesses | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_processes() -> ServiceProcesses:
+    """The processes the ``process`` runtime's reference sagas use: started lazily, once per
+    Python process, and stopped at exit."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared.closed:
+            _shared = ServiceProcesses()
+        return _shared
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def reference_saga(variant: Any, home: str | None = None, processes: ServiceProcesses | None = None) -> Any:
+    """The reference ``variant`` with every participant a service process on loopback (started on
+    the first execution; `shared_processes` unless ``processes`` is given). Every execution gets
+    fresh participants behind them, as in simulation. ``home`` is the module that holds the saga
+    under the variant's name (so plan files can name it)."""
+    from ..reference import Inventory, Notification, Shipping
+    from ..reference.services import SERVICES
+    from ..world import HttpParticipant
+    from ._asgi import http_reference_saga
+
+    classes = {"inventory": Inventory, "payment": variant.payment_class, "shipping": Shipping, "notification": Notification}
+    wanted: dict[str, str | None] = {
+        name: None if cls is SERVICES[name].participant else _class_path(cls) for name, cls in classes.items()
+    }
+    routes = {name: SERVICES[name].routes for name in classes}
+
+    def participants() -> dict[str, object]:
+        running = (processes or shared_processes()).serve(wanted)
+        # Fresh participants: no request unless an earlier execution left one used (and unread).
+        execution = _Execution(running)
+        made: dict[str, object] = {}
+        for name, service in running.items():
+            made[name] = HttpParticipant(
+                service.transport,
+                routes[name],
+                base_url=service.url,
+                ledger=RemoteLedger(execution, name),
+                state=RemoteControl(service),
+            )
+        return made
+
+    return http_reference_saga(variant, participants, home)

@@ -1,0 +1,296 @@
+"""The process runtime: each reference service a uvicorn process on 127.0.0.1, the same fault plans
+and invariants through the same fault transport over real loopback HTTP. It must reach the
+verdicts and minimal plans the simulation does, and leave no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import hypothesis
+import pytest
+
+from saga_verify import FaultPlan, HttpParticipant, Saga, Step, explore, load_saga, replay
+from saga_verify._cli import main
+from saga_verify.reference.services import SERVICES
+from saga_verify.reference.services.__main__ import main as service_main
+from saga_verify.runtimes import RUNTIMES, reference_variants
+from saga_verify.runtimes._process import (
+    ServiceLostError,
+    ServiceProcess,
+    ServiceProcesses,
+    ServiceStartError,
+    shared_processes,
+)
+from saga_verify.world import World, plan_chooser
+
+NO_DB = hypothesis.settings(database=None)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _variant(name: str, runtime: str):  # type: ignore[no-untyped-def]
+    return next(v for v in reference_variants(runtime) if v.name == name)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_process_left() -> Iterator[None]:
+    """Every test here may start services in the shared processes; when the module is done they
+    are stopped, and not one of them may still exist."""
+    yield
+    session = shared_processes()
+    pids = [p.pid for p in session.processes if p.pid is not None]
+    session.close()
+    assert [pid for pid in pids if not _gone(pid)] == []
+
+
+def test_the_runtime_is_registered() -> None:
+    assert RUNTIMES == ("sim", "asgi", "process")
+    saga = _variant("order", "process").saga
+    assert saga.ref == "saga_verify.runtimes.process_reference:order"
+
+
+def test_services_start_on_free_ports_and_answer_health() -> None:
+    replay(_variant("order", "process").saga, FaultPlan())  # starts them on first use
+    processes = shared_processes().processes
+    assert sorted(p.service for p in processes) == ["inventory", "notification", "payment", "shipping"]
+    assert len({p.port for p in processes}) == 4
+    for process in processes:
+        assert process.running()
+        reply = httpx.get(f"{process.url}/health", timeout=5)
+        assert (reply.status_code, reply.json()) == (200, {"status": "ok", "service": process.service})
+
+
+def test_correct_saga_holds_over_loopback_under_every_single_fault(tmp_path: Path) -> None:
+    result = explore(_variant("order", "process").saga, settings=NO_DB, report_dir=tmp_path, sweep_faults=1, max_examples=0)
+    assert result.ok
+    assert result.sweep_executions > 30
+
+
+@pytest.mark.parametrize("name", ["charge_without_key", "non_idempotent_refund", "refund_forgets_charge"])
+def test_processes_find_the_same_minimal_plan_as_simulation(name: str, tmp_path: Path) -> None:
+    found = {}
+    for runtime in ("sim", "process"):
+        result = explore(_variant(name, runtime).saga, settings=NO_DB, report_dir=tmp_path / runtime, max_examples=0)
+        (failure, *_) = result.failures
+        found[runtime] = (failure.plan.faults, failure.invariants, failure.examples)
+    assert found["process"] == found["sim"]
+
+
+def test_broken_participants_run_in_their_own_process() -> None:
+    replay(_variant("non_idempotent_refund", "process").saga, FaultPlan())
+    payments = [p for p in shared_processes().processes if p.service == "payment"]
+    assert "saga_verify.reference._broken:NonIdempotentRefund" in {p.participant for p in payments}
+    assert len({p.pid for p in payments}) == len(payments)
+
+
+def test_trace_records_keys_and_statuses_over_loopback() -> None:
+    plan = FaultPlan.loads('{"faults": [{"kind": "lose-reply", "at": "payment.charge#1"}]}')
+    execution, violations = replay(_variant("order", "process").saga, plan)
+    assert violations == []
+    assert execution.status == "completed"
+    lost, retry = execution.trace[1], execution.trace[2]
+    assert (lost.point, lost.outcome, retry.point) == ("payment.charge#1", "reply-lost", "payment.charge#2")
+    assert lost.key == retry.key == "order-1:charge"
+    assert lost.request == {"method": "POST", "path": "/charges", "json": {"order_id": "order-1", "amount": 100}}
+    assert lost.reply["status"] == retry.reply["status"] == 201
+    assert retry.reply["json"] == lost.reply["json"]  # the service deduplicated by key
+    (charge,) = execution.rows("payment", "charge")
+    assert (charge.delivery, charge.time, charge.correlation_id) == (lost.seq, lost.time, "order-1")
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        '{"faults": [{"kind": "refuse", "at": "shipping.create#1"}]}',
+        '{"faults": [{"kind": "duplicate", "lag": 30, "at": "payment.charge#1"}, {"kind": "outage", "at": "shipping.create#1"}]}',
+    ],
+)
+def test_rows_come_back_as_in_simulation(plan: str) -> None:
+    """Rows of all services, in the order the invariants read them: the same effects, times,
+    causes and order as in simulation (only ``seq`` is numbered differently)."""
+    rows = {}
+    for runtime in ("sim", "process"):
+        execution, _ = replay(_variant("order", runtime).saga, FaultPlan.loads(plan))
+        rows[runtime] = [(r.participant, r.action, r.amount, r.ref, r.time, r.delivery, r.correlation_id) for r in execution.rows()]
+        assert [r.seq for r in execution.rows()] == sorted(r.seq for r in execution.rows())
+    assert rows["process"] == rows["sim"]
+    assert len(rows["sim"]) >= 4
+
+
+def test_each_execution_starts_from_fresh_services() -> None:
+    saga = _variant("order", "process").saga
+    first, _ = replay(saga, FaultPlan())
+    second, _ = replay(saga, FaultPlan())
+    assert [r.ref for r in first.rows()] == [r.ref for r in second.rows()] == ["res-1", "ch-1", "sh-1", "msg-1"]
+    # The first execution's ledger is what it was when its run ended.
+    assert [r.ref for r in first.participants["payment"].ledger] == ["ch-1"]  # type: ignore[attr-defined]
+
+
+def test_a_ledger_read_after_another_execution_is_refused() -> None:
+    saga = _variant("order", "process").saga
+    abandoned = World(saga, plan_chooser(FaultPlan()))  # built, never run
+    replay(saga, FaultPlan())
+    with pytest.raises(ServiceLostError, match="the ledger of payment was read after another execution used the payment service"):
+        list(abandoned.participants["payment"].ledger)  # type: ignore[attr-defined]
+
+
+def test_refuse_reaches_the_service_as_its_own_refusal() -> None:
+    plan = FaultPlan.loads('{"faults": [{"kind": "refuse", "at": "payment.charge#1"}]}')
+    execution, violations = replay(_variant("order", "process").saga, plan)
+    assert violations == []
+    assert execution.status == "compensated"
+    assert execution.trace[1].reply == {"status": 402, "json": {"status": "refused", "reason": "card_declined"}}
+
+
+def test_plan_files_replay_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = explore(_variant("charge_without_key", "process").saga, settings=NO_DB, report_dir=tmp_path, max_examples=0)
+    (failure,) = result.failures
+    assert failure.plan_path is not None
+    stored = json.loads(failure.plan_path.read_text())
+    assert stored["saga"] == "saga_verify.runtimes.process_reference:charge_without_key"
+    assert load_saga(stored["saga"]).name == "charge_without_key"
+    assert main(["replay", str(failure.plan_path)]) == 1
+    out = capsys.readouterr().out
+    assert "path=/charges" in out
+    assert "REPLY LOST" in out
+
+
+def test_unknown_process_saga_name_is_a_clear_error() -> None:
+    with pytest.raises(Exception, match="no 'nope'"):
+        load_saga("saga_verify.runtimes.process_reference:nope")
+
+
+# --- starting, failing and stopping --------------------------------------------------------------
+
+
+def test_a_participant_that_cannot_be_loaded_is_a_clear_error_and_leaves_nothing() -> None:
+    with ServiceProcesses() as session:
+        started = time.monotonic()
+        with pytest.raises(ServiceStartError) as caught:
+            session.serve({"payment": "no_such_module:Payment"})
+        assert time.monotonic() - started < 8
+        assert session.processes == ()
+    message = str(caught.value)
+    assert "the payment service (no_such_module:Payment) (port a free port) exited with status 2" in message
+    assert "module 'no_such_module' does not import (ModuleNotFoundError" in message
+    service = caught.value.service
+    assert service is not None
+    assert service.pid is not None
+    assert _gone(service.pid)
+
+
+def test_a_busy_port_is_a_clear_error() -> None:
+    with socket.socket() as taken, ServiceProcesses() as session:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServiceStartError, match=rf"payment service \(port {port}\) exited with status 2") as caught:
+            session.start("payment", port=port)
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in str(caught.value)
+        assert session.processes == ()
+
+
+def test_a_service_that_never_answers_is_stopped_after_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A process that never says it listens stands for a service that hangs while starting.
+    monkeypatch.setattr(ServiceProcess, "command", lambda self: [sys.executable, "-c", "import time; time.sleep(60)"])
+    with ServiceProcesses(ready_timeout=0.5) as session:
+        with pytest.raises(ServiceStartError, match=r"inventory service \(port a free port\) did not start listening within 0.5 s") as caught:
+            session.serve({"inventory": None})
+        service = caught.value.service
+        assert service is not None
+        assert service.pid is not None
+        assert _gone(service.pid)
+
+
+def test_a_service_lost_mid_run_ends_the_search_naming_it() -> None:
+    with ServiceProcesses() as session:
+        (inventory,) = session.serve({"inventory": None}).values()
+
+        def run(services: Any, order: Any) -> str:
+            services.inventory.post("/reservations", json=order, headers={"Idempotency-Key": "k"})
+            return "completed"
+
+        saga = Saga(
+            "lost",
+            steps=[Step("inventory", "reserve", compensation="release")],
+            participants=lambda: {
+                "inventory": HttpParticipant(inventory.transport, SERVICES["inventory"].routes, base_url=inventory.url)
+            },
+            run=run,
+            input={"order_id": "o-1", "sku": "sku-1", "qty": 1},
+        )
+        assert replay(saga, FaultPlan())[0].status == "completed"
+        assert inventory.process is not None
+        inventory.process.kill()
+        inventory.process.wait()
+        lost = r"POST /reservations to the inventory service at http://127.0.0.1:\d+ failed for real .*the process is gone"
+        with pytest.raises(ServiceLostError, match=lost):
+            replay(saga, FaultPlan())
+
+
+def test_services_stop_when_the_python_process_exits() -> None:
+    code = textwrap.dedent(
+        """
+        from saga_verify.runtimes._process import shared_processes
+        service = shared_processes().serve({"payment": None})["payment"]
+        print(service.pid)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    (pid,) = (int(p) for p in done.stdout.split())
+    assert _gone(pid)
+
+
+# --- the service entry point -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--participant", "nope"], "--participant 'nope': write it as module:Class"),
+        (["--participant", "saga_verify.reference:Nope"], "module 'saga_verify.reference' has no 'Nope'"),
+        (["--participant", "saga_verify.reference:ORDER"], "is a dict, not a class"),
+        (["--participant", "saga_verify.reference:Inventory"], "a Inventory cannot serve payment: it has no charge, refund"),
+    ],
+)
+def test_the_entry_point_says_what_is_wrong(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert service_main(["--service", "payment", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_entry_point_refuses_an_unknown_service_and_port(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        service_main(["--service", "billing"])
+    assert "invalid choice: 'billing'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        service_main(["--service", "payment", "--port", "70000"])
+    assert "70000 is not a port number" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_over_processes_matches_simulation(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rows = {}
+    for runtime in ("sim", "process"):
+        assert main(["demo", "--json", "--runtime", runtime, "--report-dir", str(tmp_path / runtime)]) == 0
+        rows[runtime] = json.loads(capsys.readouterr().out)
+    assert all(r["runtime"] == "process" for r in rows["process"])
+    shape = [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["sim"]]
+    assert shape == [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["process"]]
