@@ -444,6 +444,26 @@ def bench_sweep() -> dict[str, Any]:
     return {"executions": executions, "reps_plans_per_s": [round(x) for x in reps], "sweep_plans_per_s": statistics.median(reps)}
 
 
+# -- 4b. the same sweep in each runtime ------------------------------------------------------------
+#: Issue targets for plans/s over HTTP: in this process, and over loopback to service processes.
+RUNTIME_TARGETS = {"asgi": 300.0, "process": 100.0}
+
+
+def bench_runtimes() -> dict[str, Any]:
+    """Plans per second for the correct saga's whole 2-fault sweep in every runtime. A 1-fault
+    sweep first warms each runtime up (builds the apps, starts the service processes)."""
+    from saga_verify.runtimes import RUNTIMES, reference_variants
+
+    out: dict[str, Any] = {}
+    for runtime in RUNTIMES:
+        saga = reference_variants(runtime)[0].saga
+        explore(saga, sweep_faults=1, max_examples=0, seed=0, settings=_settings(), report_dir=None)
+        result = explore(saga, sweep_faults=2, max_examples=0, seed=0, settings=_settings(), report_dir=None)
+        assert result.ok, result.report()
+        out[runtime] = {"executions": result.executions, "plans_per_s": round(result.executions / result.seconds, 1)}
+    return out
+
+
 # -- 5. broken variants: default search, Hypothesis only, two random baselines ---------------------
 def _executions_to_violation(saga: Saga, next_chooser: Callable[[], Chooser], cap: int) -> int | None:
     """Run executions (world seed 0), each with the chooser next_chooser() gives, until one breaks
@@ -755,6 +775,8 @@ def summary(data: dict[str, Any]) -> str:
         f"  bare Hypothesis examples/s        {_fmt(data['bare_hypothesis_examples_per_s']):>10}   ratio {data['examples_ratio']:.3f}"
         f"   (draws per test case: bare {ex['bare_draws_per_test_case']}, plugin {ex['plugin_draws_per_test_case']})",
         f"  sweep plans/s (2 faults, correct) {_fmt(data['sweep_plans_per_s']):>10}   ({data['details']['sweep']['executions']} executions)",
+        "  plans/s by runtime (2-fault sweep)  "
+        + "   ".join(f"{name} {_fmt(value)}" for name, value in data["runtime_plans_per_s"].items()),
         "",
         "broken variants, seeds 0-9: median executions to the first violation (found/10), median|max shrink s",
         f"  (search counts include explore()'s {PREFLIGHT_RUNS} fault-free preflight runs; the random baselines count from their first run)",
@@ -825,6 +847,8 @@ def main() -> int:
     profile = timed("drawing_profile", drawing_profile)
     examples = timed("examples", lambda: bench_examples(profile))
     sweep = timed("sweep", bench_sweep)
+    print("measuring plans/s per runtime ...", file=sys.stderr, flush=True)
+    runtimes = timed("runtimes", bench_runtimes)
     print("searching broken variants (10 seeds each, 2 searches, 2 random baselines) ...", file=sys.stderr, flush=True)
     var = timed("variants", bench_variants)
     generation = timed("generation", lambda: bench_generation(profile))
@@ -841,8 +865,20 @@ def main() -> int:
         "bare_hypothesis_examples_per_s": round(examples["bare_hypothesis_examples_per_s"], 1),
         "examples_ratio": round(examples["examples_ratio"], 4),
         "sweep_plans_per_s": round(sweep["sweep_plans_per_s"], 1),
+        "runtime_plans_per_s": {name: r["plans_per_s"] for name, r in runtimes.items()},
         "variants": var,
-        "targets": targets(raw, examples, var),
+        "targets": {
+            **targets(raw, examples, var),
+            **{
+                f"{name}_plans_per_s": {
+                    "target": f">= {goal:g} plans/s (correct saga, 2-fault sweep, {name} runtime)",
+                    "value": runtimes[name]["plans_per_s"],
+                    "met": runtimes[name]["plans_per_s"] >= goal,
+                }
+                for name, goal in RUNTIME_TARGETS.items()
+                if name in runtimes
+            },
+        },
         "information": information(var),
         "details": {
             "raw": raw,

@@ -43,7 +43,6 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -368,62 +367,20 @@ class RemoteControl:
         self._service.refuse_next()
 
 
-_PARALLEL = True
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _threads() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="saga-verify-take")
-        return _pool
-
-
-class _Execution:
-    """The services one execution uses. Its ledgers are taken together: the first read takes
-    every service's rows at once, one request per service in parallel (each service is its own
-    process), instead of one after the other as the `World` reads them."""
-
-    def __init__(self, services: Mapping[str, ServiceProcess]) -> None:
-        self.generations = {name: service.begin() for name, service in services.items()}
-        self.services = dict(services)
-        self._taken: dict[str, list[dict[str, Any]]] | None = None
-
-    def current(self, name: str) -> bool:
-        return self.services[name].generation == self.generations[name]
-
-    def rows(self, name: str) -> list[dict[str, Any]]:
-        if self._taken is None:
-            current = [n for n in self.services if self.current(n)]
-            used = [n for n in current if not self.services[n].fresh]
-            if _PARALLEL and len(used) > 1:
-                taken = dict(zip(used, _threads().map(lambda n: self.services[n].reset(), used), strict=True))
-            else:
-                taken = {n: self.services[n].reset() for n in used}
-            self._taken = {n: taken.get(n, []) for n in current}
-        if name not in self._taken:
-            service = self.services[name]
-            raise ServiceLostError(f"the ledger of {name} was read after another execution used the {service.label}")
-        return self._taken[name]
-
-
 class RemoteLedger:
     """The ledger of one execution's participant behind a service process. The first time it is
     iterated (the `World` does this once, when the run is over) it takes the rows with a reset of
-    the service (`ServiceProcess.reset`, for all the execution's services at once) and keeps
-    them; later iterations give the same rows.
+    the service (`ServiceProcess.reset`) and keeps them; later iterations give the same rows.
 
     Each row's ``seq`` is ``delivery * ROW_SPAN + its position in the service's ledger``:
     deliveries happen one at a time in trace order and each reaches one service, so sorting the
     rows of all services by that number orders them as they took effect, as sim numbers them
     (see the module's docstring). Its ``time`` is the virtual time the delivery carried."""
 
-    def __init__(self, execution: _Execution, name: str) -> None:
-        self._execution = execution
-        self._service = execution.services[name]
+    def __init__(self, service: ServiceProcess, name: str, generation: int) -> None:
+        self._service = service
         self._name = name
+        self._generation = generation
         self._rows: tuple[LedgerRow, ...] | None = None
 
     @property
@@ -432,7 +389,12 @@ class RemoteLedger:
 
     def __iter__(self) -> Iterator[LedgerRow]:
         if self._rows is None:
-            self._rows = tuple(self._row(row) for row in self._execution.rows(self._name))
+            service = self._service
+            if service.generation != self._generation:
+                raise ServiceLostError(
+                    f"the ledger of {self._name} was read after another execution used the {service.label}"
+                )
+            self._rows = tuple(self._row(row) for row in service.reset())
         return iter(self._rows)
 
     def _row(self, row: Mapping[str, Any]) -> LedgerRow:
@@ -572,15 +534,14 @@ def reference_saga(variant: Any, home: str | None = None, processes: ServiceProc
 
     def participants() -> dict[str, object]:
         running = (processes or shared_processes()).serve(wanted)
-        # Fresh participants: no request unless an earlier execution left one used (and unread).
-        execution = _Execution(running)
         made: dict[str, object] = {}
         for name, service in running.items():
+            generation = service.begin()  # no request unless an earlier execution left it used (and unread)
             made[name] = HttpParticipant(
                 service.transport,
                 routes[name],
                 base_url=service.url,
-                ledger=RemoteLedger(execution, name),
+                ledger=RemoteLedger(service, name, generation),
                 state=RemoteControl(service),
             )
         return made

@@ -68,7 +68,7 @@ def test_the_runtime_is_registered() -> None:
 
 def test_services_start_on_free_ports_and_answer_health() -> None:
     replay(_variant("order", "process").saga, FaultPlan())  # starts them on first use
-    processes = shared_processes().processes
+    processes = [p for p in shared_processes().processes if p.participant is None]  # the correct ones
     assert sorted(p.service for p in processes) == ["inventory", "notification", "payment", "shipping"]
     assert len({p.port for p in processes}) == 4
     for process in processes:
@@ -257,6 +257,36 @@ def test_services_stop_when_the_python_process_exits() -> None:
     assert done.returncode == 0, done.stderr
     (pid,) = (int(p) for p in done.stdout.split())
     assert _gone(pid)
+
+
+def _stopped(pid: int) -> bool:
+    """Gone, or a zombie nobody has reaped yet (its parent was killed): not running either way."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_services_stop_by_themselves_when_their_python_process_is_killed() -> None:
+    code = textwrap.dedent(
+        """
+        import os, signal
+        from saga_verify.runtimes._process import shared_processes
+        service = shared_processes().serve({"payment": None})["payment"]
+        print(service.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # no chance to stop anything
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == -9, done.stderr
+    pid = int(done.stdout)
+    deadline = time.monotonic() + 5
+    while not _stopped(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _stopped(pid)
 
 
 # --- the service entry point -----------------------------------------------------------------------

@@ -21,7 +21,8 @@ import threading
 import time
 from typing import Any
 
-SERVICE_NAMES = ("inventory", "payment", "shipping", "notification")
+from ._app import SERVICES, create_app
+
 READY_LINE = "listening on"
 
 
@@ -44,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m saga_verify.reference.services",
         description="Serve one saga-verify reference service over HTTP (uvicorn).",
     )
-    p.add_argument("--service", required=True, choices=SERVICE_NAMES, help="which service")
+    p.add_argument("--service", required=True, choices=tuple(SERVICES), help="which service")
     p.add_argument(
         "--participant",
         metavar="MODULE:CLASS",
@@ -84,8 +85,6 @@ def load_participant(path: str) -> Any:
 
 def build(service: str, participant_path: str | None, inspect: bool) -> Any:
     """The app that serves ``service`` with a fresh participant of the class named."""
-    from ._app import create_app
-
     participant = None
     if participant_path is not None:
         cls = load_participant(participant_path)

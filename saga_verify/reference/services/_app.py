@@ -601,6 +601,8 @@ def build_app(
                 fresh = cls()
             except TypeError as error:
                 raise HTTPException(501, f"a {cls.__name__} cannot be built without arguments: {error}") from error
+            # No await between reading the ledger and the swap: no request on this event loop
+            # can record a row in between.
             rows = served.ledger()
             try:
                 serve_participant(app, fresh)
