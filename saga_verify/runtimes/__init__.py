@@ -43,3 +43,16 @@ def reference_variants(runtime: str = "sim") -> tuple[Any, ...]:
 
 
 __all__ = ["RUNTIMES", "reference_variants"]
+
+
+def saga_by_name(home: dict[str, Any], module: str, name: str, build: Any) -> Any:
+    """The reference saga ``name`` built by ``build(variant, home=module)``, kept in ``home`` (a
+    module's globals) so that ``module:name`` imports it and plan files can name it."""
+    from ..reference import variants
+
+    for variant in variants():
+        if variant.name == name:
+            saga = build(variant, home=module)
+            home[name] = saga
+            return saga
+    raise AttributeError(f"module {module!r} has no reference saga {name!r}")

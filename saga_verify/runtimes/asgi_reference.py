@@ -7,12 +7,7 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    from ..reference import variants
+    from . import saga_by_name
     from ._asgi import reference_saga
 
-    for variant in variants():
-        if variant.name == name:
-            saga = reference_saga(variant, home=__name__)
-            globals()[name] = saga
-            return saga
-    raise AttributeError(f"module {__name__!r} has no reference saga {name!r}")
+    return saga_by_name(globals(), __name__, name, reference_saga)
