@@ -171,5 +171,5 @@ def write_atomically(path: Path, text: str) -> None:
         try:
             os.unlink(tmp)
         except OSError:
-            pass
+            pass  # nothing was written, or it is already gone: the original error matters
         raise

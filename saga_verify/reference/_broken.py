@@ -89,7 +89,7 @@ class SwallowedCompensationError(OrderSaga):
             try:
                 undo()
             except GaveUp:
-                pass
+                pass  # the bug: the compensation that could not be made is forgotten
         return "compensated"
 
 

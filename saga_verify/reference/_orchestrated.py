@@ -147,5 +147,5 @@ class OrderSaga:
             except TimeoutError:
                 maybe_applied = True
             except ConnectionError:
-                pass
+                pass  # not delivered: nothing happened, a retry is safe
         raise GaveUp(maybe_applied)

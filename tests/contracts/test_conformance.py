@@ -16,8 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import Request
-from fastapi.responses import JSONResponse
+from broken_providers import crashing_shipping_app
 
 from saga_verify import SagaVerifyError
 from saga_verify._errors import OptionError
@@ -30,7 +29,7 @@ from saga_verify.contracts import (
     check_conformance,
     serve_asgi,
 )
-from saga_verify.reference._participants import Inventory, Payment, Shipping
+from saga_verify.reference._participants import Inventory, Payment
 from saga_verify.reference.services import SERVICES, create_app
 
 CONTRACTS = Path(__file__).resolve().parents[2] / "contracts" / "openapi"
@@ -140,32 +139,6 @@ class RenamedChargeId(Payment):
         if reply.get("status") == "ok":
             return {"status": "ok", "id": reply["charge_id"]}
         return reply
-
-
-class CancelCrashesTwice(Shipping):
-    """Broken (b): cancelling a shipment a second time (with any key, or none) crashes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cancelled_keys: set[str] = set()
-
-    def cancel(self, *, shipment_key: str, idempotency_key: str | None = None) -> dict[str, Any]:
-        if shipment_key in self.cancelled_keys:
-            raise LookupError(f"shipment {shipment_key!r} is gone")
-        self.cancelled_keys.add(shipment_key)
-        return super().cancel(shipment_key=shipment_key, idempotency_key=idempotency_key)
-
-
-def crashing_shipping_app() -> Any:
-    """Shipping served with `CancelCrashesTwice`; the crash is answered 500 (as a server in front of
-    a crashing handler answers), instead of escaping into the test client."""
-    app = create_app("shipping", participant=CancelCrashesTwice())
-
-    async def server_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": f"internal error: {exc}"}, status_code=500)
-
-    app.add_exception_handler(LookupError, server_error)
-    return app
 
 
 def accepting_qty_zero(app: Any) -> Callable[[Message, Receive, Send], Awaitable[None]]:

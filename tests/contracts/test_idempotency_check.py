@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import Request
+from broken_providers import crashing_shipping_app
 from fastapi.responses import JSONResponse
 
 from saga_verify import SagaVerifyError
@@ -28,7 +28,7 @@ from saga_verify.contracts import (
     serve_asgi,
 )
 from saga_verify.reference._broken import NonIdempotentRefund
-from saga_verify.reference._participants import Payment, Shipping
+from saga_verify.reference._participants import Payment
 from saga_verify.reference.services import SERVICES, create_app
 from saga_verify.runtimes._asgi import SyncASGITransport
 
@@ -167,20 +167,6 @@ class KeylessCharge(Payment):
         return super().charge(order_id=order_id, amount=amount, idempotency_key=None)
 
 
-class CancelCrashesTwice(Shipping):
-    """Broken: cancelling a shipment a second time (with any key, or none) crashes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cancelled_keys: set[str] = set()
-
-    def cancel(self, *, shipment_key: str, idempotency_key: str | None = None) -> dict[str, Any]:
-        if shipment_key in self.cancelled_keys:
-            raise LookupError(f"shipment {shipment_key!r} is gone")
-        self.cancelled_keys.add(shipment_key)
-        return super().cancel(shipment_key=shipment_key, idempotency_key=idempotency_key)
-
-
 def test_a_refund_that_ignores_the_key_is_caught():
     result = refused(create_app("payment", participant=NonIdempotentRefund()), "payment")
     assert checks_and_operations(result) == {
@@ -236,13 +222,7 @@ def test_a_charge_that_ignores_the_key_is_caught_without_a_probe_or_a_marker():
 
 
 def test_a_cancellation_that_crashes_the_second_time_is_caught():
-    app = create_app("shipping", participant=CancelCrashesTwice())
-
-    async def server_error(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": f"internal error: {exc}"}, status_code=500)
-
-    app.add_exception_handler(LookupError, server_error)
-    result = refused(app, "shipping")
+    result = refused(crashing_shipping_app(), "shipping")
     [twice] = result.findings_of("compensation_twice_harmless")
     assert twice.operation == "POST /cancellations"
     assert twice.message == "the compensation sent twice caused a server error (200, then 500)"

@@ -269,7 +269,7 @@ def _stopped(pid: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc to see whether the killed harness's services are gone")
 def test_services_stop_by_themselves_when_their_python_process_is_killed() -> None:
     code = textwrap.dedent(
         """
