@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench images clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: lint $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/run.py
+
+# The services image (saga_verify.containers), built without a registry; needs a Docker engine
+# (fixtures/containers/docker-engine.sh start).
+images: $(INSTALLED)
+	$(BIN)/python -c 'from saga_verify.containers import ensure_service_image as e; i = e(); print(i.tag, i.id, "built" if i.built else "reused", f"in {i.seconds:.1f} s")'
 
 clean:
 	rm -rf $(VENV) .saga-verify .hypothesis .pytest_cache .mypy_cache .ruff_cache

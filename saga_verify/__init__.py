@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "FailBeforeEffect": ".faults",
     "Timeout": ".faults",
     "LoseReply": ".faults",
+    "Crash": ".faults",
     "Refuse": ".faults",
     "Duplicate": ".faults",
     "Delay": ".faults",
@@ -81,6 +82,7 @@ __all__ = [
     "FailBeforeEffect",
     "Timeout",
     "LoseReply",
+    "Crash",
     "Refuse",
     "Duplicate",
     "Delay",
@@ -144,6 +146,7 @@ if TYPE_CHECKING:
     from ._saga import Saga, Step, load_saga
     from .exploration import ExplorationResult, Failure, explore, replay, verify
     from .faults import (
+        Crash,
         Delay,
         DeliveryPoint,
         Duplicate,

@@ -188,3 +188,38 @@ class SagaVerifier:
 def saga_verify(request: pytest.FixtureRequest) -> SagaVerifier:
     """Explore a saga under failure schedules: ``saga_verify(my_saga)``."""
     return SagaVerifier(request.config, request.node.nodeid)
+
+
+REQUIRE_DOCKER = "REQUIRE_DOCKER"
+
+
+def require_docker() -> None:
+    """Skip the calling test when no Docker engine answers, saying why and how to get one; fail
+    it instead when ``REQUIRE_DOCKER=1`` (where an engine is part of the set-up, as in CI)."""
+    import os
+
+    from .containers import engine_problem
+
+    problem = engine_problem()
+    if problem is None:
+        return
+    if os.environ.get(REQUIRE_DOCKER) == "1":
+        pytest.fail(f"{REQUIRE_DOCKER}=1, but {problem}", pytrace=False)
+    pytest.skip(problem)
+
+
+@pytest.fixture
+def saga_containers() -> Any:
+    """Your own images as participants, each behind a fault proxy:
+    ``payment = saga_containers.participant("payment", "shop/payment:1.4")``, then hand
+    ``payment.url`` to the saga, to the contract checks, or to your other containers. Everything
+    the test started is removed after it. Skips without a Docker engine (fails with
+    ``REQUIRE_DOCKER=1``)."""
+    require_docker()
+    from .containers import ContainerSession
+
+    session = ContainerSession()
+    try:
+        yield session
+    finally:
+        session.close()

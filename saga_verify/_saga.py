@@ -34,6 +34,9 @@ class Step:
     refuse: Callable[[Any], None] | None = None
     """How to make the participant refuse its next call of ``action`` for a business reason
     (declined card, out of stock). Called with the participant object; enables the refuse fault."""
+    restart: Callable[[Any], None] | None = None
+    """How to kill the participant and bring it back from what it keeps (its store), called with
+    the participant object; enables the crash fault at every operation of the participant."""
 
     def __post_init__(self) -> None:
         for label, value in (("participant", self.participant), ("action", self.action)):
@@ -45,6 +48,8 @@ class Step:
             raise SagaDefinitionError(f"Step compensation must be a plain name or None, got {self.compensation!r}")
         if self.refuse is not None and not callable(self.refuse):
             raise SagaDefinitionError(f"Step refuse= must be callable, got {self.refuse!r}")
+        if self.restart is not None and not callable(self.restart):
+            raise SagaDefinitionError(f"Step restart= must be callable, got {self.restart!r}")
 
     @property
     def irreversible(self) -> bool:
@@ -139,6 +144,14 @@ class Saga:
     @cached_property
     def refusable(self) -> frozenset[tuple[str, str]]:
         return frozenset((s.participant, s.action) for s in self.steps if s.refuse is not None)
+
+    @cached_property
+    def restartable(self) -> frozenset[str]:
+        """The participants some step says how to restart (the crash fault may hit them)."""
+        return frozenset(s.participant for s in self.steps if s.restart is not None)
+
+    def restart_hook(self, participant: str) -> Callable[[Any], None] | None:
+        return next((s.restart for s in self.steps if s.participant == participant and s.restart is not None), None)
 
     @cached_property
     def participant_names(self) -> tuple[str, ...]:

@@ -78,7 +78,7 @@ def test_demo_json_correct_saga_holds_and_every_broken_one_is_caught(demo_json) 
     assert correct["plan"] is None
     assert correct["verdict"] == "holds"
     assert correct["examples"] > 500  # it says how much it searched
-    assert len(rows) == 10
+    assert len(rows) == 11
     bugs = {v.name: v.bug for v in variants()}
     for name, row in rows.items():
         assert row["broken"] is True
@@ -111,7 +111,7 @@ def test_demo_table(capsys, tmp_path) -> None:
     by_name = {line.split()[0]: line for line in body}
     assert "lose-reply at payment.charge#1" in by_name["charge_without_key"]
     assert "no faults" in by_name["notify_before_pivot"]
-    assert "10/10 broken variants caught; correct saga: holds" in lines
+    assert "11/11 broken variants caught; correct saga: holds" in lines
     assert lines[-1].startswith(f"Replay any minimal plan: saga-verify replay {tmp_path}")
     assert (tmp_path / lines[-1].rsplit("/", 1)[1]).exists()
 
@@ -237,9 +237,9 @@ def test_replay_plan_naming_a_saga_that_does_not_import(tmp_path, capsys) -> Non
 
 
 def test_runtime_that_is_not_available(capsys) -> None:
-    assert run(["demo", "--runtime", "container"]) == 2
+    assert run(["demo", "--runtime", "kubernetes"]) == 2
     err = _error(capsys)
-    assert "argument --runtime: runtime 'container' is not available; choose from: sim, asgi, process" in err
+    assert "argument --runtime: runtime 'kubernetes' is not available; choose from: sim, asgi, process, container" in err
 
 
 @pytest.mark.parametrize("command", [["demo"], ["explore", "saga_verify.reference:order_saga"]])
@@ -311,5 +311,5 @@ def test_explore_a_saga_that_holds_exits_0(tmp_path, capsys) -> None:
     code = run(["explore", "saga_verify.reference:order_saga", "--max-examples", "5", "--sweep-faults", "1", "--report-dir", str(tmp_path)])
     out, _ = capsys.readouterr()
     assert code == 0
-    assert out.startswith("saga 'order' held every invariant over 42 executions (35 in the sweep, 5 from Hypothesis)")
+    assert out.startswith("saga 'order' held every invariant over 46 executions (39 in the sweep, 5 from Hypothesis)")
     assert list(tmp_path.iterdir()) == []

@@ -26,6 +26,7 @@ PUBLIC = [
     "FailBeforeEffect",
     "Timeout",
     "LoseReply",
+    "Crash",
     "Refuse",
     "Duplicate",
     "Delay",

@@ -8,10 +8,13 @@ participant, and every participant is verified against it.
 - `verify_provider` replays the pacts against an ASGI app (served on 127.0.0.1) or a URL. It checks
   that every provider state has a handler before anything runs, never lets pact retry a failing
   state handler for minutes, reads the results (pending interactions too) and raises
-  `ProviderVerificationError` naming each failing interaction.
+  `ProviderVerificationError` naming each failing interaction. Message pacts (the events a
+  provider publishes, written with ``pact.upon_receiving(description, "Async")``) are verified in
+  the same run: ``messages=`` makes each described message by driving the provider for real.
 
-The pacts of the reference order service live in ``contracts/pacts/``; its client for the four
-participants is ``saga_verify.reference._order_client``. pact-python is imported only when a
+The pacts of the reference system live in ``contracts/pacts/``: ``order-<service>.json`` (the
+order service's HTTP client for the four participants, ``saga_verify.reference._order_client``)
+and ``audit-<service>.json`` (the events the audit, ``saga_verify.reference._audit``, reads). pact-python is imported only when a
 pact is written or verified; telemetry is always off (``PACT_DO_NOT_TRACK=true``).
 
 OpenAPI conformance and the Idempotency-Key contract:
@@ -42,6 +45,7 @@ from ._idempotency import (
 from ._pact import (
     ContractError,
     InteractionResult,
+    MessageProducer,
     PactConflictError,
     PactFileError,
     ProviderState,
@@ -68,6 +72,7 @@ __all__ = [
     "IdempotencyResult",
     "IdempotentOperation",
     "InteractionResult",
+    "MessageProducer",
     "PactConflictError",
     "PactFileError",
     "ProviderState",

@@ -7,6 +7,7 @@ pact-python (4.x, FFI based) is imported only inside the functions that use it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import functools
@@ -292,6 +293,11 @@ class ProviderState:
 #: Puts the provider into a state before an interaction is replayed. Its return value is ignored.
 StateHandler = Callable[[ProviderState], object]
 
+#: Makes the message a message interaction describes, the way the provider really publishes it:
+#: given the interaction's description, the JSON object (or its bytes). A dict of them is keyed
+#: by description.
+MessageProducer = Callable[[str], "Mapping[str, Any] | bytes"]
+
 
 @dataclass(frozen=True)
 class InteractionResult:
@@ -337,6 +343,7 @@ def verify_provider(
     *,
     fail_on_pending: bool = True,
     timeout: float = 5.0,
+    messages: MessageProducer | Mapping[str, MessageProducer] | None = None,
 ) -> ProviderVerification:
     """Verify ``provider`` against every pact for it in ``pacts`` (a folder or one file).
 
@@ -349,17 +356,59 @@ def verify_provider(
     listing each failing interaction, pending ones included unless ``fail_on_pending`` is False.
     A missing or malformed pact raises `PactFileError`; a provider URL that does not answer within
     ``timeout`` seconds raises `ProviderUnreachableError`.
+
+    Message pacts (asynchronous message interactions: the events a provider publishes) need
+    ``messages``: one function that makes the message a description names, or a dict of them by
+    description. Each must produce the message the way the provider really does (drive the
+    provider, then read what it published), or the verification proves nothing. A message
+    interaction no producer covers raises `ProviderStateError` before anything runs.
     """
     _telemetry_off()
     handlers = dict(state_handlers or {})
     pact_files = _pacts_for(provider, Path(pacts))
     _check_states(pact_files, handlers)
+    producer = _check_messages(pact_files, messages)
     if isinstance(app_or_url, str):
         url = app_or_url.rstrip("/")
         _check_answers(provider, url, timeout)
-        return _run_verifier(provider, url, pact_files, handlers, fail_on_pending, timeout)
+        return _run_verifier(provider, url, pact_files, handlers, fail_on_pending, timeout, producer)
     with serve_asgi(app_or_url, timeout=timeout) as url:
-        return _run_verifier(provider, url, pact_files, handlers, fail_on_pending, timeout)
+        return _run_verifier(provider, url, pact_files, handlers, fail_on_pending, timeout, producer)
+
+
+_MESSAGE = "Asynchronous/Messages"
+
+
+def _check_messages(
+    pact_files: Mapping[Path, Mapping[str, Any]], messages: MessageProducer | Mapping[str, MessageProducer] | None
+) -> Callable[[str], Mapping[str, Any] | bytes] | None:
+    """The producer for the verifier, after checking that it covers every message interaction."""
+    wanted = {
+        interaction["description"]: path
+        for path, document in pact_files.items()
+        for interaction in document["interactions"]
+        if interaction.get("type") == _MESSAGE
+    }
+    if not wanted:
+        return None
+    if messages is None:
+        lines = [f"  {description!r} in {path}" for description, path in sorted(wanted.items())]
+        raise ProviderStateError(
+            f"the pacts hold {len(wanted)} message interaction(s) and no message producer was given "
+            "(verify_provider(..., messages=...)):\n" + "\n".join(lines)
+        )
+    if callable(messages):
+        return messages
+    table = dict(messages)
+    missing = sorted(d for d in wanted if d not in table)
+    if missing:
+        known = ", ".join(repr(d) for d in sorted(table)) or "none"
+        raise ProviderStateError(
+            f"no message producer for {len(missing)} message interaction(s):\n"
+            + "\n".join(f"  {d!r} in {wanted[d]}" for d in missing)
+            + f"\n(producers given: {known})"
+        )
+    return lambda description: table[description](description)
 
 
 def _pacts_for(provider: str, source: Path) -> dict[Path, dict[str, Any]]:
@@ -382,10 +431,10 @@ def _pacts_for(provider: str, source: Path) -> dict[Path, dict[str, Any]]:
             raise PactFileError(f"pact file {path} has no interactions")
         for interaction in document["interactions"]:
             kind = interaction.get("type", "Synchronous/HTTP")
-            if kind != "Synchronous/HTTP":
+            if kind not in ("Synchronous/HTTP", _MESSAGE):
                 raise PactFileError(
                     f"pact file {path}: {interaction['description']!r} is a {kind} interaction; "
-                    "verify_provider verifies HTTP interactions only"
+                    "verify_provider verifies HTTP interactions and asynchronous messages"
                 )
     return found
 
@@ -455,12 +504,18 @@ def serve_asgi(app: Any, *, timeout: float = 5.0) -> Iterator[str]:
         sock.close()
 
 
+_MESSAGE_PATH = "/_pact/message"
+
+
 class _StateChangeServer(http.server.HTTPServer):
     on_state: Callable[[str, str, Mapping[str, Any]], None]
+    produce: Callable[[str], bytes] | None = None
 
 
 class _StateChange(http.server.BaseHTTPRequestHandler):
-    """Answers pact's state-change requests (``{"state", "action", "params"}``) by calling the handler."""
+    """Answers pact's state-change requests (``{"state", "action", "params"}``) by calling the
+    handler, and its message requests (``{"description", ...}`` to ``/_pact/message``) with the
+    message the producer makes."""
 
     server: _StateChangeServer
 
@@ -469,6 +524,9 @@ class _StateChange(http.server.BaseHTTPRequestHandler):
             data = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         except ValueError:
             data = None
+        if self.path == _MESSAGE_PATH:
+            self._message(data)
+            return
         if isinstance(data, dict):
             self.server.on_state(
                 str(data.get("state") or ""), str(data.get("action") or "setup"), data.get("params") or {}
@@ -477,23 +535,61 @@ class _StateChange(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def _message(self, data: Any) -> None:
+        produce = self.server.produce
+        description = data.get("description") if isinstance(data, dict) else None
+        if produce is None or not isinstance(description, str):
+            self.send_response(400 if produce else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        try:
+            contents = produce(description)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")
+            self.send_response(500)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(reason)))
+            self.end_headers()
+            self.wfile.write(reason)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        # pact reads the message's metadata from this header (base64 of a JSON object).
+        self.send_header("Pact-Message-Metadata", base64.b64encode(b'{"contentType":"application/json"}').decode())
+        self.send_header("Content-Length", str(len(contents)))
+        self.end_headers()
+        self.wfile.write(contents)
+
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: a state change is not worth a line on stderr."""
 
 
 @contextlib.contextmanager
-def _state_change_server(on_state: Callable[[str, str, Mapping[str, Any]], None]) -> Iterator[str]:
-    """A state-change endpoint of our own on 127.0.0.1. pact-python's (``state_handler(function)``)
-    never closes its listening socket, and a ResourceWarning is an error in our test suite."""
-    server = _StateChangeServer(("127.0.0.1", 0), _StateChange)
+def _state_change_server(
+    on_state: Callable[[str, str, Mapping[str, Any]], None],
+    produce: Callable[[str], bytes] | None = None,
+    host: str = "127.0.0.1",
+) -> Iterator[str]:
+    """A state-change endpoint of our own on 127.0.0.1, which also relays messages (at
+    ``/_pact/message``) when ``produce`` is given. pact-python's own servers for both never close
+    their listening sockets, and a ResourceWarning is an error in our test suite."""
+    # pact sends message requests to the provider's host (at this server's port), so the server
+    # listens there when that is an address of this machine (a container network's gateway, say).
+    try:
+        server = _StateChangeServer((host, 0), _StateChange)
+    except OSError:
+        host = "127.0.0.1"
+        server = _StateChangeServer((host, 0), _StateChange)
     server.on_state = on_state
+    server.produce = produce
     # A short poll interval: shutdown() waits for the next poll (0.5 s by default).
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="saga-verify pact states", daemon=True
     )
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/_pact/state"
+        yield f"http://{host}:{server.server_address[1]}/_pact/state"
     finally:
         server.shutdown()
         thread.join()
@@ -507,6 +603,7 @@ def _run_verifier(
     handlers: Mapping[str, StateHandler],
     fail_on_pending: bool,
     timeout: float,
+    producer: Callable[[str], Mapping[str, Any] | bytes] | None = None,
 ) -> ProviderVerification:
     from pact import Verifier
 
@@ -522,7 +619,12 @@ def _run_verifier(
         except Exception as exc:
             state_errors.append(f"state handler for {state!r} raised {type(exc).__name__}: {exc}")
 
-    with httpx.Client(base_url=url, timeout=timeout) as client, _state_change_server(on_state) as state_url:
+    produce = None if producer is None else _message_contents(producer, state_errors)
+    relay_host = urlsplit(url).hostname if produce is not None else None
+    with (
+        httpx.Client(base_url=url, timeout=timeout) as client,
+        _state_change_server(on_state, produce, _local_address(relay_host)) as state_url,
+    ):
         verifier = (
             Verifier(provider, host=urlsplit(url).hostname)
             .add_transport(url=url)
@@ -530,6 +632,8 @@ def _run_verifier(
             .set_coloured_output(enabled=False)
             .set_request_timeout(int(timeout * 1000))
         )
+        if produce is not None:
+            verifier.add_transport(protocol="message", port=urlsplit(state_url).port, path=_MESSAGE_PATH)
         for path in pact_files:
             verifier.add_source(path)
         with contextlib.suppress(RuntimeError):  # failures are read from the results below
@@ -544,6 +648,29 @@ def _run_verifier(
     if failing or state_errors or len(interactions) != expected:
         raise ProviderVerificationError(_failure_report(verification, failing, expected), verification)
     return verification
+
+
+def _local_address(host: str | None) -> str:
+    """``host`` if it is an IP address (pact's message requests go there), else loopback."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(host or ""))
+    except ValueError:
+        return "127.0.0.1"
+
+
+def _message_contents(producer: Callable[[str], Mapping[str, Any] | bytes], errors: list[str]) -> Callable[[str], bytes]:
+    def produce(description: str) -> bytes:
+        try:
+            made = producer(description)
+        except Exception as exc:
+            # Recorded here as well: pact reports a failing producer only as a mismatch.
+            errors.append(f"message producer for {description!r} raised {type(exc).__name__}: {exc}")
+            raise
+        return made if isinstance(made, bytes) else json.dumps(made, sort_keys=True).encode()
+
+    return produce
 
 
 def _interaction_result(result: Mapping[str, Any]) -> InteractionResult:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from itertools import zip_longest
 
 from .._saga import Saga
-from ..faults import DeliveryPoint, Fault, FaultPlan, Outage
+from ..faults import Crash, DeliveryPoint, Fault, FaultPlan, Outage
 from ..faults._alphabet import alphabet
 from ..world import Execution, World, plan_chooser
 
@@ -25,7 +25,7 @@ class _Explored:
     was hidden from the caller (lost reply, held request, copy), else 0."""
 
 
-_AMBIGUOUS = frozenset({"reply-lost", "held", "late", "copy"})
+_AMBIGUOUS = frozenset({"reply-lost", "crashed", "held", "late", "copy"})
 
 
 def reached_points(execution: Execution) -> list[DeliveryPoint]:
@@ -86,21 +86,39 @@ def sweep(
         others = tuple(p for p in after if p in base_points)
         return _Explored(plan, caused, others, score)
 
-    def extensions(parent: _Explored) -> list[FaultPlan]:
+    def extensions(parent: _Explored, crashes: bool) -> list[FaultPlan]:
+        """The parent's plan plus one fault: crashes only, or everything else."""
         out = []
         for point in parent.caused:
-            out += [FaultPlan((*parent.plan.faults, t.at(point))) for t in persistent_first[(point.participant, point.operation)]]
+            out += [
+                FaultPlan((*parent.plan.faults, t.at(point)))
+                for t in persistent_first[(point.participant, point.operation)]
+                if (t.cls is Crash) == crashes
+            ]
         for point in parent.others:
-            out += [FaultPlan((*parent.plan.faults, t.at(point))) for t in templates[(point.participant, point.operation)]]
+            out += [
+                FaultPlan((*parent.plan.faults, t.at(point)))
+                for t in templates[(point.participant, point.operation)]
+                if (t.cls is Crash) == crashes
+            ]
         return out
 
     frontier = [explored(base_plan, base)]
     for _level in range(max_faults):
         ordered: list[FaultPlan] = []
-        for score in (2, 1, 0):
-            lists = [extensions(p) for p in frontier if p.score == score]
-            for round_ in zip_longest(*lists):
-                ordered.extend(plan for plan in round_ if plan is not None)
+        # A crash hides an outcome as a lost reply does, and adds only what the participant
+        # forgets in its restart: within a level, plans that add a crash come after all the
+        # others, and extensions of plans with a crash after those of plans without.
+        for crashes in (False, True):
+            for score in (2, 1, 0):
+                for crashed in (False, True):
+                    lists = [
+                        extensions(p, crashes)
+                        for p in frontier
+                        if p.score == score and any(isinstance(f, Crash) for f in p.plan.faults) == crashed
+                    ]
+                    for round_ in zip_longest(*lists):
+                        ordered.extend(plan for plan in round_ if plan is not None)
         next_frontier = []
         for plan in ordered:
             key = frozenset(plan.faults)

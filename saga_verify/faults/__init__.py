@@ -2,6 +2,7 @@
 
 from ._kinds import (
     FAULT_KINDS,
+    Crash,
     Delay,
     DeliveryPoint,
     Duplicate,
@@ -17,6 +18,7 @@ from ._plan import FaultPlan, write_atomically
 
 __all__ = [
     "FAULT_KINDS",
+    "Crash",
     "Delay",
     "DeliveryPoint",
     "Duplicate",

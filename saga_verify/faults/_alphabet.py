@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._saga import Saga
-from ._kinds import Delay, Duplicate, FailBeforeEffect, FaultTemplate, LoseReply, Outage, Refuse, Timeout
+from ._kinds import Crash, Delay, Duplicate, FailBeforeEffect, FaultTemplate, LoseReply, Outage, Refuse, Timeout
 
 #: How much later than the call timeout a "late" copy or held request lands, as a multiple.
 LATE_FACTOR = 30.0
@@ -23,6 +23,8 @@ def templates_for(saga: Saga, participant: str, operation: str) -> tuple[FaultTe
         FaultTemplate(Delay, (("seconds", late),)),
         FaultTemplate(Outage),
     ]
+    if participant in saga.restartable:
+        out.append(FaultTemplate(Crash))
     return tuple(out)
 
 

@@ -106,6 +106,18 @@ class LoseReply(Fault):
 
 
 @dataclass(frozen=True)
+class Crash(Fault):
+    """The participant applies the request, then its process dies before it replies and comes
+    back from what it keeps (its store): anything it held only in memory is gone. The caller sees
+    the connection reset, an unknown outcome. Only for participants whose step says how they
+    restart (a container killed and started again; in simulation, the object rebuilt from its
+    saved state)."""
+
+    kind: ClassVar[str] = "crash"
+    meaning: ClassVar[str] = "applied, then the participant dies and restarts; caller sees a reset"
+
+
+@dataclass(frozen=True)
 class Refuse(Fault):
     """The participant legitimately refuses (card declined, out of stock): a business answer,
     not a technical failure. Only for steps that declare how their participant refuses."""
@@ -169,6 +181,9 @@ FAULT_KINDS: tuple[type[Fault], ...] = (
     Duplicate,
     Delay,
     Outage,
+    # Last: only participants that can restart have it, and the searches' order (and so what
+    # they find first) stays as it is for sagas without it.
+    Crash,
 )
 KIND_BY_NAME: dict[str, type[Fault]] = {k.kind: k for k in FAULT_KINDS}
 

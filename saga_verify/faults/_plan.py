@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import PlanError
-from ._kinds import DeliveryPoint, Fault, Outage, Refuse, fault_from_json
+from ._kinds import Crash, DeliveryPoint, Fault, Outage, Refuse, fault_from_json
 
 if TYPE_CHECKING:
     from .._saga import Saga
@@ -132,6 +132,11 @@ class FaultPlan:
                 raise PlanError(
                     f"plan names {wanted}, which saga {saga.name!r} does not have{suggestion}; "
                     f"its operations are: {', '.join(names)}"
+                )
+            if isinstance(fault, Crash) and key[0] not in saga.restartable:
+                raise PlanError(
+                    f"plan crashes {fault.at}, but no step of {key[0]} declares how it restarts; "
+                    "give its Step a restart= hook or use another fault kind"
                 )
             if isinstance(fault, Refuse) and key not in saga.refusable:
                 raise PlanError(

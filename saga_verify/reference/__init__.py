@@ -30,10 +30,10 @@ __all__ = [
 ORDER = {"order_id": "order-1", "sku": "sku-1", "qty": 2, "amount": 100}
 
 STEPS = (
-    Step("inventory", "reserve", compensation="release", refuse=Inventory.refuse_next),
-    Step("payment", "charge", compensation="refund", refuse=Payment.refuse_next),
-    Step("shipping", "create", compensation="cancel", refuse=Shipping.refuse_next),
-    Step("notification", "send"),
+    Step("inventory", "reserve", compensation="release", refuse=Inventory.refuse_next, restart=Inventory.restart),
+    Step("payment", "charge", compensation="refund", refuse=Payment.refuse_next, restart=Payment.restart),
+    Step("shipping", "create", compensation="cancel", refuse=Shipping.refuse_next, restart=Shipping.restart),
+    Step("notification", "send", restart=Notification.restart),
 )
 
 
@@ -71,6 +71,7 @@ unbounded_retry = _saga("unbounded_retry", _broken.UnboundedRetry)
 decline_treated_as_success = _saga("decline_treated_as_success", _broken.DeclineTreatedAsSuccess)
 non_idempotent_refund = _saga("non_idempotent_refund", payment=_broken.NonIdempotentRefund)
 refund_forgets_charge = _saga("refund_forgets_charge", payment=_broken.RefundForgetsCharge)
+volatile_dedupe = _saga("volatile_dedupe", payment=_broken.VolatileDedupePayment)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ def variants() -> tuple[Variant, ...]:
     participants = (
         (non_idempotent_refund, _broken.NonIdempotentRefund),
         (refund_forgets_charge, _broken.RefundForgetsCharge),
+        (volatile_dedupe, _broken.VolatileDedupePayment),
     )
     return (
         Variant(order_saga, None),

@@ -150,3 +150,10 @@ class RefundForgetsCharge(Payment):
         self._by_key.pop(charge_key, None)
         self._tombstones.discard(charge_key)
         return reply
+
+
+class VolatileDedupePayment(Payment):
+    """Keeps its idempotency store in memory only: after a restart it charges a retried request again."""
+
+    # Not saved with the rest of its state, so a crash forgets every key it has seen.
+    transient = ("_replies",)

@@ -4,6 +4,8 @@ reservation id), then notify; on failure undo in reverse (cancel, refund, releas
 Policy, and why:
 - every call carries a stable idempotency key, so a retry after a lost reply is harmless;
 - transport errors are retried a bounded number of times with back-off on the virtual clock;
+- a timeout or a connection reset after the request went out is an unknown outcome; a refused
+  connection is not;
 - a step whose outcome is unknown (it timed out) is compensated as if it had happened:
   compensations are idempotent and leave tombstones, so undoing what never happened is safe;
 - a business refusal is final: nothing to undo for that step;
@@ -144,7 +146,9 @@ class OrderSaga:
                 self.services.clock.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 return call(**request)
-            except TimeoutError:
+            except (TimeoutError, ConnectionResetError):
+                # No answer to a request that was sent (a timeout, or the connection broken
+                # under it): it may have taken effect.
                 maybe_applied = True
             except ConnectionError:
                 pass  # not delivered: nothing happened, a retry is safe

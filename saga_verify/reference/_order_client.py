@@ -141,6 +141,9 @@ class _ParticipantClient:
                 return function(self._client, **fields).body
             except httpx.TimeoutException as exc:
                 raise TimeoutError(str(exc)) from exc
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                # The connection broke after the request went out: it may have been applied.
+                raise ConnectionResetError(str(exc)) from exc
             except httpx.TransportError as exc:
                 raise ConnectionError(str(exc)) from exc
 

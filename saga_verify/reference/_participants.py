@@ -37,6 +37,21 @@ class IdempotentReceiver:
         """Make the next new request refused for a business reason (the refuse fault's hook)."""
         self._refuse_next = True
 
+    def restart(self) -> None:
+        """Die and come back from what a service's store keeps (the crash fault's hook): every
+        attribute is saved and restored through the store's exact form except those the class
+        names ``transient``, which start afresh. The ledger object stays (it records effects,
+        which a crash does not undo)."""
+        from ._state import dump_state, restore_state
+
+        saved = dump_state(self)
+        ledger = self.ledger
+        fresh = type(self)()
+        fresh.ledger = ledger
+        restore_state(fresh, saved)
+        self.__dict__.clear()
+        self.__dict__.update(vars(fresh))
+
     def _take_refusal(self) -> bool:
         refuse, self._refuse_next = self._refuse_next, False
         return refuse

@@ -17,6 +17,7 @@ _OUTCOME_TEXT = {
     "failed": "FAILED (connection error, not delivered)",
     "timed-out": "TIMED OUT (not delivered)",
     "reply-lost": "REPLY LOST (applied; caller timed out)",
+    "crashed": "CRASHED (applied; died before replying, restarted; caller saw a reset)",
     "held": "HELD (caller timed out; lands later)",
     "late": "LANDED LATE",
     "copy": "DUPLICATE COPY",

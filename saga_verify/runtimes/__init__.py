@@ -1,12 +1,13 @@
 """Runtimes: where participants live. ``sim`` (Python objects, the default), ``asgi`` (HTTP apps
 in this process, through httpx), ``process`` (each service a uvicorn process on 127.0.0.1, over
-real loopback HTTP). The ``container`` runtime comes next."""
+real loopback HTTP), ``container`` (each service a container, testcontainers on a private
+network, published on 127.0.0.1; needs a Docker engine)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-RUNTIMES = ("sim", "asgi", "process")
+RUNTIMES = ("sim", "asgi", "process", "container")
 
 
 def reference_variants(runtime: str = "sim") -> tuple[Any, ...]:
@@ -28,7 +29,20 @@ def reference_variants(runtime: str = "sim") -> tuple[Any, ...]:
             f"runtime {runtime!r} serves the participants with FastAPI, which is not installed: "
             "pip install 'saga-verify[http]'"
         ) from None
-    if runtime == "process":
+    if runtime == "container":
+        try:
+            import testcontainers  # noqa: F401
+        except ImportError:
+            raise OptionError(
+                "runtime 'container' starts the services with testcontainers, which is not installed: "
+                "pip install 'saga-verify[containers]'"
+            ) from None
+        from ..containers import engine_problem
+
+        problem = engine_problem()
+        if problem is not None:
+            raise OptionError(f"runtime 'container' needs a Docker engine: {problem}")
+    if runtime in ("process", "container"):
         try:
             import uvicorn  # noqa: F401
         except ImportError:

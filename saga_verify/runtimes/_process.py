@@ -8,17 +8,18 @@ runs from `atexit`). A service also stops by itself when the process that starte
 
 How an execution over processes matches one in simulation:
 
-- **Fresh participants.** Each execution starts from new participants, as in sim: ``POST
-  /_inspect/reset`` puts a new participant of the same class behind a service and answers the
-  ledger of the one it replaced.
+- **Fresh participants.** Each execution starts from new participants, as in sim. Executions are
+  numbered per service (`ServiceProcess.begin`), and every request of one names its number
+  (`saga_verify.world._http.EXECUTION_HEADER`); a service whose last request named another
+  number first puts a new participant of the same class behind itself. So an execution starts
+  with its first request to a service, and a service it never reaches costs it nothing.
 - **Ledgers.** The fault transport tells the service, in request headers, which trace entry each
   delivery is, the saga instance and the virtual time (`saga_verify.world._http.DELIVERY_HEADER`
-  and friends); the service stamps the rows it records while handling that request with them.
-  At the end of the run the `World` iterates each participant's ``ledger`` once: a
-  `RemoteLedger`, which takes the rows with that reset, so one request both ends this execution
-  and readies the service for the next. A service no request reached since its last reset has
-  no rows and needs no reset (`ServiceProcess.fresh`); so an execution costs its deliveries plus
-  one request per service it reached.
+  and friends); the service stamps the rows it records while handling that request with them,
+  and answers them in a response header (``ROWS_HEADER``). The execution's `RemoteLedger`
+  collects them as the answers come in, so an execution costs its deliveries and nothing more.
+  Should an answer come without them (an error the app raised), the ledger is read once with
+  ``GET /_inspect/ledger`` when the run is over.
 - **Order of effects.** Invariants compare ``LedgerRow.seq`` across participants. A service only
   knows its own rows, but each row carries the delivery (trace entry) that caused it, and
   deliveries are made one at a time in trace order; a delivery reaches one service only. So the
@@ -33,6 +34,7 @@ How an execution over processes matches one in simulation:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import socket
@@ -46,10 +48,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import h11
 import httpx
 
 from .._errors import SagaVerifyError
 from ..world import LedgerRow
+from ..world._http import EXECUTION_ERROR_HEADER, EXECUTION_HEADER, ROWS_HEADER
 
 __all__ = [
     "ROW_SPAN",
@@ -71,7 +75,6 @@ STOP_TIMEOUT = 5.0
 ROW_SPAN = 1 << 32
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-_NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 
 class ServiceStartError(SagaVerifyError, RuntimeError):
@@ -91,8 +94,128 @@ class ServiceLostError(BaseException):
     of lost replies can mistake it for a network fault; it ends the search."""
 
 
-def _service_transport() -> httpx.HTTPTransport:
-    return httpx.HTTPTransport(socket_options=_NODELAY)
+class _Connection(httpx.BaseTransport):
+    """HTTP/1.1 to one service over one keep-alive TCP connection, spoken with h11.
+
+    Every request of the harness waits for its answer before the next one leaves, so what a
+    request costs is its round trip; this keeps that short. The request's head and body leave in
+    one write (TCP_NODELAY, so nothing waits for an acknowledgement), and the service wakes up
+    once per request, not once for the head and again for the body. Requests go one at a time (a
+    lock). A connection the service closed while idle is opened again before the next request;
+    a request that fails is never sent again (it may have taken effect), it raises the
+    ``httpx.TransportError`` that says how it failed, and the connection is dropped. Timeouts are
+    the request's (``extensions["timeout"]``, as httpx sets them)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._address = (host, port)
+        self._sock: socket.socket | None = None
+        self._h11: h11.Connection | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts: Mapping[str, float | None] = request.extensions.get("timeout", {})
+        body = request.read()
+        with self._lock:
+            try:
+                return self._exchange(request, body, timeouts)
+            except BaseException:
+                self._drop()
+                raise
+
+    def _exchange(self, request: httpx.Request, body: bytes, timeouts: Mapping[str, float | None]) -> httpx.Response:
+        sock, conn = self._sock, self._h11
+        if sock is None or conn is None or _readable(sock):  # never used, or closed by the service
+            self._drop()
+            sock, conn = self._connect(request, timeouts.get("connect"))
+        try:
+            data = conn.send(h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)) or b""
+            if body:
+                data += conn.send(h11.Data(data=body)) or b""
+            data += conn.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError as exc:
+            raise httpx.LocalProtocolError(str(exc), request=request) from exc
+        try:
+            sock.settimeout(timeouts.get("write"))
+            sock.sendall(data)
+        except TimeoutError as exc:
+            raise httpx.WriteTimeout(f"timed out sending to {self._where}", request=request) from exc
+        except OSError as exc:
+            raise httpx.WriteError(f"{exc} (sending to {self._where})", request=request) from exc
+        sock.settimeout(timeouts.get("read"))
+        response: h11.Response | None = None
+        content: list[bytes] = []
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httpx.RemoteProtocolError(f"{exc} (from {self._where})", request=request) from exc
+            if event is h11.NEED_DATA:
+                try:
+                    conn.receive_data(sock.recv(65536))  # b"" (the service closed it): h11 says what that ends
+                except TimeoutError as exc:
+                    raise httpx.ReadTimeout(f"no answer from {self._where} in time", request=request) from exc
+                except OSError as exc:
+                    raise httpx.ReadError(f"{exc} (reading from {self._where})", request=request) from exc
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                content.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise httpx.RemoteProtocolError(f"{self._where} closed the connection without an answer", request=request)
+            # an h11.InformationalResponse (1xx): the answer follows
+        assert response is not None  # h11 gives the response before its body and its end
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE and response.status_code < 500:
+            conn.start_next_cycle()
+        else:
+            # One side said it closes the connection after this exchange; or the service failed,
+            # and may close it without saying so (uvicorn does when the app raised after its
+            # answer began), which the next request must not race.
+            self._drop()
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers.raw_items(),
+            content=b"".join(content),
+            request=request,
+            extensions={"http_version": b"HTTP/" + response.http_version, "reason_phrase": response.reason},
+        )
+
+    @property
+    def _where(self) -> str:
+        host, port = self._address
+        return f"{host}:{port}"
+
+    def _connect(self, request: httpx.Request, timeout: float | None) -> tuple[socket.socket, h11.Connection]:
+        try:
+            sock = socket.create_connection(self._address, timeout=timeout)
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(f"timed out connecting to {self._where}", request=request) from exc
+        except OSError as exc:
+            raise httpx.ConnectError(f"{exc} (connecting to {self._where})", request=request) from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock, self._h11 = sock, h11.Connection(h11.CLIENT)
+        return self._sock, self._h11
+
+    def _drop(self) -> None:
+        sock, self._sock, self._h11 = self._sock, None, None
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle connection has something to read: only the end the service closed, or
+    bytes nobody asked for; either way it is not fit for the next request."""
+    if hasattr(select, "poll"):  # no limit on the descriptor's number, unlike select()
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    ready, _, _ = select.select([sock], [], [], 0)
+    return bool(ready)
 
 
 class ServiceProcess:
@@ -108,13 +231,11 @@ class ServiceProcess:
         self.port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
-        self._transport: httpx.HTTPTransport | None = None
+        self._transport: _Connection | None = None
         self._control: _ServiceTransport | None = None
         self._started = 0.0
-        #: True while the participant behind the service is as new: nothing reached it since it
-        #: was built (a delivery or ``refuse_next`` makes it False; a reset makes it True).
-        self.fresh = False
-        #: How many executions have used the service: what a `RemoteLedger` belongs to.
+        #: How many executions have used the service: the number of the latest, which its
+        #: requests name (`begin`).
         self.generation = 0
 
     # -- what others read ------------------------------------------------------------------------
@@ -185,10 +306,10 @@ class ServiceProcess:
         deadline = self._started + timeout
         try:
             self._read_port(deadline, timeout)
-            self._transport = _service_transport()
+            assert self.port is not None
+            self._transport = _Connection(self.host, self.port)
             self._control = _ServiceTransport(self._transport, self)
             self._check_health(deadline, timeout)
-            self.fresh = True
         except BaseException:
             self.stop()
             raise
@@ -284,11 +405,11 @@ class ServiceProcess:
             self._stderr.close()
 
     # -- the inspection endpoints ----------------------------------------------------------------
-    def call(self, method: str, path: str) -> httpx.Response:
+    def call(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> httpx.Response:
         """One request to an inspection endpoint (not a delivery: no faults, no trace)."""
         if self._transport is None:
             raise ServiceLostError(f"the {self.label} is not running")
-        request = httpx.Request(method, f"{self.url}{path}")
+        request = httpx.Request(method, f"{self.url}{path}", headers=headers)
         try:
             response = self._transport.handle_request(request)
             response.read()
@@ -310,17 +431,14 @@ class ServiceProcess:
         )
 
     def reset(self) -> list[dict[str, Any]]:
-        """Put a new participant of the same class behind the service (unless the one there is
-        new already); the ledger rows of the one replaced, as the service serves them."""
-        if self.fresh:
-            return []
+        """Put a new participant of the same class behind the service now; the ledger rows of
+        the one replaced, as the service serves them."""
         rows: list[dict[str, Any]] = self.call("POST", "/_inspect/reset").json()
-        self.fresh = True
         return rows
 
     def begin(self) -> int:
-        """Ready the service for a new execution (a new participant); the execution's number."""
-        self.reset()
+        """Number a new execution (no request: its first request to the service starts it with
+        a new participant); the execution's number."""
         self.generation += 1
         return self.generation
 
@@ -330,7 +448,6 @@ class ServiceProcess:
         return rows
 
     def refuse_next(self) -> None:
-        self.fresh = False
         self.call("POST", "/_inspect/refuse-next")
 
     def __repr__(self) -> str:
@@ -342,12 +459,11 @@ class _ServiceTransport(httpx.BaseTransport):
     """The real HTTP transport to one service. A request that fails for real is not a fault the
     plan injected: it becomes `ServiceLostError`, naming the service and its stderr tail."""
 
-    def __init__(self, inner: httpx.HTTPTransport, service: ServiceProcess) -> None:
+    def __init__(self, inner: _Connection, service: ServiceProcess) -> None:
         self._inner = inner
         self._service = service
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self._service.fresh = False
         try:
             return self._inner.handle_request(request)
         except httpx.TransportError as exc:
@@ -357,20 +473,74 @@ class _ServiceTransport(httpx.BaseTransport):
         self._inner.close()
 
 
-class RemoteControl:
-    """What the reference steps' refuse hook reaches as ``participant.state`` over the network."""
+class _ExecutionTransport(httpx.BaseTransport):
+    """The transport of one execution's requests to one service: each names the execution (so
+    the service serves it with that execution's participant), and the ledger rows each answer
+    carries go to the execution's `RemoteLedger`."""
 
-    def __init__(self, service: ServiceProcess) -> None:
+    def __init__(self, service: ServiceProcess, ledger: RemoteLedger) -> None:
         self._service = service
+        self._inner = service.transport
+        self._ledger = ledger
+        self._execution = str(ledger.generation)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        service = self._service
+        self._ledger.check_current(f"a request of an execution was sent to {self._ledger.name}")
+        request.headers[EXECUTION_HEADER] = self._execution
+        response = self._inner.handle_request(request)
+        headers = response.headers
+        rows = headers.get(ROWS_HEADER)
+        if rows is not None:
+            self._ledger.collect(rows)
+            return response
+        error = headers.get(EXECUTION_ERROR_HEADER)
+        if error is not None:
+            response.close()
+            raise ServiceLostError(f"{request.method} {request.url.path} to the {service.label} at {service.url}: {error}")
+        self._ledger.collect(None)
+        return response
+
+    def close(self) -> None:
+        pass  # the connection is the service's, for every execution
+
+
+class RemoteControl:
+    """What the reference steps' refuse and restart hooks reach as ``participant.state`` over the
+    network: the service's inspection endpoints, within one execution when a transport of one is
+    given."""
+
+    def __init__(self, service: ServiceProcess, transport: httpx.BaseTransport | None = None) -> None:
+        self._service = service
+        #: Where the requests go (one execution's transport; None: to the service as it is).
+        self._transport = transport
 
     def refuse_next(self) -> None:
-        self._service.refuse_next()
+        self._inspect("/_inspect/refuse-next")
+
+    def restart(self) -> None:
+        self._inspect("/_inspect/restart")
+
+    def _inspect(self, path: str) -> None:
+        service = self._service
+        if self._transport is None:
+            service.call("POST", path)
+            return
+        request = httpx.Request("POST", f"{service.url}{path}")
+        response = self._transport.handle_request(request)
+        response.read()
+        if response.status_code >= 300:
+            raise ServiceLostError(
+                f"the {service.label} at {service.url} answered POST {path} with {response.status_code}: {response.text[:300]}"
+            )
 
 
 class RemoteLedger:
-    """The ledger of one execution's participant behind a service process. The first time it is
-    iterated (the `World` does this once, when the run is over) it takes the rows with a reset of
-    the service (`ServiceProcess.reset`) and keeps them; later iterations give the same rows.
+    """The ledger of one execution's participant behind a service process. The execution's
+    requests go through its `transport`, which hands it the rows each answer carries; when it is
+    iterated (the `World` does this once, when the run is over) it keeps those as its rows, and
+    later iterations give the same rows. Should an answer have come without its rows, the first
+    iteration reads the service's whole ledger instead (``GET /_inspect/ledger``).
 
     Each row's ``seq`` is ``delivery * ROW_SPAN + its position in the service's ledger``:
     deliveries happen one at a time in trace order and each reaches one service, so sorting the
@@ -379,28 +549,48 @@ class RemoteLedger:
 
     def __init__(self, service: ServiceProcess, name: str, generation: int) -> None:
         self._service = service
-        self._name = name
-        self._generation = generation
+        self.name = name
+        self.generation = generation
         self._rows: tuple[LedgerRow, ...] | None = None
+        self._collected: list[dict[str, Any]] = []
+        self._complete = True
+        #: The transport this execution's requests to the service go through.
+        self.transport = _ExecutionTransport(service, self)
 
     @property
     def rows(self) -> list[LedgerRow]:
         return list(self)
 
+    def check_current(self, what: str) -> None:
+        """Raise `ServiceLostError` (``what`` happened after ...) unless this execution is the
+        service's latest."""
+        service = self._service
+        if service.generation != self.generation:
+            raise ServiceLostError(f"{what} after another execution used the {service.label}")
+
+    def collect(self, header: str | None) -> None:
+        """Take the rows an answer carried (``header``; None: it carried none)."""
+        if header is None:
+            self._complete = False
+            return
+        try:
+            rows = json.loads(header)
+        except ValueError as exc:
+            raise ServiceLostError(f"the {self._service.label} answered rows that are not JSON: {header[:300]!r}") from exc
+        self._collected.extend(rows)
+
     def __iter__(self) -> Iterator[LedgerRow]:
         if self._rows is None:
-            service = self._service
-            if service.generation != self._generation:
-                raise ServiceLostError(
-                    f"the ledger of {self._name} was read after another execution used the {service.label}"
-                )
-            self._rows = tuple(self._row(row) for row in service.reset())
+            self.check_current(f"the ledger of {self.name} was read")
+            rows = self._collected if self._complete else self._service.ledger_rows()
+            self._rows = tuple(self._row(row) for row in rows)
+            self._collected = []
         return iter(self._rows)
 
     def _row(self, row: Mapping[str, Any]) -> LedgerRow:
         delivery = int(row["delivery"])
         return LedgerRow(
-            self._name,
+            self.name,
             delivery * ROW_SPAN + int(row["seq"]),
             float(row["time"]),
             str(row["correlation_id"]),
@@ -536,13 +726,13 @@ def reference_saga(variant: Any, home: str | None = None, processes: ServiceProc
         running = (processes or shared_processes()).serve(wanted)
         made: dict[str, object] = {}
         for name, service in running.items():
-            generation = service.begin()  # no request unless an earlier execution left it used (and unread)
+            ledger = RemoteLedger(service, name, service.begin())  # no request: the first delivery starts it
             made[name] = HttpParticipant(
-                service.transport,
+                ledger.transport,
                 routes[name],
                 base_url=service.url,
-                ledger=RemoteLedger(service, name, generation),
-                state=RemoteControl(service),
+                ledger=ledger,
+                state=RemoteControl(service, ledger.transport),
             )
         return made
 

@@ -25,6 +25,15 @@ DELIVERY_HEADER = "Saga-Verify-Delivery"
 CORRELATION_HEADER = "Saga-Verify-Correlation"
 TIME_HEADER = "Saga-Verify-Time"
 
+#: Between the ``process`` runtime and a service serving with inspection on: the request header
+#: that numbers the execution a request belongs to (a service that is still serving another one
+#: puts a new participant behind itself first), and the response headers that answer with the
+#: ledger rows the request recorded (a JSON list, in the form ``GET /_inspect/ledger`` serves) or
+#: say why the service could not start the execution.
+EXECUTION_HEADER = "Saga-Verify-Execution"
+ROWS_HEADER = "Saga-Verify-Rows"
+EXECUTION_ERROR_HEADER = "Saga-Verify-Execution-Error"
+
 
 def _stamp(request: httpx.Request, world: World) -> None:
     """Tell the participant which delivery this is (at the moment it is sent: a duplicate or a
@@ -40,6 +49,8 @@ def http_errors(kind: str, message: str) -> BaseException:
     """The errors an httpx caller sees (the request is attached by the transport)."""
     if kind == "timeout":
         return httpx.ReadTimeout(message)
+    if kind == "reset":
+        return httpx.RemoteProtocolError(message)
     return httpx.ConnectError(message)
 
 
@@ -130,6 +141,8 @@ def _errors_for(request: httpx.Request) -> Any:
     def make(kind: str, message: str) -> BaseException:
         if kind == "timeout":
             return httpx.ReadTimeout(message, request=request)
+        if kind == "reset":
+            return httpx.RemoteProtocolError(message, request=request)
         return httpx.ConnectError(message, request=request)
     return make
 

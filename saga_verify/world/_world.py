@@ -47,6 +47,8 @@ def plain_errors(kind: str, message: str) -> BaseException:
     """The errors a plain-Python caller sees: builtins, so the saga needs nothing of ours."""
     if kind == "timeout":
         return TimeoutError(message)
+    if kind == "reset":
+        return ConnectionResetError(message)
     return ConnectionRefusedError(message)
 
 
@@ -329,6 +331,15 @@ class World:
                 pass  # the caller never learns the participant failed: its reply is lost too
             clock._now += self.saga.call_timeout
             raise ep.errors("timeout", f"{point}: no reply within {self.saga.call_timeout:g}s (injected {label})")
+        if kind == "crash":
+            try:
+                yield from self._apply(ep, attempt, key, request, thunk, "crashed", label)
+            except Exception:
+                pass  # it died before it could answer, whatever it would have answered
+            restart = self.saga.restart_hook(ep.participant)
+            assert restart is not None  # plans are validated: crash only where a step says how to restart
+            restart(self.participants[ep.participant])
+            raise ep.errors("reset", f"{point}: connection reset: {ep.participant} died before it replied (injected {label})")
         if kind == "refuse":
             refuse = ep.step.refuse
             assert refuse is not None  # plans are validated: refuse only where the step declares how

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from saga_verify.contracts import (
@@ -20,12 +21,14 @@ from saga_verify.contracts import (
     ProviderStateError,
     ProviderUnreachableError,
     ProviderVerificationError,
-    StateHandler,
     serve_asgi,
     verify_provider,
 )
 from saga_verify.reference._broken import NonIdempotentRefund
 from saga_verify.reference.services import create_app
+from saga_verify.reference.services._event_producers import event_producer
+from saga_verify.reference.services._provider_states import PROVIDER_STATES
+from saga_verify.runtimes._asgi import SyncASGITransport
 
 PACTS = Path(__file__).resolve().parents[2] / "contracts" / "pacts"
 SERVICES = ("inventory", "payment", "shipping", "notification")
@@ -34,46 +37,7 @@ Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
 
-def post(state: ProviderState, path: str, body: dict[str, Any], key: str | None = None) -> None:
-    headers = {"Idempotency-Key": key} if key else {}
-    response = state.client.post(path, json=body, headers=headers)
-    assert response.status_code < 300, (
-        f"setting up {state.name!r}: {path} answered {response.status_code} {response.text}"
-    )
-
-
-def made(path: str, *fields: str) -> StateHandler:
-    """A state in which the request of one operation was already made, with the state's key."""
-    return lambda state: post(state, path, {f: state.params[f] for f in fields}, state.params["key"])
-
-
-def refuse_next(state: ProviderState) -> None:
-    post(state, "/_inspect/refuse-next", {})
-
-
-def charged_and_refunded(state: ProviderState) -> None:
-    made("/charges", "order_id", "amount")(state)
-    post(state, "/refunds", {"charge_key": state.params["key"]}, state.params["refund_key"])
-
-
-STATES: dict[str, dict[str, StateHandler]] = {
-    "inventory": {
-        "a reservation was made": made("/reservations", "order_id", "sku", "qty"),
-        "the next reservation is out of stock": refuse_next,
-    },
-    "payment": {
-        "a charge was made": made("/charges", "order_id", "amount"),
-        "a charge was made and refunded": charged_and_refunded,
-        "the next charge is declined": refuse_next,
-    },
-    "shipping": {
-        "a shipment was created": made("/shipments", "order_id", "reservation_id"),
-        "the next shipment is undeliverable": refuse_next,
-    },
-    "notification": {
-        "a notification was sent": made("/notifications", "order_id", "message"),
-    },
-}
+STATES = PROVIDER_STATES
 
 
 def pact_of(service: str) -> dict[str, Any]:
@@ -89,11 +53,15 @@ def write_pact(tmp_path: Path, document: dict[str, Any], name: str = "order-paym
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_reference_service_honours_its_pacts(service: str) -> None:
-    result = verify_provider(service, create_app(service, inspect=True), PACTS, STATES[service])
+    """Its HTTP pact with the order service and its message pact with the audit, in one run."""
+    app = create_app(service, inspect=True)
+    with httpx.Client(transport=SyncASGITransport(app), base_url=f"http://{service}") as client:
+        result = verify_provider(service, app, PACTS, STATES[service], messages=event_producer(service, client))
     assert result.failures == ()
-    descriptions = sorted(i["description"] for i in pact_of(service)["interactions"])
+    audit = json.loads((PACTS / f"audit-{service}.json").read_text())
+    descriptions = sorted(i["description"] for i in [*pact_of(service)["interactions"], *audit["interactions"]])
     assert sorted(i.description for i in result.interactions) == descriptions
-    assert result.pact_files == (PACTS / f"order-{service}.json",)
+    assert result.pact_files == (PACTS / f"audit-{service}.json", PACTS / f"order-{service}.json")
 
 
 def test_a_provider_at_a_url_is_verified_too() -> None:
@@ -137,7 +105,7 @@ def renaming(app: ASGIApp, old: str, new: str) -> ASGIApp:
 def test_a_provider_that_renames_a_field_fails_naming_the_interactions() -> None:
     broken = renaming(create_app("payment", inspect=True), "charge_id", "id")
     with pytest.raises(ProviderVerificationError) as caught:
-        verify_provider("payment", broken, PACTS, STATES["payment"])
+        verify_provider("payment", broken, PACTS / "order-payment.json", STATES["payment"])
     failed = {r.description for r in caught.value.verification.failures}
     assert failed == {"a charge", "a charge replayed with its idempotency key"}
     message = str(caught.value)
@@ -150,7 +118,7 @@ def test_a_provider_that_renames_a_field_fails_naming_the_interactions() -> None
 def test_a_refund_that_is_not_idempotent_breaks_the_replay_contract() -> None:
     app = create_app("payment", participant=NonIdempotentRefund(), inspect=True)
     with pytest.raises(ProviderVerificationError) as caught:
-        verify_provider("payment", app, PACTS, STATES["payment"])
+        verify_provider("payment", app, PACTS / "order-payment.json", STATES["payment"])
     [failure] = caught.value.verification.failures
     assert failure.description == "a refund replayed with its idempotency key"
     assert failure.states == ("a charge was made and refunded",)
@@ -177,7 +145,10 @@ def test_a_state_handler_that_raises_is_reported_not_retried_for_minutes() -> No
     started = time.monotonic()
     with pytest.raises(ProviderVerificationError) as caught:
         verify_provider(
-            "payment", create_app("payment", inspect=True), PACTS, {**STATES["payment"], "a charge was made": broken}
+            "payment",
+            create_app("payment", inspect=True),
+            PACTS / "order-payment.json",
+            {**STATES["payment"], "a charge was made": broken},
         )
     assert time.monotonic() - started < 10
     assert "state handler for 'a charge was made' raised RuntimeError: the test database is down" in str(caught.value)
@@ -213,7 +184,7 @@ def test_a_url_that_does_not_answer_is_named_within_seconds() -> None:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     started = time.monotonic()
     with pytest.raises(ProviderUnreachableError, match=rf"provider 'payment' at {url} does not answer"):
-        verify_provider("payment", url, PACTS, STATES["payment"], timeout=2)
+        verify_provider("payment", url, PACTS / "order-payment.json", STATES["payment"], timeout=2)
     assert time.monotonic() - started < 3
 
 

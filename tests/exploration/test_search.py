@@ -390,7 +390,7 @@ def test_executions_count_every_execution_the_search_ran() -> None:
     result = explore(saga, settings=_no_db(), report_dir=None, sweep_faults=1, max_examples=0)
 
     assert result.ok
-    assert result.sweep_executions == 35
+    assert result.sweep_executions == 39
     assert result.executions == len(built)
 
 

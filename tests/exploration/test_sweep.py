@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from saga_verify import FaultPlan, Outage
+from saga_verify import Crash, FaultPlan, Outage
 from saga_verify.exploration import reached_points, run_plan_unchecked, sweep
 from saga_verify.faults._alphabet import alphabet
 from saga_verify.reference import order_saga, unbounded_retry
@@ -77,8 +77,8 @@ def test_every_single_fault_plan_over_reached_points_is_tried(two_levels) -> Non
     expected = _one_fault_plans(order_saga, base)
     tried = {frozenset(plan.faults) for plan, _ in two_levels if len(plan.faults) == 1}
     assert tried == expected
-    # 4 points; refusable steps have 9 templates, notification.send has 8.
-    assert len(expected) == 9 + 9 + 9 + 8
+    # 4 points; refusable steps have 10 templates (crash included), notification.send has 9.
+    assert len(expected) == 10 + 10 + 10 + 9
 
 
 def test_every_pair_extends_a_single_fault_plan_after_its_fault(two_levels) -> None:
@@ -102,12 +102,12 @@ def test_every_pair_extends_a_single_fault_plan_after_its_fault(two_levels) -> N
                 expected |= {frozenset([first, t.at(p)]) for t in templates[(p.participant, p.operation)]}
     tried = [frozenset(plan.faults) for plan, _ in two_levels if len(plan.faults) == 2]
     assert set(tried) == expected
-    assert len(tried) == 545
+    assert len(tried) == 705
 
 
 def test_no_plan_is_tried_twice(two_levels) -> None:
     keys = [frozenset(plan.faults) for plan, _ in two_levels]
-    assert len(keys) == len(set(keys)) == 580
+    assert len(keys) == len(set(keys)) == 744
 
 
 def test_no_plan_is_executed_twice_either() -> None:
@@ -126,7 +126,7 @@ def test_each_execution_is_the_execution_of_its_plan(two_levels) -> None:
         assert trace_to_json(execution.trace) == trace_to_json(run(plan).trace)
 
 
-@pytest.mark.parametrize("budget", [0, 1, 17, 35, 36, 100])
+@pytest.mark.parametrize("budget", [0, 1, 17, 39, 40, 100])
 def test_budget_bounds_the_plans_tried(budget) -> None:
     execute = _Counting(order_saga)
     tried = list(sweep(order_saga, execute, max_faults=3, budget=budget))
@@ -149,26 +149,32 @@ def test_a_budgeted_deeper_sweep_still_goes_level_by_level() -> None:
     tried = [plan for plan, _ in sweep(order_saga, run_plan_unchecked(order_saga), max_faults=3, budget=2000)]
     sizes = [len(p.faults) for p in tried]
     assert sizes == sorted(sizes)
-    assert sizes.count(1) == 35
-    assert sizes.count(2) == 545
-    assert sizes.count(3) == 2000 - 580
+    assert sizes.count(1) == 39
+    assert sizes.count(2) == 705
+    assert sizes.count(3) == 2000 - 744
 
 
 def test_within_a_level_extensions_of_aborted_then_ambiguous_executions_come_first(two_levels) -> None:
     """Level 2 extends first the executions that did not complete, then those where some
-    outcome was hidden from the caller, then the rest."""
+    outcome was hidden from the caller, then the rest; and it adds a crash only after every
+    other kind of fault, and extends a plan with a crash after one without."""
 
     def promise(execution) -> int:
         if execution.status != "completed":
             return 2
-        if any(e.outcome in ("reply-lost", "held", "late", "copy") for e in execution.trace):
+        if any(e.outcome in ("reply-lost", "crashed", "held", "late", "copy") for e in execution.trace):
             return 1
         return 0
 
     parents = {frozenset(plan.faults): execution for plan, execution in two_levels if len(plan.faults) == 1}
-    order = [promise(parents[frozenset(plan.faults[:1])]) for plan, _ in two_levels if len(plan.faults) == 2]
-    assert order == sorted(order, reverse=True)
-    assert set(order) == {0, 1, 2}
+    order = [
+        (isinstance(plan.faults[1], Crash), -promise(parents[frozenset(plan.faults[:1])]), isinstance(plan.faults[0], Crash))
+        for plan, _ in two_levels
+        if len(plan.faults) == 2
+    ]
+    assert order == sorted(order)
+    assert {o[1] for o in order} == {0, -1, -2}
+    assert {(o[0], o[2]) for o in order} == {(False, False), (False, True), (True, False), (True, True)}
 
 
 def test_sweep_explores_calls_only_faults_reach() -> None:

@@ -129,7 +129,7 @@ def test_str_of_each_kind(fault: object, text: str) -> None:
 
 def test_every_kind_has_a_distinct_name_and_a_meaning() -> None:
     names = [k.kind for k in FAULT_KINDS]
-    assert names == ["fail", "timeout", "lose-reply", "refuse", "duplicate", "delay", "outage"]
+    assert names == ["fail", "timeout", "lose-reply", "refuse", "duplicate", "delay", "outage", "crash"]
     assert all(k.meaning for k in FAULT_KINDS)
 
 
@@ -175,7 +175,7 @@ def test_unknown_kind_lists_the_known_kinds() -> None:
     message = str(info.value)
     assert "faults[2]" in message
     assert "'explode'" in message
-    for kind in ("fail", "timeout", "lose-reply", "refuse", "duplicate", "delay", "outage"):
+    for kind in ("fail", "timeout", "lose-reply", "refuse", "duplicate", "delay", "outage", "crash"):
         assert kind in message
 
 

@@ -60,7 +60,7 @@ def test_the_strategy_reaches_every_operation_and_kind() -> None:
 
     collect()
     assert seen_ops == OPERATIONS
-    assert seen_kinds == {"fail", "timeout", "lose-reply", "refuse", "duplicate", "delay", "outage"}
+    assert seen_kinds == {"fail", "timeout", "lose-reply", "refuse", "duplicate", "delay", "outage", "crash"}
 
 
 def test_a_saga_without_refuse_hooks_never_gets_a_refusal() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import shutil
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -524,13 +523,24 @@ def test_a_restarted_service_keeps_its_state(serve, tmp_path):
     assert third.ledger() == second.ledger()
 
 
+def break_store(path: Path) -> None:
+    """From now on every save to the SQLite store at ``path`` fails, as on a full disk."""
+    with closing(sqlite3.connect(path)) as db:
+        for event in ("INSERT", "UPDATE"):
+            db.execute(
+                f"CREATE TRIGGER fail_{event.lower()} BEFORE {event} ON participant_state "
+                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
+        db.commit()
+
+
 def test_a_request_whose_state_cannot_be_saved_has_no_effect(serve, tmp_path):
-    (tmp_path / "gone").mkdir()
-    client = serve(store_path=tmp_path / "gone" / "payment.sqlite")
-    shutil.rmtree(tmp_path / "gone")
+    client = serve(store_path=tmp_path / "payment.sqlite")
+    break_store(tmp_path / "payment.sqlite")
     failed = client.post("/charges", CHARGE, key="K")
     assert failed.status_code == 503
     assert "could not save" in failed.json()["detail"]
+    assert "database or disk is full" in failed.json()["detail"]
     participant = client.app.state.participant
     assert (participant.charges, participant._replies, client.ledger()) == ({}, {}, [])
 

@@ -65,6 +65,16 @@ def test_each_app_generates_exactly_its_checked_in_contract(service):
     assert generated == contract(service)
 
 
+def test_the_order_app_generates_exactly_its_checked_in_contract():
+    from saga_verify.reference.services._order_app import create_order_app
+
+    app = create_order_app(dict.fromkeys(("inventory", "payment", "shipping", "notification"), "http://127.0.0.1:9"))
+    try:
+        assert differences(app.openapi(), contract("order")) == []
+    finally:
+        app.state.close()
+
+
 @pytest.mark.parametrize("service", list(SERVICES))
 def test_inspection_is_never_in_the_contract(service):
     generated = create_app(service, inspect=True).openapi()
@@ -88,7 +98,7 @@ def test_the_contract_documents_every_operation_in_full(service):
     doc = contract(service)
     assert doc["openapi"] == "3.1.0"
     operations = SERVICES[service].operations
-    assert sorted(doc["paths"]) == sorted([op.path for op in operations] + ["/health"])
+    assert sorted(doc["paths"]) == sorted([op.path for op in operations] + ["/events", "/health"])
     assert doc["paths"]["/health"] == {"get": doc["paths"]["/health"]["get"]}
     for op in operations:
         assert list(doc["paths"][op.path]) == ["post"]

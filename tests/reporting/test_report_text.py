@@ -108,7 +108,7 @@ def test_result_report_of_a_saga_that_holds() -> None:
     result = explore(order_saga, settings=_no_db(), report_dir=None, sweep_faults=1, max_examples=3)
     text = result.report()
     assert re.fullmatch(
-        r"saga 'order' held every invariant over 40 executions \(35 in the sweep, 3 from Hypothesis\) in \d+\.\d\d s",
+        r"saga 'order' held every invariant over 44 executions \(39 in the sweep, 3 from Hypothesis\) in \d+\.\d\d s",
         text,
     ), text
 

@@ -3,8 +3,10 @@ an HTTP app in this process. It must reach the verdicts and minimal plans the si
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import hypothesis
@@ -15,6 +17,7 @@ from saga_verify._cli import main
 from saga_verify.reference.services import create_app
 from saga_verify.runtimes import RUNTIMES, reference_variants
 from saga_verify.runtimes._asgi import SyncASGITransport
+from saga_verify.world._http import DELIVERY_HEADER, EXECUTION_ERROR_HEADER, EXECUTION_HEADER, ROWS_HEADER
 
 NO_DB = hypothesis.settings(database=None)
 
@@ -90,9 +93,9 @@ def test_unknown_http_saga_name_is_a_clear_error() -> None:
 
 
 def test_unknown_runtime_is_refused() -> None:
-    assert RUNTIMES == ("sim", "asgi", "process")
-    with pytest.raises(OptionError, match="runtime 'container' is not available; choose from: sim, asgi, process"):
-        reference_variants("container")
+    assert RUNTIMES == ("sim", "asgi", "process", "container")
+    with pytest.raises(OptionError, match="runtime 'kubernetes' is not available; choose from: sim, asgi, process, container"):
+        reference_variants("kubernetes")
 
 
 def test_sync_transport_serves_an_app_to_a_plain_client() -> None:
@@ -103,6 +106,103 @@ def test_sync_transport_serves_an_app_to_a_plain_client() -> None:
     assert first.status_code == again.status_code == 201
     assert again.headers["Idempotency-Replayed"] == "true"
     assert first.json() == again.json()
+
+
+def _echo_scope(seen: list[dict[str, Any]]) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        seen.append({**scope, "body": body})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-echo", b"1")]})
+        await send({"type": "http.response.body", "body": b"pa", "more_body": True})
+        await send({"type": "http.response.body", "body": b"rts"})
+
+    return app
+
+
+def test_sync_transport_speaks_asgi_as_httpx_does() -> None:
+    seen: list[dict[str, Any]] = []
+    url = "http://payment:8000/charges/a%2Fb?x=1&y=%20"
+    request: dict[str, Any] = {"method": "POST", "url": url, "json": {"a": 1}, "headers": {"Idempotency-Key": "k"}}
+    with httpx.Client(transport=SyncASGITransport(_echo_scope(seen))) as client:
+        ours = client.request(**request)
+
+    async def theirs() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_echo_scope(seen))) as client:
+            return await client.request(**request)
+
+    reference = asyncio.run(theirs())
+    assert seen[0] == seen[1]
+    assert (ours.status_code, ours.content, ours.headers["x-echo"]) == (reference.status_code, reference.content, "1") == (200, b"parts", "1")
+
+
+def test_sync_transport_lets_the_apps_errors_reach_the_caller() -> None:
+    async def failing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise LookupError("no such thing")
+
+    with httpx.Client(transport=SyncASGITransport(failing), base_url="http://app") as client, pytest.raises(LookupError):
+        client.get("/")
+
+
+def _charge(client: httpx.Client, key: str, execution: int | None, delivery: int = 0) -> httpx.Response:
+    headers = {"Idempotency-Key": key, DELIVERY_HEADER: str(delivery)}
+    if execution is not None:
+        headers[EXECUTION_HEADER] = str(execution)
+    return client.post("/charges", json={"order_id": "o-1", "amount": 5}, headers=headers)
+
+
+def test_a_request_that_names_an_execution_is_served_within_it() -> None:
+    """The protocol the process runtime uses: a request of a new execution gets a new participant
+    first; every answer carries the rows its request recorded."""
+    app = create_app("payment", inspect=True)
+    with httpx.Client(transport=SyncASGITransport(app), base_url="http://payment") as client:
+        first = _charge(client, "k", execution=1)
+        assert first.status_code == 201
+        (row,) = json.loads(first.headers[ROWS_HEADER])
+        assert (row["action"], row["ref"], row["delivery"], row["seq"], row["participant"]) == ("charge", "ch-1", 0, 0, "payment")
+        again = _charge(client, "k", execution=1, delivery=1)
+        assert (again.headers["Idempotency-Replayed"], json.loads(again.headers[ROWS_HEADER])) == ("true", [])
+        other = _charge(client, "k2", execution=1, delivery=2)
+        assert [r["ref"] for r in json.loads(other.headers[ROWS_HEADER])] == ["ch-2"]
+        fresh = _charge(client, "k", execution=2)
+        assert "Idempotency-Replayed" not in fresh.headers  # a new participant, with a new dedupe store
+        assert [r["ref"] for r in json.loads(fresh.headers[ROWS_HEADER])] == ["ch-1"]
+        unnamed = _charge(client, "k3", execution=None)
+        assert ROWS_HEADER not in unnamed.headers
+        assert [r["ref"] for r in client.get("/_inspect/ledger").json()] == ["ch-1", "ch-2"]  # execution 2's participant
+
+
+def test_without_inspection_a_request_cannot_name_an_execution() -> None:
+    app = create_app("payment")
+    with httpx.Client(transport=SyncASGITransport(app), base_url="http://payment") as client:
+        assert _charge(client, "k", execution=1).status_code == 201
+        again = _charge(client, "k", execution=2)
+    assert again.headers["Idempotency-Replayed"] == "true"  # the same participant
+    assert ROWS_HEADER not in again.headers
+
+
+def test_a_service_that_cannot_start_an_execution_says_why() -> None:
+    class BuiltOnce:
+        def __init__(self) -> None:
+            if hasattr(type(self), "built"):
+                raise TypeError("built once already")
+            type(self).built = True
+
+        def charge(self, **fields: Any) -> dict[str, Any]:
+            return {"status": "ok", "charge_id": "ch-1"}
+
+        refund = charge
+
+    app = create_app("payment", participant=BuiltOnce(), inspect=True)
+    with httpx.Client(transport=SyncASGITransport(app), base_url="http://payment") as client:
+        reply = _charge(client, "k", execution=1)
+    assert reply.status_code == 501
+    assert reply.headers[EXECUTION_ERROR_HEADER] == "cannot start execution 1: a BuiltOnce cannot be built without arguments: built once already"
+    assert ROWS_HEADER not in reply.headers
 
 
 @pytest.mark.slow

@@ -25,13 +25,16 @@ from saga_verify.reference.services import SERVICES
 from saga_verify.reference.services.__main__ import main as service_main
 from saga_verify.runtimes import RUNTIMES, reference_variants
 from saga_verify.runtimes._process import (
+    RemoteLedger,
     ServiceLostError,
     ServiceProcess,
     ServiceProcesses,
     ServiceStartError,
+    _Connection,
     shared_processes,
 )
 from saga_verify.world import World, plan_chooser
+from saga_verify.world._http import CORRELATION_HEADER, DELIVERY_HEADER, EXECUTION_HEADER, ROWS_HEADER, TIME_HEADER
 
 NO_DB = hypothesis.settings(database=None)
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +64,7 @@ def _no_process_left() -> Iterator[None]:
 
 
 def test_the_runtime_is_registered() -> None:
-    assert RUNTIMES == ("sim", "asgi", "process")
+    assert RUNTIMES == ("sim", "asgi", "process", "container")
     saga = _variant("order", "process").saga
     assert saga.ref == "saga_verify.runtimes.process_reference:order"
 
@@ -149,6 +152,26 @@ def test_a_ledger_read_after_another_execution_is_refused() -> None:
     replay(saga, FaultPlan())
     with pytest.raises(ServiceLostError, match="the ledger of payment was read after another execution used the payment service"):
         list(abandoned.participants["payment"].ledger)  # type: ignore[attr-defined]
+
+
+def test_an_execution_costs_its_deliveries_and_nothing_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No request starts an execution or collects its rows: each request names its execution,
+    and the rows come back with the answers."""
+    saga = _variant("order", "process").saga
+    replay(saga, FaultPlan())  # the services are up, and each has served an execution
+    sent: list[tuple[int, str, str | None]] = []
+    handle = _Connection.handle_request
+
+    def recording(self: _Connection, request: httpx.Request) -> httpx.Response:
+        sent.append((request.url.port or 0, request.url.path, request.headers.get(EXECUTION_HEADER)))
+        return handle(self, request)
+
+    monkeypatch.setattr(_Connection, "handle_request", recording)
+    execution, _ = replay(saga, FaultPlan.loads('{"faults": [{"kind": "refuse", "at": "payment.charge#1"}]}'))
+    assert [path for _, path, _ in sent] == ["/reservations", "/_inspect/refuse-next", "/charges", "/releases"]
+    numbers = {p.port: str(p.generation) for p in shared_processes().processes}
+    assert [number for _, _, number in sent] == [numbers[port] for port, _, _ in sent]
+    assert [(r.participant, r.action, r.delivery) for r in execution.rows()] == [("inventory", "reserve", 0), ("inventory", "release", 2)]
 
 
 def test_refuse_reaches_the_service_as_its_own_refusal() -> None:
@@ -287,6 +310,120 @@ def test_services_stop_by_themselves_when_their_python_process_is_killed() -> No
     while not _stopped(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _stopped(pid)
+
+
+# --- one execution's requests, and the connection they go over -------------------------------------
+
+_ODD_PAYMENTS = textwrap.dedent(
+    """
+    from saga_verify.reference import Payment
+
+    class ChargeThenFail(Payment):
+        def charge(self, **fields):
+            super().charge(**fields)
+            raise RuntimeError("failed after the charge took effect")
+
+    class BuiltOnce(Payment):
+        built = 0
+
+        def __init__(self):
+            type(self).built += 1
+            if type(self).built > 1:
+                raise TypeError("built once already")
+            super().__init__()
+    """
+)
+
+
+def _delivery(number: int) -> dict[str, str]:
+    return {DELIVERY_HEADER: str(number), CORRELATION_HEADER: "o-1", TIME_HEADER: repr(0.5 + number)}
+
+
+@pytest.fixture
+def odd_payments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServiceProcesses]:
+    """Service processes that can serve the participant classes of module ``odd_payments``."""
+    (tmp_path / "odd_payments.py").write_text(_ODD_PAYMENTS)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with ServiceProcesses() as session:
+        yield session
+
+
+def test_rows_an_answer_could_not_carry_are_read_from_the_ledger(odd_payments: ServiceProcesses) -> None:
+    payment = odd_payments.serve({"payment": "odd_payments:ChargeThenFail"})["payment"]
+    ledger = RemoteLedger(payment, "payment", payment.begin())
+    with httpx.Client(transport=ledger.transport, base_url=payment.url) as client:
+        for number in (0, 1):
+            reply = client.post("/charges", json={"order_id": "o-1", "amount": 7}, headers={"Idempotency-Key": f"k{number}", **_delivery(number)})
+            assert reply.status_code == 500  # the app's error, past the middleware that adds the rows
+            assert ROWS_HEADER not in reply.headers
+    assert [(r.action, r.ref, r.delivery, r.time) for r in ledger] == [("charge", "ch-1", 0, 0.5), ("charge", "ch-2", 1, 1.5)]
+
+
+def test_a_service_that_cannot_start_an_execution_ends_the_search_naming_it(odd_payments: ServiceProcesses) -> None:
+    payment = odd_payments.serve({"payment": "odd_payments:BuiltOnce"})["payment"]
+    ledger = RemoteLedger(payment, "payment", payment.begin())
+    with httpx.Client(transport=ledger.transport, base_url=payment.url) as client, pytest.raises(ServiceLostError) as caught:
+        client.post("/charges", json={"order_id": "o-1", "amount": 7}, headers=_delivery(0))
+    assert "POST /charges to the payment service (odd_payments:BuiltOnce)" in str(caught.value)
+    assert "cannot start execution 1: a BuiltOnce cannot be built without arguments: built once already" in str(caught.value)
+
+
+def test_a_request_of_an_earlier_execution_is_refused() -> None:
+    saga = _variant("order", "process").saga
+    abandoned = World(saga, plan_chooser(FaultPlan()))  # built, never run
+    replay(saga, FaultPlan())
+    with pytest.raises(ServiceLostError, match="a request of an execution was sent to payment after another execution used the payment service"):
+        abandoned.participants["payment"].transport.handle_request(httpx.Request("POST", "http://payment/charges"))  # type: ignore[attr-defined]
+
+
+def _serve_once(answer: bytes) -> tuple[socket.socket, int]:
+    """A listening socket whose first connection gets ``answer`` once the request has arrived
+    (or nothing at all, for an empty ``answer``), then stays open until the socket is closed."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def serve() -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)
+            if answer:
+                conn.sendall(answer)
+            conn.recv(1)  # until the client goes away
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+def test_the_connection_reads_a_chunked_answer_in_pieces() -> None:
+    answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-a: 1\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    server, port = _serve_once(answer)
+    connection = _Connection("127.0.0.1", port)
+    with server:
+        reply = connection.handle_request(httpx.Request("POST", f"http://127.0.0.1:{port}/x", content=b"body"))
+        connection.close()
+    assert (reply.status_code, reply.content, reply.headers["x-a"]) == (200, b"abcde", "1")
+
+
+def test_the_connection_gives_up_waiting_as_the_request_says() -> None:
+    server, port = _serve_once(b"")  # takes the request, never answers
+    connection = _Connection("127.0.0.1", port)
+    request = httpx.Request("GET", f"http://127.0.0.1:{port}/", extensions={"timeout": httpx.Timeout(0.2).as_dict()})
+    with server, pytest.raises(httpx.ReadTimeout):
+        connection.handle_request(request)
+
+
+def test_the_connection_is_opened_again_after_the_service_closed_it() -> None:
+    with ServiceProcesses() as session:
+        payment = session.start("payment")
+        closing = httpx.Request("GET", f"{payment.url}/health", headers={"Connection": "close"})
+        assert payment.transport.handle_request(closing).status_code == 200
+        assert payment.transport.handle_request(httpx.Request("GET", f"{payment.url}/health")).status_code == 200
 
 
 # --- the service entry point -----------------------------------------------------------------------

@@ -26,10 +26,18 @@ ready check. The apps generate exactly the contracts in ``contracts/openapi/<ser
 
 ``serve_participant(app, participant)`` puts a fresh participant behind an app already built (the
 in-process runtime does this once per execution instead of building the app again).
+
+Every effect is also published as an event (``payment.charged``, ``stock.released``, ...) to the
+service's outbox, saved with its state, and read with ``GET /events?after=N`` (`_events`; the
+schemas are in ``contracts/events/``). The order service (``create_order_app``, `_order_app`)
+runs the orchestrated saga behind ``POST /orders`` against the four participant services and
+publishes ``order.completed``, ``order.compensated`` or ``order.failed``; its contract is
+``contracts/openapi/order.yaml``.
 """
 
 from __future__ import annotations
 
 from ._app import SERVICES, create_app, serve_participant
+from ._order_app import create_order_app
 
-__all__ = ["SERVICES", "create_app", "serve_participant"]
+__all__ = ["SERVICES", "create_app", "create_order_app", "serve_participant"]

@@ -16,12 +16,14 @@ import argparse
 import importlib
 import os
 import socket
+import sqlite3
 import sys
 import threading
 import time
 from typing import Any
 
 from ._app import SERVICES, create_app
+from ._store import StoreError
 
 READY_LINE = "listening on"
 
@@ -40,12 +42,29 @@ def _port(text: str) -> int:
     return port
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 3600:
+        raise argparse.ArgumentTypeError(f"{value:g} seconds is out of range (more than 0, less than 3600)")
+    return value
+
+
+def _upstream(text: str) -> tuple[str, str]:
+    name, equals, url = text.partition("=")
+    if not equals or not name or not url:
+        raise argparse.ArgumentTypeError(f"{text!r}: write it as SERVICE=URL (payment=http://127.0.0.1:8001)")
+    return name, url
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m saga_verify.reference.services",
         description="Serve one saga-verify reference service over HTTP (uvicorn).",
     )
-    p.add_argument("--service", required=True, choices=tuple(SERVICES), help="which service")
+    p.add_argument("--service", required=True, choices=(*SERVICES, "order"), help="which service")
     p.add_argument(
         "--participant",
         metavar="MODULE:CLASS",
@@ -57,6 +76,32 @@ def parser() -> argparse.ArgumentParser:
         "--inspect",
         action="store_true",
         help="add the inspection endpoints /_inspect/ledger, /_inspect/refuse-next and /_inspect/reset",
+    )
+    p.add_argument(
+        "--store",
+        metavar="FILE",
+        help="keep the service's state and outbox in this SQLite file, so a restart forgets nothing (default: memory only)",
+    )
+    p.add_argument(
+        "--store-sync",
+        choices=("full", "normal"),
+        default="full",
+        help="full (default): a reply leaves once its state is on disk; normal: once it would survive a killed process (no fsync)",
+    )
+    p.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        type=_upstream,
+        metavar="SERVICE=URL",
+        help="order service only: where a participant service is (give inventory, payment, shipping and notification)",
+    )
+    p.add_argument(
+        "--upstream-timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="order service only: how long it waits for a participant's answer (default 5)",
     )
     p.add_argument("--parent-pid", type=int, metavar="PID", help="stop when the process PID is gone")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
@@ -83,19 +128,42 @@ def load_participant(path: str) -> Any:
     return value
 
 
-def build(service: str, participant_path: str | None, inspect: bool) -> Any:
-    """The app that serves ``service`` with a fresh participant of the class named."""
-    participant = None
-    if participant_path is not None:
-        cls = load_participant(participant_path)
-        try:
-            participant = cls()
-        except Exception as exc:
-            raise ServiceError(f"--participant {participant_path!r}: {cls.__name__}() raised {type(exc).__name__}: {exc}") from None
+def build(
+    service: str,
+    participant_path: str | None,
+    inspect: bool,
+    store: str | None = None,
+    upstreams: list[tuple[str, str]] | None = None,
+    store_sync: str = "full",
+    upstream_timeout: float = 5.0,
+) -> Any:
+    """The app that serves ``service`` with a fresh participant of the class named (for the
+    order service: the saga class named)."""
+    if service != "order" and upstreams:
+        raise ServiceError(f"--upstream is for the order service; the {service} service calls no other")
+    cls = None if participant_path is None else load_participant(participant_path)
     try:
-        return create_app(service, participant=participant, inspect=inspect)
-    except (TypeError, ValueError) as exc:
+        if service == "order":
+            from ._order_app import create_order_app
+
+            named = dict(upstreams or ())
+            if len(named) != len(upstreams or ()):
+                raise ServiceError("--upstream names a service twice")
+            extra = {} if cls is None else {"saga_class": cls}
+            return create_order_app(
+                named, store_path=store, inspect=inspect, store_sync=store_sync, timeout=upstream_timeout, **extra
+            )
+        participant = None
+        if cls is not None:
+            try:
+                participant = cls()
+            except Exception as exc:
+                raise ServiceError(f"--participant {participant_path!r}: {cls.__name__}() raised {type(exc).__name__}: {exc}") from None
+        return create_app(service, participant=participant, inspect=inspect, store_path=store, store_sync=store_sync)
+    except (TypeError, ValueError, StoreError) as exc:
         raise ServiceError(str(exc)) from None
+    except sqlite3.Error as exc:
+        raise ServiceError(f"--store {store!r}: {exc}") from None
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -127,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     label = f"saga-verify {args.service} service"
     try:
-        app = build(args.service, args.participant, args.inspect)
+        app = build(
+            args.service, args.participant, args.inspect, args.store, args.upstream, args.store_sync, args.upstream_timeout
+        )
         sock = listen(args.host, args.port)
     except ServiceError as exc:
         print(f"{label}: error: {exc}", file=sys.stderr, flush=True)
@@ -145,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         # race with its next request.
         timeout_keep_alive=3600,
         timeout_graceful_shutdown=2,
+        # httptools when it is installed (the http extra installs it), else h11: the harness
+        # waits for every answer, and httptools takes about a quarter off the service's time
+        # per request.
+        http="auto",
     )
     server = uvicorn.Server(config)
     if args.parent_pid is not None:

@@ -13,23 +13,31 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ...world import Ledger
-from ...world._http import CORRELATION_HEADER, DELIVERY_HEADER, TIME_HEADER
+from ...world import Ledger, LedgerRow
+from ...world._http import (
+    CORRELATION_HEADER,
+    DELIVERY_HEADER,
+    EXECUTION_ERROR_HEADER,
+    EXECUTION_HEADER,
+    ROWS_HEADER,
+    TIME_HEADER,
+)
 from .._participants import Inventory, Notification, Payment, Shipping
+from ._events import EventPage, events_for_rows
 from ._store import ParticipantState, StoreError
 
 __all__ = ["API_VERSION", "SERVICES", "Operation", "Service", "build_app", "create_app", "serve_participant"]
@@ -175,6 +183,11 @@ class Operation:
     refused: str
     """When it is refused."""
     refused_status: int = 409
+    blocking: bool = False
+    links: Mapping[str, Any] | None = None
+    """OpenAPI links of the ok reply, when not the compensation links (`_COMPENSATION_LINKS`)."""
+    """The operation waits on other services (the order service's saga): it is served from a
+    worker thread, so the event loop goes on serving and an in-process upstream can run its own."""
 
     def status_for(self, reply: object) -> int:
         status = reply.get("status") if isinstance(reply, dict) else None
@@ -311,6 +324,8 @@ _COMPENSATION_LINKS: Mapping[tuple[str, str], tuple[str, str, str]] = MappingPro
 
 def _links(service: Service, op: Operation) -> dict[str, Any]:
     """The ``links`` of ``op``'s ok reply (none when the service does not serve the compensation)."""
+    if op.links is not None:
+        return {"links": dict(op.links)}
     link = _COMPENSATION_LINKS.get((service.name, op.name))
     if link is None or not any(other.name == link[1] for other in service.operations):
         return {}
@@ -329,6 +344,10 @@ def _links(service: Service, op: Operation) -> dict[str, Any]:
 # Annotated ``str`` with a None default on purpose: FastAPI then documents the header as an
 # optional string, where ``str | None`` would document a header that may be JSON null.
 _KEY_HEADER: Any = Header(None, alias=IDEMPOTENCY_KEY, min_length=1, max_length=MAX_KEY_LENGTH, description=_KEY_DOC)
+
+
+_AFTER: Any = Query(0, ge=0, description="Answer the events after this position (0: from the first).")
+_LIMIT: Any = Query(100, ge=1, le=1000, description="At most this many events.")
 
 
 class _JSON(JSONResponse):
@@ -386,13 +405,25 @@ def _read_stamp(headers: list[tuple[bytes, bytes]]) -> tuple[int, str, float] | 
 
 class _StampHeaders:
     """ASGI middleware: while a request is served, the harness's headers are what its ledger rows
-    are stamped with (see `_RowStamp`)."""
+    are stamped with (see `_RowStamp`). With inspection on, a request that names its execution
+    is served within it (see `_Executions`)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, executions: _Executions | None = None) -> None:
         self.app = app
+        self.executions = executions
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        stamp = _read_stamp(scope["headers"]) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        if self.executions is not None:
+            execution = _read_execution(headers)
+            if execution is not None:
+                send = await self.executions.enter(execution, scope, receive, send)
+                if send is None:
+                    return
+        stamp = _read_stamp(headers)
         if stamp is None:
             await self.app(scope, receive, send)
             return
@@ -401,6 +432,83 @@ class _StampHeaders:
             await self.app(scope, receive, send)
         finally:
             _STAMP.reset(token)
+
+
+_EXECUTION_NAME = EXECUTION_HEADER.lower().encode()
+_ROWS_NAME = ROWS_HEADER.lower().encode()
+#: Rows that would make a longer header are not sent: the harness then reads the ledger instead.
+_MAX_ROWS_HEADER = 8192
+
+
+def _read_execution(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == _EXECUTION_NAME:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _row_dicts(service: Service, rows: Iterable[LedgerRow]) -> list[dict[str, Any]]:
+    """Ledger rows as the inspection endpoints serve them."""
+    return [{**row._asdict(), "participant": row.participant or service.name} for row in rows]
+
+
+class _Executions:
+    """How a service with inspection on serves the harness's executions without a request of
+    their own (the ``process`` runtime; ``Saga-Verify-Execution`` and friends in
+    `saga_verify.world._http`). A request that names an execution other than the one being
+    served first puts a new participant of the same class behind the service, as ``POST
+    /_inspect/reset`` does; its answer then carries, in ``Saga-Verify-Rows``, the ledger rows the
+    request recorded (all of the new participant's, so the ones its constructor recorded too).
+    So the harness starts an execution with its first delivery and collects the rows from the
+    answers. An answer that cannot carry them (an error the app raised, rows too many for a
+    header) has no such header, and the harness reads ``GET /_inspect/ledger`` instead. A service
+    that cannot start the execution answers with ``Saga-Verify-Execution-Error`` and nothing else
+    happens."""
+
+    def __init__(self, served: _Served, renew: Callable[[], None]) -> None:
+        self.served = served
+        self.renew = renew
+        #: The execution being served (None until a request names one).
+        self.current: int | None = None
+
+    async def enter(self, execution: int, scope: Any, receive: Any, send: Any) -> Any:
+        """The ``send`` that answers with the rows recorded; None if the request was answered
+        already (the execution could not be started)."""
+        renewed = execution != self.current
+        if renewed:
+            try:
+                self.renew()
+            except HTTPException as error:
+                reason = f"cannot start execution {execution}: {error.detail}"
+                header = {EXECUTION_ERROR_HEADER: " ".join(reason.split()).encode("ascii", "replace").decode("ascii")}
+                await _JSON({"detail": reason}, status_code=error.status_code, headers=header)(scope, receive, send)
+                return None
+            self.current = execution
+        served = self.served
+        participant = served.participant
+        ledger = getattr(participant, "ledger", None)
+        rows: list[LedgerRow] = ledger.rows if isinstance(ledger, Ledger) else []
+        before = 0 if renewed else len(rows)
+
+        def unchanged() -> bool:
+            # Rows are only added while a request is served. Anything else (another participant
+            # put behind the service, its ledger's rows replaced, as a store does when it could
+            # not save them) and the rows are not this request's to tell.
+            if served.participant is not participant or getattr(participant, "ledger", None) is not ledger:
+                return False
+            return (not isinstance(ledger, Ledger) or ledger.rows is rows) and len(rows) >= before
+
+        async def send_rows(message: Any) -> None:
+            if message["type"] == "http.response.start" and unchanged():
+                text = json.dumps(_row_dicts(served.service, rows[before:]), ensure_ascii=True, separators=(",", ":"))
+                if len(text) <= _MAX_ROWS_HEADER:
+                    message = {**message, "headers": [*message.get("headers", ()), (_ROWS_NAME, text.encode("ascii"))]}
+            await send(message)
+
+        return send_rows
 
 
 class _RowStamp:
@@ -457,6 +565,19 @@ class _Served:
             self.participant = participant
             self.state = ParticipantState(participant, self.service.name, None)
 
+    def start_afresh(self, participant: object) -> None:
+        """Serve ``participant`` and make its state the store's (the saved state and the outbox
+        of the one it replaces are dropped)."""
+        _check_serves(self.service, participant)
+        _stamp_rows(self.service, participant)
+        with self.lock:
+            try:
+                state = ParticipantState(participant, self.service.name, self.state.path, fresh=True, sync=self.state.sync)
+            except StoreError as error:
+                raise HTTPException(503, f"{self.service.name} could not reset its store: {error}") from error
+            self.participant = participant
+            self.state = state
+
     def _commit(self) -> None:
         try:
             self.state.commit()
@@ -467,16 +588,39 @@ class _Served:
     def call(self, op: Operation, fields: dict[str, Any], key: str | None) -> Response:
         with self.lock:
             stored = _stored_reply(self.participant, key)
+            rows = _ledger_rows(self.participant)
+            before = len(rows)
             reply = getattr(self.participant, op.name)(**fields, idempotency_key=key)
+            if len(rows) > before:
+                self.publish(rows[before:], fields, key)
             self._commit()
         status = op.status_for(reply)
         headers = {REPLAYED: "true"} if stored is not None and reply is stored else None
         return _JSON(reply, status_code=status, headers=headers)
 
+    def publish(self, rows: list[LedgerRow], fields: Mapping[str, Any], key: str | None) -> None:
+        """Publish the events of the ledger rows a request recorded (to the outbox, saved by ``_commit``)."""
+        state = self.state
+        state.publish(
+            events_for_rows(
+                self.service.name,
+                rows,
+                first_position=len(state.outbox) + 1,
+                fields=fields,
+                key=key,
+                correlations=state.correlations,
+            )
+        )
+
+    def events(self, after: int, limit: int) -> dict[str, Any]:
+        with self.lock:
+            page = self.state.events(after, limit)
+        return {"events": page, "next": after + len(page)}
+
     def ledger(self) -> list[dict[str, Any]]:
         with self.lock:
             rows = list(getattr(getattr(self.participant, "ledger", None), "rows", ()))
-        return [{**row._asdict(), "participant": row.participant or self.service.name} for row in rows]
+        return _row_dicts(self.service, rows)
 
     def refuse_next(self) -> None:
         with self.lock:
@@ -486,6 +630,15 @@ class _Served:
             refuse()
             self._commit()
 
+    def restart(self) -> None:
+        """The participant dies and comes back from what its store keeps (``restart()``), as
+        when the service's process is killed and started again."""
+        with self.lock:
+            restart = getattr(self.participant, "restart", None)
+            if not callable(restart):
+                raise HTTPException(501, f"a {type(self.participant).__name__} cannot restart")
+            restart()
+
 
 def _endpoint(served: _Served, op: Operation) -> Callable[..., Awaitable[Response]]:
     # async: the participant's method never awaits, so it runs on the event loop without a hop
@@ -494,10 +647,21 @@ def _endpoint(served: _Served, op: Operation) -> Callable[..., Awaitable[Respons
     async def endpoint(body: RequestModel, idempotency_key: str = _KEY_HEADER) -> Response:
         return served.call(op, body.model_dump(), idempotency_key)
 
+    if op.blocking:
+
+        def endpoint(body: RequestModel, idempotency_key: str = _KEY_HEADER) -> Response:  # type: ignore[misc]
+            return served.call(op, body.model_dump(), idempotency_key)
+
     # The body's model is the operation's; FastAPI reads it from the annotation.
     endpoint.__annotations__ = {**endpoint.__annotations__, "body": op.request}
     endpoint.__name__ = endpoint.__qualname__ = op.name
     return endpoint
+
+
+def _ledger_rows(participant: object) -> list[LedgerRow]:
+    """The participant's ledger rows (the list itself), or a new empty list if it keeps none."""
+    ledger = getattr(participant, "ledger", None)
+    return ledger.rows if isinstance(ledger, Ledger) else []
 
 
 def _check_serves(service: Service, participant: object) -> None:
@@ -519,12 +683,13 @@ def build_app(
     participant: object | None = None,
     store_path: str | os.PathLike[str] | None = None,
     inspect: bool = False,
+    store_sync: str = "full",
 ) -> FastAPI:
     """The app of ``service`` (``create_app`` for a service that is not in ``SERVICES``)."""
     if participant is None:
         participant = service.participant()
     _check_serves(service, participant)
-    served = _Served(service, participant, ParticipantState(participant, service.name, store_path))
+    served = _Served(service, participant, ParticipantState(participant, service.name, store_path, sync=store_sync))
 
     app = FastAPI(
         title=service.title,
@@ -576,11 +741,44 @@ def build_app(
             },
         )(_endpoint(served, op))
 
+    @app.get(
+        "/events",
+        operation_id="events",
+        summary="Read the outbox",
+        response_description="The events published after position ``after``, oldest first.",
+        responses={422: {"model": Rejected, "description": "Rejected: ``after`` or ``limit`` is not a whole number in range."}},
+    )
+    async def events(after: int = _AFTER, limit: int = _LIMIT) -> EventPage:
+        return _JSON(served.events(after, limit))  # type: ignore[return-value]
+
     @app.get("/health", operation_id="health", summary="Ready check", response_description="The service is up.")
     async def health() -> Health:
         return Health(status="ok", service=service.name)
 
+    executions: _Executions | None = None
     if inspect:
+
+        def renew() -> None:
+            # A fresh participant of the same class: the process runtime starts every execution
+            # from a new one, as the others do, without starting the service again.
+            cls = type(served.participant)
+            try:
+                fresh = cls()
+            except TypeError as error:
+                raise HTTPException(501, f"a {cls.__name__} cannot be built without arguments: {error}") from error
+            if served.state.path is not None:
+                # With a store, the new participant's state replaces the saved one (and its
+                # outbox starts empty): the container runtime's services keep a store, so that a
+                # participant killed within an execution comes back with what it had.
+                served.start_afresh(fresh)
+                app.state.participant = fresh
+                return
+            try:
+                serve_participant(app, fresh)
+            except ValueError as error:
+                raise HTTPException(409, str(error)) from error
+
+        executions = _Executions(served, renew)
 
         @app.get("/_inspect/ledger", include_in_schema=False)
         async def inspect_ledger() -> list[dict[str, Any]]:
@@ -591,27 +789,23 @@ def build_app(
             served.refuse_next()
             return Response(status_code=204)
 
+        @app.post("/_inspect/restart", status_code=204, include_in_schema=False)
+        async def inspect_restart() -> Response:
+            served.restart()
+            return Response(status_code=204)
+
         @app.post("/_inspect/reset", include_in_schema=False)
         async def inspect_reset() -> Response:
-            # A fresh participant of the same class: the process runtime starts every execution
-            # from a new one, as the others do, without starting the service again. The answer
-            # is the ledger of the participant replaced, so that one request ends an execution.
-            cls = type(served.participant)
-            try:
-                fresh = cls()
-            except TypeError as error:
-                raise HTTPException(501, f"a {cls.__name__} cannot be built without arguments: {error}") from error
-            # No await between reading the ledger and the swap: no request on this event loop
-            # can record a row in between.
+            # The answer is the ledger of the participant replaced, so that one request ends an
+            # execution. No await between reading the ledger and the swap: no request on this
+            # event loop can record a row in between.
             rows = served.ledger()
-            try:
-                serve_participant(app, fresh)
-            except ValueError as error:
-                raise HTTPException(409, str(error)) from error
+            renew()
             return _JSON(rows)
 
-    # Ledger rows written while serving a request carry the delivery its harness headers name.
-    app.add_middleware(_StampHeaders)
+    # Ledger rows written while serving a request carry the delivery its harness headers name
+    # (and with inspection on, a request that names its execution is served within it).
+    app.add_middleware(_StampHeaders, executions=executions)
 
     return app
 
@@ -622,6 +816,7 @@ def create_app(
     participant: object | None = None,
     store_path: str | os.PathLike[str] | None = None,
     inspect: bool = False,
+    store_sync: str = "full",
 ) -> FastAPI:
     """The HTTP app of one reference service (``"inventory"``, ``"payment"``, ``"shipping"`` or
     ``"notification"``).
@@ -629,7 +824,8 @@ def create_app(
     ``participant`` is the domain object it serves (a fresh correct one by default; pass a broken
     variant such as ``NonIdempotentRefund()`` to serve that); the app keeps it as
     ``app.state.participant``. With ``store_path`` the participant's state is kept in that SQLite
-    file: loaded at start, saved after every request that changed it. ``inspect=True`` adds
+    file: loaded at start, saved after every request that changed it (``store_sync="normal"``: a
+    save survives a killed process, not a power cut, and costs no fsync). ``inspect=True`` adds
     ``GET /_inspect/ledger``, ``POST /_inspect/refuse-next`` and ``POST /_inspect/reset`` (a fresh
     participant of the same class; it answers the old one's ledger), none of them in the
     contract. A request that carries the harness's ``Saga-Verify-Delivery``,
@@ -638,7 +834,7 @@ def create_app(
     spec = SERVICES.get(service)
     if spec is None:
         raise ValueError(f"unknown service {service!r}; the reference services are {', '.join(SERVICES)}")
-    return build_app(spec, participant=participant, store_path=store_path, inspect=inspect)
+    return build_app(spec, participant=participant, store_path=store_path, inspect=inspect, store_sync=store_sync)
 
 
 def serve_participant(app: FastAPI, participant: object) -> None:

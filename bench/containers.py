@@ -1,0 +1,141 @@
+"""saga-verify container benchmark: `make bench-containers` (or `.venv/bin/python bench/containers.py
+[--cold]`). Needs a Docker engine (`fixtures/containers/docker-engine.sh start`).
+
+Prints a compact summary and writes bench/containers.json (atomically). Nothing here asserts on
+time: targets are reported as met or missed.
+
+What is measured:
+- cold_start_s (only with --cold, which first removes the cached base image, services image and
+  wheelhouse): building everything from nothing (debootstrap base image, wheelhouse, services
+  image) and starting the four reference services until each answers GET /health.
+- warm_start_s: the same with everything cached: finding the image, starting the four containers
+  on a private network, waiting until each answers. Target: <= 20 s.
+- plans_per_s: executions per second of the correct saga's 2-fault sweep over the container
+  runtime, split into the plans with no crash fault and those with one. A crash really kills the
+  participant's container and starts it again (about a second), so the two are not alike; the
+  target (>= 50 plans/s warm) is judged on the plans without a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hypothesis
+
+from saga_verify import FaultPlan
+from saga_verify.exploration import run_plan_unchecked, sweep
+from saga_verify.faults import Crash, write_atomically
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "containers.json"
+WARM_START_TARGET = 20.0
+PLANS_TARGET = 50.0
+SERVICES = ("inventory", "payment", "shipping", "notification")
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False, timeout=300).stdout
+
+
+def _forget_images() -> None:
+    """Remove what a cold start must build: the services and base images and the wheelhouses."""
+    for repository in ("saga-verify/services", "saga-verify/base"):
+        tags = [t for t in _docker("images", "--format", "{{.Repository}}:{{.Tag}}", repository).split() if ":" in t]
+        if tags:
+            _docker("image", "rm", "--force", *tags)
+    shutil.rmtree(ROOT / ".saga-verify" / "wheelhouse", ignore_errors=True)
+
+
+def start_services() -> tuple[float, Any]:
+    """Seconds to have the four reference services answering in containers (image included)."""
+    from saga_verify.runtimes._container import ContainerServices
+
+    started = time.perf_counter()
+    containers = ContainerServices()
+    containers.serve(dict.fromkeys(SERVICES))
+    return time.perf_counter() - started, containers
+
+
+def bench_plans(containers: Any) -> dict[str, Any]:
+    """The correct saga's 2-fault sweep over the containers, timed per plan."""
+    from saga_verify.reference import variants
+    from saga_verify.runtimes._container import reference_saga
+
+    saga = reference_saga(variants()[0], containers=containers)
+    execute = run_plan_unchecked(saga)
+    execute(FaultPlan())  # warm: connections open
+    times: dict[str, list[float]] = {"without_crash": [], "with_crash": []}
+    base = execute(FaultPlan())
+    last = time.perf_counter()
+    for plan, _ in sweep(saga, execute, max_faults=2, budget=None, base=base):
+        now = time.perf_counter()
+        kind = "with_crash" if any(isinstance(f, Crash) for f in plan.faults) else "without_crash"
+        times[kind].append(now - last)
+        last = time.perf_counter()
+    out: dict[str, Any] = {}
+    for kind, spent in times.items():
+        out[kind] = {"plans": len(spent), "seconds": round(sum(spent), 2), "plans_per_s": round(len(spent) / sum(spent), 1)}
+    total = sum(len(t) for t in times.values())
+    out["all"] = {"plans": total, "plans_per_s": round(total / sum(sum(t) for t in times.values()), 1)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cold", action="store_true", help="remove the cached images first and time building them")
+    args = parser.parse_args(argv)
+
+    from saga_verify.containers import engine_problem
+
+    problem = engine_problem()
+    if problem is not None:
+        print(f"bench/containers.py: {problem}", file=sys.stderr)
+        return 2
+    hypothesis.settings.register_profile("bench-containers", database=None)
+
+    results: dict[str, Any] = {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "engine": _docker("version", "--format", "{{.Server.Version}}").strip(),
+    }
+    if args.cold:
+        _forget_images()
+        cold, containers = start_services()
+        containers.close()
+        results["cold_start_s"] = round(cold, 1)
+        print(f"cold start (base image, wheelhouse, image, 4 services)  {cold:7.1f} s", flush=True)
+    warm, containers = start_services()
+    results["warm_start_s"] = round(warm, 2)
+    print(f"warm start (4 services answering)                       {warm:7.2f} s   target <= {WARM_START_TARGET:g} s: "
+          f"{'met' if warm <= WARM_START_TARGET else 'MISSED'}", flush=True)
+    try:
+        plans = bench_plans(containers)
+    finally:
+        containers.close()
+    results["plans"] = plans
+    met = plans["without_crash"]["plans_per_s"] >= PLANS_TARGET
+    print(f"plans/s, 2-fault sweep without a crash                  {plans['without_crash']['plans_per_s']:7.1f}     "
+          f"({plans['without_crash']['plans']} plans)   target >= {PLANS_TARGET:g}: {'met' if met else 'MISSED'}")
+    print(f"plans/s, plans with a crash (a real kill and restart)   {plans['with_crash']['plans_per_s']:7.1f}     "
+          f"({plans['with_crash']['plans']} plans)")
+    print(f"plans/s, the whole sweep                                {plans['all']['plans_per_s']:7.1f}     ({plans['all']['plans']} plans)")
+    results["targets"] = {
+        "warm_start_s": {"target": WARM_START_TARGET, "value": results["warm_start_s"], "met": warm <= WARM_START_TARGET},
+        "plans_per_s_without_crash": {"target": PLANS_TARGET, "value": plans["without_crash"]["plans_per_s"], "met": met},
+    }
+    write_atomically(RESULTS, json.dumps(results, indent=2) + "\n")
+    print(f"written to {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""The reference sagas with their participants in containers, importable by name
+(``saga_verify.runtimes.container_reference:charge_without_key``) so their plan files replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    from . import saga_by_name
+    from ._container import reference_saga
+
+    return saga_by_name(globals(), __name__, name, reference_saga)

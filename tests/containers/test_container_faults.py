@@ -1,0 +1,242 @@
+"""Faults only real services give, on the reference system running entirely in containers: the
+order service's saga (itself in a container) calls the four participants through fault proxies
+(`saga_verify.proxy`), and the audit reads every service's events to judge the outcome.
+
+Each proxy fault (a response dropped after the charge committed, a duplicated request, dropped
+requests, a delayed request) and a container paused mid-saga is shown catching a broken variant,
+while the correct saga under the same fault leaves nothing for the audit to find. These use the
+``saga_containers`` fixture, as a user testing their own images would."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from saga_verify.containers import ContainerParticipant, ContainerSession, ServiceImage
+from saga_verify.proxy import Delay, DropRequest, DropResponse, Duplicate, Pass, ProxiedRequest, ProxyAction
+from saga_verify.reference._audit import Audit
+
+pytestmark = pytest.mark.slow
+
+PARTICIPANTS = ("inventory", "payment", "shipping", "notification")
+ORDER = {"order_id": "o-1", "sku": "sku-1", "qty": 2, "amount": 100}
+BROKEN = "saga_verify.reference._broken"
+
+
+@dataclass
+class Stack:
+    order: Any
+    participants: dict[str, ContainerParticipant]
+
+    def place(self) -> dict[str, Any]:
+        reply = httpx.post(f"{self.order.url}/orders", json=ORDER, headers={"Idempotency-Key": "o-1"}, timeout=60)
+        assert reply.status_code == 201, reply.text
+        outcome: dict[str, Any] = reply.json()
+        return outcome
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        url = self.order.url if name == "order" else self.participants[name].direct_url
+        found: list[dict[str, Any]] = httpx.get(f"{url}/events", timeout=10).json()["events"]
+        return found
+
+    def audit(self) -> list[str]:
+        audit = Audit()
+        for name in ("order", *PARTICIPANTS):
+            for event in self.events(name):
+                audit.handle(event)
+        return audit.findings()
+
+    def wait_for(self, what: Callable[[], bool], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not what():
+            assert time.monotonic() < deadline, "it did not happen in time"
+            time.sleep(0.05)
+
+
+def stack(
+    session: ContainerSession,
+    image: ServiceImage,
+    *,
+    saga: str | None = None,
+    payment: str | None = None,
+    decide: dict[str, Callable[[ProxiedRequest], ProxyAction]] | None = None,
+    upstream_timeout: float = 1.0,
+) -> Stack:
+    """The four participants (each behind its proxy) and the order service calling them through
+    the proxies, all in the session's containers."""
+    participants = {}
+    for name in PARTICIPANTS:
+        command = ["--service", name, "--host", "0.0.0.0", "--port", "8000", "--inspect", "--store", f"/data/{name}.sqlite"]
+        if name == "payment" and payment:
+            command += ["--participant", f"{BROKEN}:{payment}"]
+        participants[name] = session.participant(name, image.tag, command, decide=(decide or {}).get(name))
+    command = ["--service", "order", "--host", "0.0.0.0", "--port", "8000", "--upstream-timeout", str(upstream_timeout)]
+    command += [arg for name, p in participants.items() for arg in ("--upstream", f"{name}={p.url}")]
+    if saga:
+        command += ["--participant", f"{BROKEN}:{saga}"]
+    order = session.start("order", image.tag, command)
+    return Stack(order, participants)
+
+
+def on(method: str, path: str, actions: dict[int, ProxyAction]) -> Callable[[ProxiedRequest], ProxyAction]:
+    """Decide by the n-th ``method path`` request the proxy sees (1: the first); others pass."""
+    seen = {"n": 0}
+    lock = threading.Lock()
+
+    def decide(request: ProxiedRequest) -> ProxyAction:
+        if (request.method, request.path.split("?")[0]) != (method, path):
+            return Pass()
+        with lock:
+            seen["n"] += 1
+            return actions.get(seen["n"], Pass())
+
+    return decide
+
+
+def charged(stack: Stack) -> list[str]:
+    return [e["data"]["charge_id"] for e in stack.events("payment") if e["type"] == "payment.charged"]
+
+
+@pytest.mark.parametrize("fault", [DropResponse(), Duplicate()], ids=["drop-response", "duplicate"])
+def test_a_charge_without_a_key_is_made_twice(saga_containers: ContainerSession, service_image: ServiceImage, fault: ProxyAction) -> None:
+    broken = stack(saga_containers, service_image, saga="ChargeWithoutKey", decide={"payment": on("POST", "/charges", {1: fault})})
+    assert broken.place()["outcome"] == "completed"
+    assert len(charged(broken)) == 2
+    assert "o-1: 2 charges (ch-1, ch-2), not one" in broken.audit()
+    assert [r.action for r in broken.participants["payment"].proxy.records if r.path == "/charges"] == [fault] + (
+        [Pass()] if isinstance(fault, DropResponse) else []
+    )
+
+
+@pytest.mark.parametrize("fault", [DropResponse(), Duplicate()], ids=["drop-response", "duplicate"])
+def test_the_correct_saga_charges_once_under_the_same_fault(saga_containers: ContainerSession, service_image: ServiceImage, fault: ProxyAction) -> None:
+    correct = stack(saga_containers, service_image, decide={"payment": on("POST", "/charges", {1: fault})})
+    assert correct.place()["outcome"] == "completed"
+    assert len(charged(correct)) == 1
+    assert correct.audit() == []
+
+
+def _refund_never_arrives(saga: str | None, session: ContainerSession, image: ServiceImage) -> tuple[Stack, dict[str, Any]]:
+    lost = {n: DropRequest() for n in range(1, 10)}
+    made = stack(session, image, saga=saga, decide={"payment": on("POST", "/refunds", lost)})
+    # The shipment is refused, so the saga must refund the charge: every refund request is dropped.
+    assert httpx.post(f"{made.participants['shipping'].direct_url}/_inspect/refuse-next").status_code == 204
+    return made, made.place()
+
+
+def test_dropped_compensations_reported_as_done_are_caught(saga_containers: ContainerSession, service_image: ServiceImage) -> None:
+    broken, placed = _refund_never_arrives("SwallowedCompensationError", saga_containers, service_image)
+    assert placed["outcome"] == "compensated"
+    assert broken.audit() == ["o-1: compensated, but charge ch-1 still stands"]
+
+
+def test_the_correct_saga_says_it_failed_when_compensations_are_dropped(saga_containers: ContainerSession, service_image: ServiceImage) -> None:
+    correct, placed = _refund_never_arrives(None, saga_containers, service_image)
+    assert placed["outcome"] == "failed"
+    assert correct.audit() == ["o-1: failed: an operator must act"]
+
+
+def _late_charge(payment: str | None, session: ContainerSession, image: ServiceImage) -> Stack:
+    # The first charge is held past the order service's timeout, its retries are lost: the saga
+    # gives up, refunds, and only then does the first charge land.
+    actions: dict[int, ProxyAction] = {1: Delay(2.0), 2: DropRequest(), 3: DropRequest()}
+    made = stack(session, image, payment=payment, decide={"payment": on("POST", "/charges", actions)}, upstream_timeout=0.5)
+    assert made.place()["outcome"] == "compensated"
+    made.wait_for(lambda: any(r.path == "/charges" and r.status is not None for r in made.participants["payment"].proxy.records))
+    return made
+
+
+def test_a_delayed_charge_that_lands_after_its_refund_is_caught(saga_containers: ContainerSession, service_image: ServiceImage) -> None:
+    broken = _late_charge("RefundForgetsCharge", saga_containers, service_image)
+    assert broken.audit() == ["o-1: compensated, but charge ch-1 still stands"]
+
+
+def test_the_correct_payment_refuses_a_charge_that_lands_after_its_refund(saga_containers: ContainerSession, service_image: ServiceImage) -> None:
+    correct = _late_charge(None, saga_containers, service_image)
+    landed = [r for r in correct.participants["payment"].proxy.records if r.path == "/charges" and r.status is not None]
+    assert [r.status for r in landed] == [402]  # refused: refunded before it arrived
+    assert correct.audit() == []
+
+
+def _paused_during_charge(saga: str | None, session: ContainerSession, image: ServiceImage) -> Stack:
+    """The payment container is frozen when the first charge arrives (the charge waits in it,
+    and so do its retries); it thaws when the first compensation request arrives, at payment
+    (a refund) or at inventory (a release)."""
+    payment: list[ContainerParticipant] = []
+    paused = threading.Event()
+
+    def thaw() -> None:
+        if paused.is_set():
+            payment[0].unpause()
+            paused.clear()
+
+    def at_payment(request: ProxiedRequest) -> ProxyAction:
+        if request.path == "/charges" and not paused.is_set() and not payment[0].container.paused:
+            payment[0].pause()
+            paused.set()
+        elif request.path == "/refunds":
+            thaw()
+        return Pass()
+
+    def at_inventory(request: ProxiedRequest) -> ProxyAction:
+        if request.path == "/releases":
+            thaw()
+        return Pass()
+
+    made = stack(session, image, saga=saga, decide={"payment": at_payment, "inventory": at_inventory}, upstream_timeout=0.5)
+    payment.append(made.participants["payment"])
+    assert made.place()["outcome"] == "compensated"
+    made.wait_for(lambda: len(charged(made)) == 1)
+    return made
+
+
+def test_a_charge_frozen_in_a_paused_container_is_never_refunded_by_the_broken_saga(saga_containers: ContainerSession, service_image: ServiceImage) -> None:
+    broken = _paused_during_charge("LostReplyNotCompensated", saga_containers, service_image)
+    assert broken.audit() == ["o-1: compensated, but charge ch-1 still stands"]
+
+
+def test_the_correct_saga_refunds_a_charge_that_was_frozen(saga_containers: ContainerSession, service_image: ServiceImage) -> None:
+    correct = _paused_during_charge(None, saga_containers, service_image)
+    assert correct.audit() == []
+    assert [e["type"] for e in correct.events("payment")] == ["payment.charged", "payment.refunded"]
+
+
+def _killed_after_charge(payment: str | None, session: ContainerSession, image: ServiceImage) -> Stack:
+    """The first charge commits and its reply is lost; before the retry arrives the payment
+    container is killed and started again, so the retry reaches a service that has only what
+    its store kept."""
+    holder: list[ContainerParticipant] = []
+
+    def at_payment(request: ProxiedRequest) -> ProxyAction:
+        if request.path != "/charges":
+            return Pass()
+        if not holder[1:]:
+            holder.append(holder[0])  # the first charge: its reply is lost
+            return DropResponse()
+        if len(holder) == 2:
+            holder.append(holder[0])
+            holder[0].restart()  # the retry: the service was killed in between
+        return Pass()
+
+    made = stack(session, image, payment=payment, decide={"payment": at_payment})
+    holder.append(made.participants["payment"])
+    assert made.place()["outcome"] == "completed"
+    return made
+
+
+def test_a_payment_that_keeps_its_keys_in_memory_charges_again_after_a_kill(saga_containers: ContainerSession, service_image: ServiceImage) -> None:
+    broken = _killed_after_charge("VolatileDedupePayment", saga_containers, service_image)
+    assert len(charged(broken)) == 2
+    assert "o-1: 2 charges (ch-1, ch-2), not one" in broken.audit()
+
+
+def test_a_killed_payment_comes_back_from_its_store_and_replays(saga_containers: ContainerSession, service_image: ServiceImage) -> None:
+    correct = _killed_after_charge(None, saga_containers, service_image)
+    assert len(charged(correct)) == 1
+    assert correct.audit() == []

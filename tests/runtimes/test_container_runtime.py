@@ -1,0 +1,116 @@
+"""The container runtime: each reference service in a container (testcontainers, a private network,
+published on 127.0.0.1), the same fault plans and invariants through the same fault transport. It
+reaches the verdicts and minimal plans the simulation does; its crash fault really kills a
+container, which comes back from its store; and it leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import hypothesis
+import pytest
+
+from saga_verify import FaultPlan, OptionError, explore, replay
+from saga_verify._cli import main
+from saga_verify._pytest_plugin import require_docker
+from saga_verify.containers import session_leftovers
+from saga_verify.containers._engine import docker
+from saga_verify.runtimes import RUNTIMES, reference_variants
+from saga_verify.runtimes._container import ContainerServices, shared_containers
+
+pytestmark = pytest.mark.slow
+
+NO_DB = hypothesis.settings(database=None)
+CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "corpus"
+
+
+def _variant(name: str, runtime: str):  # type: ignore[no-untyped-def]
+    return next(v for v in reference_variants(runtime) if v.name == name)
+
+
+@pytest.fixture(scope="module")
+def docker_engine() -> None:
+    require_docker()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _nothing_left(docker_engine: None) -> Iterator[None]:
+    """The tests share the runtime's containers; when the module is done they are removed, and
+    nothing of their session may remain."""
+    yield
+    containers = shared_containers()
+    session = containers.session.id
+    containers.close()
+    assert not any(session_leftovers(session).values()), session_leftovers(session)
+
+
+def _started_at(container_id: str) -> str:
+    return docker(["inspect", "--format", "{{.State.StartedAt}}", container_id]).stdout.strip()
+
+
+def test_the_runtime_is_registered() -> None:
+    assert RUNTIMES == ("sim", "asgi", "process", "container")
+    assert _variant("order", "container").saga.ref == "saga_verify.runtimes.container_reference:order"
+
+
+@pytest.mark.parametrize("name", [v.name for v in reference_variants() if v.broken])
+def test_containers_find_the_same_minimal_plan_as_simulation(name: str, tmp_path: Path) -> None:
+    found = {}
+    for runtime in ("sim", "container"):
+        result = explore(_variant(name, runtime).saga, settings=NO_DB, report_dir=tmp_path / runtime, max_examples=0)
+        (failure, *_) = result.failures
+        found[runtime] = (failure.plan.faults, failure.invariants, failure.examples)
+    assert found["container"] == found["sim"]
+
+
+@pytest.mark.parametrize("plan", sorted(CORPUS.glob("*.json")), ids=lambda p: p.stem)
+def test_the_correct_saga_holds_in_containers_under_every_corpus_plan(plan: Path) -> None:
+    _, violations = replay(_variant("order", "container").saga, FaultPlan.load(plan))
+    assert violations == [], [str(v) for v in violations]
+
+
+def test_a_crash_kills_the_container_and_it_comes_back_from_its_store() -> None:
+    saga = _variant("volatile_dedupe", "container").saga
+    plan = FaultPlan.load(CORPUS / "volatile_dedupe.json")
+    replay(saga, FaultPlan())  # the containers run
+    wanted = ("payment", "saga_verify.reference._broken:VolatileDedupePayment")
+    payment = next(s for key, s in shared_containers()._services.items() if key == wanted)
+    before = _started_at(payment.container.id)
+    execution, violations = replay(saga, plan)
+    assert _started_at(payment.container.id) != before  # the same container, started again
+    crashed, retry = execution.trace[1], execution.trace[2]
+    assert (crashed.point, crashed.outcome, retry.point) == ("payment.charge#1", "crashed", "payment.charge#2")
+    # It forgot the key (kept in memory only) and charged again; the correct payment does not.
+    assert [v.invariant for v in violations] == ["no_double_charge"]
+    execution, violations = replay(_variant("order", "container").saga, plan)
+    assert violations == []
+    assert [r.action for r in execution.ledgers["payment"]] == ["charge"]
+
+
+def test_demo_in_containers_matches_simulation(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rows = {}
+    for runtime in ("sim", "container"):
+        assert main(["demo", "--json", "--runtime", runtime, "--report-dir", str(tmp_path / runtime)]) == 0
+        rows[runtime] = json.loads(capsys.readouterr().out)
+    assert all(r["runtime"] == "container" for r in rows["container"])
+    shape = [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["sim"]]
+    assert shape == [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["container"]]
+
+
+def test_without_an_engine_the_runtime_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    with pytest.raises(OptionError) as caught:
+        reference_variants("container")
+    assert "runtime 'container' needs a Docker engine" in str(caught.value)
+    assert "fixtures/containers/docker-engine.sh start" in str(caught.value)
+
+
+def test_a_closed_runtime_leaves_nothing(docker_engine: None) -> None:
+    containers = ContainerServices()
+    containers.serve({"payment": None})
+    session = containers.session.id
+    assert len(session_leftovers(session)["containers"]) == 1
+    containers.close()
+    assert not any(session_leftovers(session).values())
