@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench images clean
+.PHONY: demo test test-fast lint bench bench-containers images clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: lint $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/run.py
+
+# Container start and plans/s against containers; needs a Docker engine (add ARGS=--cold to
+# time building the images from nothing).
+bench-containers: $(INSTALLED)
+	$(BIN)/python bench/containers.py $(ARGS)
 
 # The services image (saga_verify.containers), built without a registry; needs a Docker engine
 # (fixtures/containers/docker-engine.sh start).

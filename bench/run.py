@@ -2,6 +2,8 @@
 
 Prints a compact summary and writes bench/results.json (atomically). Every figure comes from the
 same run. Nothing here asserts on time: targets are reported as met or missed, never enforced.
+`bench/run.py --runtimes [N [RUNTIME ...]]` measures only the plans/s per runtime (every one, or
+those named), N times, and prints them (bench/results.json stays as it is).
 
 What is measured:
 - raw_runs_per_s: traced fault-free simulated executions of the reference order saga
@@ -449,13 +451,16 @@ def bench_sweep() -> dict[str, Any]:
 RUNTIME_TARGETS = {"asgi": 300.0, "process": 100.0}
 
 
-def bench_runtimes() -> dict[str, Any]:
-    """Plans per second for the correct saga's whole 2-fault sweep in every runtime. A 1-fault
-    sweep first warms each runtime up (builds the apps, starts the service processes)."""
+def bench_runtimes(names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Plans per second for the correct saga's whole 2-fault sweep in every runtime (or in those
+    named). A 1-fault sweep first warms each runtime up (builds the apps, starts the service
+    processes)."""
     from saga_verify.runtimes import RUNTIMES, reference_variants
 
     out: dict[str, Any] = {}
-    for runtime in RUNTIMES:
+    # The container runtime has a benchmark of its own (bench/containers.py): it needs an engine,
+    # and its start and crash costs are measured apart.
+    for runtime in [r for r in RUNTIMES if r != "container"] if names is None else names:
         saga = reference_variants(runtime)[0].saga
         pinned = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         if runtime == "process" and pinned is not None:
@@ -836,7 +841,28 @@ def summary(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def runtimes_only(repetitions: int, names: Sequence[str] | None = None) -> int:
+    """``bench/run.py --runtimes [N [RUNTIME ...]]``: only the plans/s per runtime (every one, or
+    those named), N times (pinned as in the full run), printed; bench/results.json is left as it
+    is."""
+    pinned = _pin_to_one_core()
+    print(f"plans/s by runtime (2-fault sweep, correct saga), pinned cpu {pinned}, {repetitions} repetitions", flush=True)
+    seen: dict[str, list[float]] = {}
+    for _ in range(repetitions):
+        for name, result in bench_runtimes(names).items():
+            seen.setdefault(name, []).append(result["plans_per_s"])
+            print(f"  {name:<8} {result['plans_per_s']:8.1f}   ({result['executions']} executions)", flush=True)
+    for name, values in seen.items():
+        goal = RUNTIME_TARGETS.get(name)
+        median = statistics.median(values)
+        verdict = "" if goal is None else f"   target >= {goal:g}: {_mark(median >= goal)}"
+        print(f"{name:<8} median {median:8.1f}   range {min(values):.1f}-{max(values):.1f}{verdict}")
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--runtimes"]:
+        return runtimes_only(int(sys.argv[2]) if len(sys.argv) > 2 else 1, sys.argv[3:] or None)
     started = time.perf_counter()
     pinned = _pin_to_one_core()
     machine = _machine(pinned)

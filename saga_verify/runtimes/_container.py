@@ -10,14 +10,12 @@ container (``--store``), so a participant that is killed comes back with what it
 
 How an execution in containers matches one in simulation:
 
-- **Fresh participants.** Reading an execution's ledger (the `World` does it once, at the end)
-  is one ``POST /_inspect/reset``: it answers the ledger rows and puts a new participant, with a
-  new store, behind the service for the next execution. A service an execution never reached
-  needs no reset. (The per-request execution numbers of the ``process`` runtime are not used: a
-  restarted service would take its first request for a new execution.)
-- **Ledgers and their order** are as in the ``process`` runtime: rows are stamped with the
-  delivery the harness's headers name, and ``seq = delivery * ROW_SPAN + position``.
-- **Refusals** go to ``POST /_inspect/refuse-next``.
+- **Fresh participants, ledgers and their order** are as in the ``process`` runtime: every
+  request names its execution, and the first request of a new one puts a new participant
+  behind the service, with a new store; answers carry the ledger rows the request recorded,
+  stamped with the delivery the harness's headers name. The store also keeps which execution
+  its participant serves, so a service restarted in the middle of one goes on with it.
+- **Refusals** go to ``POST /_inspect/refuse-next``, within the execution.
 - **Crashes are real.** The crash fault's restart hook kills the container's process (SIGKILL)
   and starts the container again; the service restores its participant from its store. The
   engine may publish it at another port: the transport reads the port again for every request.
@@ -28,14 +26,13 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from .._errors import OptionError
-from ..world import LedgerRow
-from ._process import ROW_SPAN, ServiceLostError
+from ._process import RemoteControl, RemoteLedger, ServiceLostError
 
 __all__ = ["ContainerServices", "ReferenceContainer", "reference_saga", "shared_containers"]
 
@@ -43,16 +40,17 @@ _NODELAY: Any = [(6, 1, 1)]  # (IPPROTO_TCP, TCP_NODELAY, 1): loopback HTTP stal
 
 
 class ReferenceContainer:
-    """One reference service in a container, as the runtime's executions use it."""
+    """One reference service in a container, as the runtime's executions use it (a
+    `saga_verify.runtimes._process.RemoteService`)."""
 
     def __init__(self, container: Any, service: str, participant: str | None) -> None:
         #: The `saga_verify.containers.ServiceContainer`.
         self.container = container
         self.service = service
         self.participant = participant
-        self.fresh = True
+        #: How many executions have used the service: the number the next one's requests carry.
         self.generation = 0
-        self.transport = _ContainerTransport(self)
+        self._transport = _ContainerTransport(self)
 
     @property
     def label(self) -> str:
@@ -63,28 +61,26 @@ class ReferenceContainer:
     def url(self) -> str:
         return str(self.container.url)
 
-    def call(self, method: str, path: str) -> httpx.Response:
+    @property
+    def transport(self) -> httpx.BaseTransport:
+        return self._transport
+
+    def call(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> httpx.Response:
         """One request to an inspection endpoint (no faults, no trace)."""
-        request = httpx.Request(method, f"{self.url}{path}")
-        response = self.transport.handle_request(request)
-        response.read()
+        request = httpx.Request(method, f"{self.url}{path}", headers=headers)
+        response = self._transport.handle_request(request)
         if response.status_code >= 300:
             raise ServiceLostError(
                 f"the {self.label} at {self.url} answered {method} {path} with {response.status_code}: {response.text[:300]}"
             )
         return response
 
-    def reset(self) -> list[dict[str, Any]]:
-        """A new participant (and store) behind the service, unless the one there is new; the
-        ledger rows of the one replaced."""
-        if self.fresh:
-            return []
-        rows: list[dict[str, Any]] = self.call("POST", "/_inspect/reset").json()
-        self.fresh = True
+    def ledger_rows(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.call("GET", "/_inspect/ledger").json()
         return rows
 
     def begin(self) -> int:
-        self.reset()
+        """Number a new execution (no request: its first request starts it with a new participant)."""
         self.generation += 1
         return self.generation
 
@@ -98,6 +94,9 @@ class ReferenceContainer:
             f"({type(exc).__name__}: {exc})" + (f"; the container's output ends with:\n{tail}" if tail else "")
         )
 
+    def close(self) -> None:
+        self._transport.close()
+
 
 class _ContainerTransport(httpx.BaseTransport):
     """Real HTTP to the container at the port the engine publishes it on now (a restart may
@@ -109,7 +108,6 @@ class _ContainerTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         service = self._service
-        service.fresh = False
         request.url = request.url.copy_with(host="127.0.0.1", port=service.container.host_port)
         try:
             response = self._inner.handle_request(request)
@@ -122,53 +120,17 @@ class _ContainerTransport(httpx.BaseTransport):
         self._inner.close()
 
 
-class ContainerControl:
-    """What the reference steps' refuse and restart hooks reach as ``participant.state``."""
+class ContainerControl(RemoteControl):
+    """What the reference steps' refuse and restart hooks reach as ``participant.state``: the
+    refusal as in the ``process`` runtime; the restart is real."""
 
-    def __init__(self, service: ReferenceContainer) -> None:
-        self._service = service
-
-    def refuse_next(self) -> None:
-        self._service.call("POST", "/_inspect/refuse-next")
+    def __init__(self, service: ReferenceContainer, transport: httpx.BaseTransport) -> None:
+        super().__init__(service, transport)
+        self._container = service.container
 
     def restart(self) -> None:
         """Kill the container's process and start it again (the crash fault)."""
-        self._service.container.restart()
-
-
-class ContainerLedger:
-    """One execution's ledger of a participant in a container: read once, when the run is over,
-    by the reset that readies the service for the next execution."""
-
-    def __init__(self, service: ReferenceContainer, name: str, generation: int) -> None:
-        self._service = service
-        self.name = name
-        self.generation = generation
-        self._rows: tuple[LedgerRow, ...] | None = None
-
-    @property
-    def rows(self) -> list[LedgerRow]:
-        return list(self)
-
-    def __iter__(self) -> Iterator[LedgerRow]:
-        if self._rows is None:
-            if self._service.generation != self.generation:
-                raise ServiceLostError(f"the ledger of {self.name} was read after another execution used the {self._service.label}")
-            self._rows = tuple(self._row(row) for row in self._service.reset())
-        return iter(self._rows)
-
-    def _row(self, row: Mapping[str, Any]) -> LedgerRow:
-        delivery = int(row["delivery"])
-        return LedgerRow(
-            self.name,
-            delivery * ROW_SPAN + int(row["seq"]),
-            float(row["time"]),
-            str(row["correlation_id"]),
-            str(row["action"]),
-            row["amount"],
-            row["ref"],
-            delivery,
-        )
+        self._container.restart()
 
 
 class ContainerServices:
@@ -208,7 +170,7 @@ class ContainerServices:
 
     def close(self) -> None:
         for service in self._services.values():
-            service.transport.close()
+            service.close()
         self._services.clear()
         self._finalizer()
 
@@ -259,13 +221,13 @@ def reference_saga(variant: Any, home: str | None = None, containers: ContainerS
         running = (containers or shared_containers()).serve(wanted)
         made: dict[str, object] = {}
         for name, service in running.items():
-            generation = service.begin()
+            ledger = RemoteLedger(service, name, service.begin())  # no request: the first delivery starts it
             made[name] = HttpParticipant(
-                service.transport,
+                ledger.transport,
                 routes[name],
                 base_url=f"http://{name}",
-                ledger=ContainerLedger(service, name, generation),
-                state=ContainerControl(service),
+                ledger=ledger,
+                state=ContainerControl(service, ledger.transport),
             )
         return made
 

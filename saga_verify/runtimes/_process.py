@@ -46,7 +46,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import h11
 import httpx
@@ -59,6 +59,7 @@ __all__ = [
     "ROW_SPAN",
     "RemoteControl",
     "RemoteLedger",
+    "RemoteService",
     "ServiceLostError",
     "ServiceProcess",
     "ServiceProcesses",
@@ -455,6 +456,26 @@ class ServiceProcess:
         return f"<ServiceProcess {self.label}: {where}>"
 
 
+class RemoteService(Protocol):
+    """What an execution's ledger, transport and control need of a running service (a
+    `ServiceProcess`, or a service in a container)."""
+
+    generation: int
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def transport(self) -> httpx.BaseTransport: ...
+
+    def call(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> httpx.Response: ...
+
+    def ledger_rows(self) -> list[dict[str, Any]]: ...
+
+
 class _ServiceTransport(httpx.BaseTransport):
     """The real HTTP transport to one service. A request that fails for real is not a fault the
     plan injected: it becomes `ServiceLostError`, naming the service and its stderr tail."""
@@ -478,7 +499,7 @@ class _ExecutionTransport(httpx.BaseTransport):
     the service serves it with that execution's participant), and the ledger rows each answer
     carries go to the execution's `RemoteLedger`."""
 
-    def __init__(self, service: ServiceProcess, ledger: RemoteLedger) -> None:
+    def __init__(self, service: RemoteService, ledger: RemoteLedger) -> None:
         self._service = service
         self._inner = service.transport
         self._ledger = ledger
@@ -510,7 +531,7 @@ class RemoteControl:
     network: the service's inspection endpoints, within one execution when a transport of one is
     given."""
 
-    def __init__(self, service: ServiceProcess, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, service: RemoteService, transport: httpx.BaseTransport | None = None) -> None:
         self._service = service
         #: Where the requests go (one execution's transport; None: to the service as it is).
         self._transport = transport
@@ -547,7 +568,7 @@ class RemoteLedger:
     rows of all services by that number orders them as they took effect, as sim numbers them
     (see the module's docstring). Its ``time`` is the virtual time the delivery carried."""
 
-    def __init__(self, service: ServiceProcess, name: str, generation: int) -> None:
+    def __init__(self, service: RemoteService, name: str, generation: int) -> None:
         self._service = service
         self.name = name
         self.generation = generation

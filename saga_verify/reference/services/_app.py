@@ -468,11 +468,13 @@ class _Executions:
     that cannot start the execution answers with ``Saga-Verify-Execution-Error`` and nothing else
     happens."""
 
-    def __init__(self, served: _Served, renew: Callable[[], None]) -> None:
+    def __init__(self, served: _Served, renew: Callable[[int | None], None]) -> None:
         self.served = served
         self.renew = renew
-        #: The execution being served (None until a request names one).
-        self.current: int | None = None
+        #: The execution being served (None until a request names one). A service with a store
+        #: keeps it there: restarted (killed, say) in the middle of an execution, it goes on
+        #: serving that execution with the participant its store kept.
+        self.current: int | None = served.state.execution
 
     async def enter(self, execution: int, scope: Any, receive: Any, send: Any) -> Any:
         """The ``send`` that answers with the rows recorded; None if the request was answered
@@ -480,7 +482,7 @@ class _Executions:
         renewed = execution != self.current
         if renewed:
             try:
-                self.renew()
+                self.renew(execution)
             except HTTPException as error:
                 reason = f"cannot start execution {execution}: {error.detail}"
                 header = {EXECUTION_ERROR_HEADER: " ".join(reason.split()).encode("ascii", "replace").decode("ascii")}
@@ -565,14 +567,16 @@ class _Served:
             self.participant = participant
             self.state = ParticipantState(participant, self.service.name, None)
 
-    def start_afresh(self, participant: object) -> None:
+    def start_afresh(self, participant: object, execution: int | None = None) -> None:
         """Serve ``participant`` and make its state the store's (the saved state and the outbox
         of the one it replaces are dropped)."""
         _check_serves(self.service, participant)
         _stamp_rows(self.service, participant)
         with self.lock:
             try:
-                state = ParticipantState(participant, self.service.name, self.state.path, fresh=True, sync=self.state.sync)
+                state = ParticipantState(
+                    participant, self.service.name, self.state.path, fresh=True, sync=self.state.sync, execution=execution
+                )
             except StoreError as error:
                 raise HTTPException(503, f"{self.service.name} could not reset its store: {error}") from error
             self.participant = participant
@@ -758,7 +762,7 @@ def build_app(
     executions: _Executions | None = None
     if inspect:
 
-        def renew() -> None:
+        def renew(execution: int | None) -> None:
             # A fresh participant of the same class: the process runtime starts every execution
             # from a new one, as the others do, without starting the service again.
             cls = type(served.participant)
@@ -770,7 +774,7 @@ def build_app(
                 # With a store, the new participant's state replaces the saved one (and its
                 # outbox starts empty): the container runtime's services keep a store, so that a
                 # participant killed within an execution comes back with what it had.
-                served.start_afresh(fresh)
+                served.start_afresh(fresh, execution)
                 app.state.participant = fresh
                 return
             try:
@@ -800,7 +804,9 @@ def build_app(
             # execution. No await between reading the ledger and the swap: no request on this
             # event loop can record a row in between.
             rows = served.ledger()
-            renew()
+            renew(None)
+            if executions is not None:
+                executions.current = None
             return _JSON(rows)
 
     # Ledger rows written while serving a request carry the delivery its harness headers name

@@ -49,6 +49,7 @@ class _SQLite:
                 " service TEXT PRIMARY KEY, participant TEXT NOT NULL, format INTEGER NOT NULL,"
                 " state TEXT NOT NULL, saves INTEGER NOT NULL)"
             )
+            db.execute("CREATE TABLE IF NOT EXISTS execution (service TEXT PRIMARY KEY, number INTEGER NOT NULL)")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS outbox ("
                 " service TEXT NOT NULL, position INTEGER NOT NULL, event TEXT NOT NULL,"
@@ -81,12 +82,21 @@ class _SQLite:
             ).fetchone()
         return None if row is None else (str(row[0]), int(row[1]), str(row[2]))
 
-    def replace(self, participant: str, state: str) -> None:
-        """Make ``state`` the saved state and empty the outbox, in one transaction."""
+    def load_execution(self) -> int | None:
+        with self._connect() as db:
+            row = db.execute("SELECT number FROM execution WHERE service = ?", (self.service,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def replace(self, participant: str, state: str, execution: int | None = None) -> None:
+        """Make ``state`` the saved state and empty the outbox, in one transaction; record the
+        harness's execution it starts (None: none)."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute("DELETE FROM outbox WHERE service = ?", (self.service,))
+                db.execute("DELETE FROM execution WHERE service = ?", (self.service,))
+                if execution is not None:
+                    db.execute("INSERT INTO execution (service, number) VALUES (?, ?)", (self.service, execution))
                 db.execute("DELETE FROM participant_state WHERE service = ?", (self.service,))
                 db.execute(
                     "INSERT INTO participant_state (service, participant, format, state, saves) VALUES (?, ?, ?, ?, 1)",
@@ -139,6 +149,7 @@ class ParticipantState:
         *,
         fresh: bool = False,
         sync: str = "full",
+        execution: int | None = None,
     ) -> None:
         self.participant = participant
         self.service = service
@@ -149,18 +160,21 @@ class ParticipantState:
         self._pending = 0
         #: Effect id (a reservation, charge or shipment id) -> the order it belongs to.
         self.correlations: dict[str, str] = {}
+        #: The harness's execution this participant serves, as the store keeps it (None: none).
+        self.execution = execution
         if self._db is None:
             return
         if fresh:
             # This participant's state replaces whatever the store held, and its outbox starts empty.
             initial = dump_state(participant)
             try:
-                self._db.replace(class_name(participant), initial)
+                self._db.replace(class_name(participant), initial, execution)
             except sqlite3.Error as error:
                 raise StoreError(f"could not reset the {service} store {self._db.path}: {error}") from error
             self._saved = initial
             return
         self.outbox = self._db.load_outbox()
+        self.execution = self._db.load_execution()
         for event in self.outbox:
             for value in event.get("data", {}).values():
                 if isinstance(value, str) and event.get("correlation_id"):
