@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ __all__ = [
     "ContainerSession",
     "ContainerStartError",
     "ServiceContainer",
+    "remove_orphaned_sessions",
     "remove_session",
     "session_leftovers",
 ]
@@ -145,7 +147,7 @@ class ServiceContainer:
             .with_command(self.command)
             .with_network(network)
             .with_network_aliases(self.name)
-            .with_kwargs(labels={SESSION_LABEL: self.session.id, f"{SESSION_LABEL}.service": self.name})
+            .with_kwargs(labels={**self.session.labels, f"{SESSION_LABEL}.service": self.name})
         )
         for key, value in self.env.items():
             container.with_env(key, value)
@@ -278,6 +280,8 @@ class ContainerSession:
 
     def __init__(self, session_id: str | None = None) -> None:
         require_engine()
+        # What an earlier run on this machine could not remove (it was killed): gone now.
+        remove_orphaned_sessions()
         self.id = session_id or uuid.uuid4().hex[:12]
         self._network: Network | None = None
         self._services: dict[str, ServiceContainer] = {}
@@ -288,12 +292,17 @@ class ContainerSession:
         self._finalizer = weakref.finalize(self, _remove_if_owner, self.id, self._owner)
         atexit.register(self._finalizer)
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """What marks everything the session creates: its id, and the process that owns it."""
+        return {SESSION_LABEL: self.id, OWNER_LABEL: _owner()}
+
     def network(self) -> Network:
         """The session's network (created on first use)."""
         with self._lock:
             if self._network is None:
                 _, network_class = _testcontainers()
-                network = network_class(docker_network_kw={"labels": {SESSION_LABEL: self.id}})
+                network = network_class(docker_network_kw={"labels": self.labels})
                 network.name = f"saga-verify-{self.id}"
                 try:
                     network.create()
@@ -327,7 +336,10 @@ class ContainerSession:
         tag = f"saga-verify/participant-{self.id}:{len(self._images) + 1}"
         where = Path(context) if context is not None else path.parent
         done = docker(
-            ["build", "--quiet", "--label", f"{SESSION_LABEL}={self.id}", "-f", str(path), "-t", tag, str(where)],
+            [
+                "build", "--quiet", "--label", f"{SESSION_LABEL}={self.id}", "--label", f"{OWNER_LABEL}={_owner()}",
+                "-f", str(path), "-t", tag, str(where),
+            ],
             timeout=1800,
         )
         if done.returncode != 0:
@@ -486,6 +498,44 @@ class ContainerParticipant:
 
     def __repr__(self) -> str:
         return f"<ContainerParticipant {self.name}: {self.url} -> {self.container!r}>"
+
+
+#: The label that names the process owning a session: ``hostname:pid``.
+OWNER_LABEL = f"{SESSION_LABEL}.owner"
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphaned_sessions() -> list[str]:
+    """Remove the sessions whose owning process, on this machine, is gone (a run killed before
+    it could clean up); the ids removed. Sessions of live processes and other machines stay."""
+    host = socket.gethostname()
+    try:
+        found = set()
+        for kind in (["ps", "--all"], ["network", "ls"]):
+            done = docker([*kind, "--filter", f"label={OWNER_LABEL}", "--format", f'{{{{.Label "{SESSION_LABEL}"}}}} {{{{.Label "{OWNER_LABEL}"}}}}'], timeout=30)
+            for line in done.stdout.splitlines():
+                session, _, owner = line.strip().partition(" ")
+                owner_host, _, pid = owner.rpartition(":")
+                if session and owner_host == host and pid.isdigit() and not _alive(int(pid)):
+                    found.add(session)
+    except ContainerEngineError:
+        return []
+    for session in sorted(found):
+        remove_session(session)
+    return sorted(found)
 
 
 def session_leftovers(session_id: str) -> dict[str, list[str]]:

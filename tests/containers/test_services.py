@@ -108,3 +108,26 @@ def test_when_one_of_several_fails_the_others_are_removed(service_image: Service
             )
         assert session.services == {}
         assert leftovers(session.id)["containers"] == []
+
+
+def test_what_a_killed_run_left_is_removed_by_the_next_session(service_image: ServiceImage, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A run killed with SIGKILL cannot clean up; its containers and network carry its process,
+    and the next session on this machine removes them."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "killed_run.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "from saga_verify.containers import ContainerSession\n"
+        "session = ContainerSession()\n"
+        f"session.start('payment', {service_image.tag!r}, ['--service', 'payment', '--host', '0.0.0.0', '--port', '8000'])\n"
+        "print(session.id, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == -9, run.stderr
+    orphan = run.stdout.strip()
+    assert len(leftovers(orphan)["containers"]) == 1  # killed: nothing removed it
+    with ContainerSession():
+        assert not any(leftovers(orphan).values())
