@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from .._errors import OptionError
-from ._process import RemoteControl, RemoteLedger, ServiceLostError
+from ._process import RemoteControl, ServiceLostError, remote_reference_saga
 
 __all__ = ["ContainerServices", "ReferenceContainer", "reference_saga", "shared_containers"]
 
@@ -198,37 +198,10 @@ def shared_containers() -> ContainerServices:
         return _shared
 
 
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 def reference_saga(variant: Any, home: str | None = None, containers: ContainerServices | None = None) -> Any:
     """The reference ``variant`` with every participant a container (started on the first
     execution; `shared_containers` unless ``containers`` is given). Every execution gets fresh
     participants, as in simulation."""
-    from ..reference import Inventory, Notification, Shipping
-    from ..reference.services import SERVICES
-    from ..world import HttpParticipant
-    from ._asgi import http_reference_saga
-
-    classes = {"inventory": Inventory, "payment": variant.payment_class, "shipping": Shipping, "notification": Notification}
-    wanted: dict[str, str | None] = {
-        name: None if cls is SERVICES[name].participant else _class_path(cls) for name, cls in classes.items()
-    }
-    routes = {name: SERVICES[name].routes for name in classes}
-
-    def participants() -> dict[str, object]:
-        running = (containers or shared_containers()).serve(wanted)
-        made: dict[str, object] = {}
-        for name, service in running.items():
-            ledger = RemoteLedger(service, name, service.begin())  # no request: the first delivery starts it
-            made[name] = HttpParticipant(
-                ledger.transport,
-                routes[name],
-                base_url=f"http://{name}",
-                ledger=ledger,
-                state=ContainerControl(service, ledger.transport),
-            )
-        return made
-
-    return http_reference_saga(variant, participants, home)
+    return remote_reference_saga(
+        variant, home, lambda wanted: (containers or shared_containers()).serve(wanted), ContainerControl
+    )

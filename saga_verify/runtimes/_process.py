@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -732,6 +732,19 @@ def reference_saga(variant: Any, home: str | None = None, processes: ServiceProc
     the first execution; `shared_processes` unless ``processes`` is given). Every execution gets
     fresh participants behind them, as in simulation. ``home`` is the module that holds the saga
     under the variant's name (so plan files can name it)."""
+    return remote_reference_saga(variant, home, lambda wanted: (processes or shared_processes()).serve(wanted), RemoteControl)
+
+
+def remote_reference_saga(
+    variant: Any,
+    home: str | None,
+    serve: Callable[[Mapping[str, str | None]], Mapping[str, Any]],
+    control: Callable[[Any, httpx.BaseTransport], object],
+) -> Any:
+    """The reference ``variant`` with every participant a running service: ``serve(wanted)``
+    gives a `RemoteService` (with ``begin()``) for each ``service -> participant class``
+    (``module:Class``, None for the correct one); ``control(service, transport)`` is what the
+    steps' refuse and restart hooks reach."""
     from ..reference import Inventory, Notification, Shipping
     from ..reference.services import SERVICES
     from ..world import HttpParticipant
@@ -744,16 +757,15 @@ def reference_saga(variant: Any, home: str | None = None, processes: ServiceProc
     routes = {name: SERVICES[name].routes for name in classes}
 
     def participants() -> dict[str, object]:
-        running = (processes or shared_processes()).serve(wanted)
         made: dict[str, object] = {}
-        for name, service in running.items():
+        for name, service in serve(wanted).items():
             ledger = RemoteLedger(service, name, service.begin())  # no request: the first delivery starts it
             made[name] = HttpParticipant(
                 ledger.transport,
                 routes[name],
                 base_url=service.url,
                 ledger=ledger,
-                state=RemoteControl(service, ledger.transport),
+                state=control(service, ledger.transport),
             )
         return made
 
