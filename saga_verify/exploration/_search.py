@@ -20,7 +20,7 @@ from .._errors import NondeterminismError, OptionError, SagaCrashedError, SagaDe
 from .._saga import TERMINAL_STATUSES, Saga
 from ..faults import DeliveryPoint, Fault, FaultPlan, FaultTemplate
 from ..faults._alphabet import alphabet
-from ..faults._kinds import FAULT_KINDS
+from ..faults._kinds import FAULT_KINDS, Outage
 from ..invariants import Invariant, Violation, check, invariants_for
 from ..world import Endpoint, Execution, World, plan_chooser, trace_to_json
 from ._sweep import run_plan_unchecked, sweep
@@ -244,6 +244,25 @@ def _minimize(saga: Saga, plan: FaultPlan, invariants: Sequence[Invariant], targ
         changed = False
         for i in range(len(current.faults)):
             candidate = current.with_faults(current.faults[:i] + current.faults[i + 1 :])
+            found = breaks(candidate)
+            if found is not None:
+                current, result, changed = candidate, found, True
+                break
+        if changed:
+            continue
+        # Several faults on one operation (a failure at each attempt, say) may be one outage from
+        # the first of them on: fewer faults, the same schedule.
+        for fault in current.faults:
+            op = (fault.at.participant, fault.at.operation)
+            later = [
+                g
+                for g in current.faults
+                if (g.at.participant, g.at.operation) == op and g.at.attempt >= fault.at.attempt and g is not fault
+            ]
+            if not later:
+                continue
+            kept = [g for g in current.faults if g is fault or g not in later]
+            candidate = current.with_faults(tuple(Outage(fault.at) if g is fault else g for g in kept))
             found = breaks(candidate)
             if found is not None:
                 current, result, changed = candidate, found, True

@@ -402,3 +402,18 @@ def test_each_failure_is_reported_once() -> None:
     plans = [str(f.plan) for f in result.failures]
     assert plans, "the search should find refund_forgets_charge"
     assert len(plans) == len(set(plans)), result.report()
+
+
+def test_a_failure_at_every_attempt_shrinks_to_one_outage() -> None:
+    from saga_verify.exploration._search import _Counter, _minimize
+    from saga_verify.invariants import invariants_for
+    from saga_verify.reference import swallowed_compensation_error
+
+    plan = FaultPlan.loads(
+        '{"faults": [{"kind": "refuse", "at": "payment.charge#1"}, {"kind": "fail", "at": "inventory.release#1"},'
+        ' {"kind": "fail", "at": "inventory.release#2"}, {"kind": "fail", "at": "inventory.release#3"}]}'
+    )
+    saga = swallowed_compensation_error
+    shrunk, _, violations = _minimize(saga, plan, invariants_for(saga), "full_compensation", _Counter())
+    assert str(shrunk) == "refuse at payment.charge#1; outage at inventory.release#1"
+    assert "full_compensation" in {v.invariant for v in violations}
