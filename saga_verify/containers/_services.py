@@ -287,6 +287,7 @@ class ContainerSession:
         self._services: dict[str, ServiceContainer] = {}
         self._participants: dict[str, ContainerParticipant] = {}
         self._images: list[str] = []
+        self._gateway: str | None = None
         self._lock = threading.Lock()
         self._owner = os.getpid()
         self._finalizer = weakref.finalize(self, _remove_if_owner, self.id, self._owner)
@@ -318,12 +319,14 @@ class ContainerSession:
     def gateway(self) -> str:
         """The address of this machine on the session's network: containers reach what listens
         there (the fault proxies), and so does this process."""
-        network = self.network()
-        done = docker(["network", "inspect", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}", network.name], timeout=30)
-        gateways = done.stdout.split()
-        if done.returncode != 0 or not gateways:
-            raise ContainerEngineError(f"the network {network.name} has no gateway address: {done.stderr.strip() or done.stdout.strip()}")
-        return gateways[0]
+        if self._gateway is None:
+            network = self.network()
+            done = docker(["network", "inspect", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}", network.name], timeout=30)
+            gateways = done.stdout.split()
+            if done.returncode != 0 or not gateways:
+                raise ContainerEngineError(f"the network {network.name} has no gateway address: {done.stderr.strip() or done.stdout.strip()}")
+            self._gateway = gateways[0]
+        return self._gateway
 
     def build(self, dockerfile: str | os.PathLike[str], context: str | os.PathLike[str] | None = None) -> str:
         """Build an image from ``dockerfile`` (its folder is the context unless ``context`` is
@@ -544,7 +547,7 @@ def session_leftovers(session_id: str) -> dict[str, list[str]]:
     return {
         "containers": docker(["ps", "--all", "--quiet", "--filter", label], timeout=30).stdout.split(),
         "networks": docker(["network", "ls", "--quiet", "--filter", label], timeout=30).stdout.split(),
-        "images": docker(["image", "ls", "--quiet", "--filter", label], timeout=30).stdout.split(),
+        "images": docker(["image", "ls", "--all", "--quiet", "--filter", label], timeout=30).stdout.split(),
     }
 
 
@@ -557,8 +560,14 @@ def remove_session(session_id: str) -> dict[str, list[str]]:
             docker(["rm", "--force", "--volumes", *found["containers"]], timeout=60)
         if found["networks"]:
             docker(["network", "rm", *found["networks"]], timeout=60)
-        if found["images"]:
-            docker(["image", "rm", "--force", *found["images"]], timeout=60)
+        # A labelled image's build steps carry the label too, and a child goes before its
+        # parent: remove what can be removed until nothing more can.
+        images = list(dict.fromkeys(found["images"]))
+        while images:
+            kept = [image for image in images if docker(["image", "rm", "--force", image], timeout=60).returncode != 0]
+            if len(kept) == len(images):
+                break
+            images = kept
         return session_leftovers(session_id)
     except ContainerEngineError:
         return {"containers": [], "networks": [], "images": []}

@@ -9,6 +9,7 @@ from pathlib import Path
 import engine_guard
 import pytest
 
+import saga_verify.containers
 from saga_verify import SagaVerifyError
 from saga_verify.containers import ContainerEngineError, engine_problem, ensure_service_image
 
@@ -36,20 +37,20 @@ def test_an_engine_that_does_not_answer_is_reported_at_once(monkeypatch: pytest.
 
 
 def test_no_engine_skips_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_guard, "engine_problem", lambda: "no engine here: start one")
+    monkeypatch.setattr(saga_verify.containers, "engine_problem", lambda: "no engine here: start one")
     monkeypatch.delenv("REQUIRE_DOCKER", raising=False)
     with pytest.raises(pytest.skip.Exception, match="no engine here: start one"):
         engine_guard.require_docker()
 
 
 def test_no_engine_fails_when_ci_requires_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_guard, "engine_problem", lambda: "no engine here: start one")
+    monkeypatch.setattr(saga_verify.containers, "engine_problem", lambda: "no engine here: start one")
     monkeypatch.setenv("REQUIRE_DOCKER", "1")
     with pytest.raises(pytest.fail.Exception, match="REQUIRE_DOCKER=1, but no engine here: start one"):
         engine_guard.require_docker()
 
 
 def test_an_engine_that_answers_lets_tests_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_guard, "engine_problem", lambda: None)
+    monkeypatch.setattr(saga_verify.containers, "engine_problem", lambda: None)
     monkeypatch.setenv("REQUIRE_DOCKER", "1")
     engine_guard.require_docker()
