@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "Duplicate": ".faults",
     "Delay": ".faults",
     "Outage": ".faults",
+    "Pause": ".faults",
     "FaultPlan": ".faults",
     "fault_plans": ".faults",
     # invariants
@@ -87,6 +88,7 @@ __all__ = [
     "Duplicate",
     "Delay",
     "Outage",
+    "Pause",
     "FaultPlan",
     "fault_plans",
     "Invariant",
@@ -155,6 +157,7 @@ if TYPE_CHECKING:
         FaultPlan,
         LoseReply,
         Outage,
+        Pause,
         Refuse,
         Timeout,
         fault_plans,

@@ -98,6 +98,11 @@ class Saga:
     """An execution that runs longer than this (virtual time) has not terminated."""
     outcome: Callable[[Any], object] = field(default=_default_outcome)
     """Maps what ``run`` returns to a status; override when the saga speaks other words."""
+    pauses: bool = False
+    """Whether searches also try the ``pause`` fault (a participant frozen well past the call
+    timeout). Off by default: one pause holds every call to its participant, so, counted in
+    faults, it would stand in for the call-level faults (a lost reply, then an outage) that
+    explain most bugs better. Plans, replays and every runtime take pauses either way."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -129,6 +134,8 @@ class Saga:
         for label, value in (("call_timeout", self.call_timeout), ("max_seconds", self.max_seconds)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise SagaDefinitionError(f"saga {self.name!r}: {label} must be a positive number, got {value!r}")
+        if not isinstance(self.pauses, bool):
+            raise SagaDefinitionError(f"saga {self.name!r}: pauses must be True or False, got {self.pauses!r}")
         if isinstance(self.max_deliveries, bool) or not isinstance(self.max_deliveries, int) or self.max_deliveries < 1:
             raise SagaDefinitionError(
                 f"saga {self.name!r}: max_deliveries must be a positive whole number, got {self.max_deliveries!r}"

@@ -31,6 +31,7 @@ PUBLIC = [
     "Duplicate",
     "Delay",
     "Outage",
+    "Pause",
     "FaultPlan",
     "fault_plans",
     "Invariant",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from itertools import zip_longest
 
 from .._saga import Saga
-from ..faults import Crash, DeliveryPoint, Fault, FaultPlan, Outage
+from ..faults import DeliveryPoint, Fault, FaultPlan, Outage
 from ..faults._alphabet import alphabet
 from ..world import Execution, World, plan_chooser
 
@@ -25,7 +25,7 @@ class _Explored:
     was hidden from the caller (lost reply, held request, copy), else 0."""
 
 
-_AMBIGUOUS = frozenset({"reply-lost", "crashed", "held", "late", "copy"})
+_AMBIGUOUS = frozenset({"reply-lost", "crashed", "held", "frozen", "late", "copy"})
 
 
 def reached_points(execution: Execution) -> list[DeliveryPoint]:
@@ -86,20 +86,20 @@ def sweep(
         others = tuple(p for p in after if p in base_points)
         return _Explored(plan, caused, others, score)
 
-    def extensions(parent: _Explored, crashes: bool) -> list[FaultPlan]:
-        """The parent's plan plus one fault: crashes only, or everything else."""
+    def extensions(parent: _Explored, last: bool) -> list[FaultPlan]:
+        """The parent's plan plus one fault: of the kinds tried last only, or of the others."""
         out = []
         for point in parent.caused:
             out += [
                 FaultPlan((*parent.plan.faults, t.at(point)))
                 for t in persistent_first[(point.participant, point.operation)]
-                if (t.cls is Crash) == crashes
+                if t.cls.tried_last == last
             ]
         for point in parent.others:
             out += [
                 FaultPlan((*parent.plan.faults, t.at(point)))
                 for t in templates[(point.participant, point.operation)]
-                if (t.cls is Crash) == crashes
+                if t.cls.tried_last == last
             ]
         return out
 
@@ -107,15 +107,16 @@ def sweep(
     for _level in range(max_faults):
         ordered: list[FaultPlan] = []
         # A crash hides an outcome as a lost reply does, and adds only what the participant
-        # forgets in its restart: within a level, plans that add a crash come after all the
-        # others, and extensions of plans with a crash after those of plans without.
-        for crashes in (False, True):
-            for score in (2, 1, 0):
-                for crashed in (False, True):
+        # forgets in its restart; a pause holds calls as delays do, only all of one participant's
+        # at once: within a level, plans that add such a fault come after all the others, and
+        # extensions of plans with one after those of plans without.
+        for last in (False, True):
+            for had_last in (False, True):
+                for score in (2, 1, 0):
                     lists = [
-                        extensions(p, crashes)
+                        extensions(p, last)
                         for p in frontier
-                        if p.score == score and any(isinstance(f, Crash) for f in p.plan.faults) == crashed
+                        if p.score == score and any(f.tried_last for f in p.plan.faults) == had_last
                     ]
                     for round_ in zip_longest(*lists):
                         ordered.extend(plan for plan in round_ if plan is not None)

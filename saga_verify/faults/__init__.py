@@ -11,6 +11,7 @@ from ._kinds import (
     FaultTemplate,
     LoseReply,
     Outage,
+    Pause,
     Refuse,
     Timeout,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "FaultTemplate",
     "LoseReply",
     "Outage",
+    "Pause",
     "Refuse",
     "Timeout",
     "write_atomically",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._saga import Saga
-from ._kinds import Crash, Delay, Duplicate, FailBeforeEffect, FaultTemplate, LoseReply, Outage, Refuse, Timeout
+from ._kinds import Crash, Delay, Duplicate, FailBeforeEffect, FaultTemplate, LoseReply, Outage, Pause, Refuse, Timeout
 
 #: How much later than the call timeout a "late" copy or held request lands, as a multiple.
 LATE_FACTOR = 30.0
@@ -23,6 +23,10 @@ def templates_for(saga: Saga, participant: str, operation: str) -> tuple[FaultTe
         FaultTemplate(Delay, (("seconds", late),)),
         FaultTemplate(Outage),
     ]
+    if saga.pauses:
+        # A participant frozen well past the call timeout: the call and its retries wait in it and
+        # land after the saga has moved on (compensated, or given up).
+        out.append(FaultTemplate(Pause, (("seconds", late),)))
     if participant in saga.restartable:
         out.append(FaultTemplate(Crash))
     return tuple(out)

@@ -54,6 +54,10 @@ class Fault:
 
     kind: ClassVar[str] = ""
     meaning: ClassVar[str] = ""
+    tried_last: ClassVar[bool] = False
+    """Searches try this kind after all the others (and extend plans that have it last): it
+    reaches what they reach only through a whole participant, so the order, and what the
+    searches find first, stays as it is for sagas whose bugs the simpler kinds show."""
 
     def __str__(self) -> str:
         return f"{self.label} at {self.at}"
@@ -115,6 +119,7 @@ class Crash(Fault):
 
     kind: ClassVar[str] = "crash"
     meaning: ClassVar[str] = "applied, then the participant dies and restarts; caller sees a reset"
+    tried_last: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,25 @@ class Delay(Fault):
 
 
 @dataclass(frozen=True)
+class Pause(Fault):
+    """The participant freezes as this request reaches it and thaws ``seconds`` virtual seconds
+    later: a partition, a stop-the-world pause, a container paused. Every call that reaches it
+    meanwhile (this one included) waits in it, in arrival order; a caller whose wait would pass
+    the call timeout times out, and its request is applied all the same when the participant
+    thaws, after whatever the saga did next. Calls to other participants go on as usual."""
+
+    seconds: float = 30.0
+    """Virtual seconds the participant stays frozen."""
+
+    kind: ClassVar[str] = "pause"
+    meaning: ClassVar[str] = "participant frozen; every call reaching it waits, then lands at the thaw"
+    tried_last: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _check_seconds(self, self.seconds, "seconds")
+
+
+@dataclass(frozen=True)
 class Outage(Fault):
     """From this attempt on, every call of the operation fails before effect: a permanent failure
     (for a compensation: the refund that can never be made)."""
@@ -181,8 +205,8 @@ FAULT_KINDS: tuple[type[Fault], ...] = (
     Duplicate,
     Delay,
     Outage,
-    # Last: only participants that can restart have it, and the searches' order (and so what
-    # they find first) stays as it is for sagas without it.
+    # Last: they disturb a whole participant rather than one call (see Fault.tried_last).
+    Pause,
     Crash,
 )
 KIND_BY_NAME: dict[str, type[Fault]] = {k.kind: k for k in FAULT_KINDS}

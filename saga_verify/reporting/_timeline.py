@@ -18,6 +18,7 @@ _OUTCOME_TEXT = {
     "timed-out": "TIMED OUT (not delivered)",
     "reply-lost": "REPLY LOST (applied; caller timed out)",
     "crashed": "CRASHED (applied; died before replying, restarted; caller saw a reset)",
+    "frozen": "FROZEN (participant paused; caller timed out; lands at the thaw)",
     "held": "HELD (caller timed out; lands later)",
     "late": "LANDED LATE",
     "copy": "DUPLICATE COPY",

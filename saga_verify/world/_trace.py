@@ -14,6 +14,7 @@ OUTCOMES = {
     "timed-out": "not delivered; the caller timed out",
     "reply-lost": "applied; the reply was lost and the caller timed out",
     "crashed": "applied; the participant died before replying and restarted; the caller saw a reset",
+    "frozen": "reached a frozen participant; the caller timed out, the request lands when it thaws",
     "held": "held in the network; the caller timed out, the request lands later",
     "late": "a held request landed",
     "copy": "a duplicate copy landed",

@@ -14,11 +14,11 @@ import inspect
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import Any
+from typing import Any, ClassVar
 
 from .._errors import SagaDefinitionError
 from .._saga import Saga, Step
-from ..faults._kinds import Delay, Duplicate, Fault, Outage
+from ..faults._kinds import Delay, DeliveryPoint, Duplicate, Fault, Outage, Pause
 from ..faults._plan import FaultPlan
 from ._clock import VirtualClock
 from ._ledger import Ledger, LedgerRow
@@ -178,6 +178,17 @@ class Execution:
 
 
 
+@dataclass(frozen=True)
+class _Frozen(Fault):
+    """No plan's fault: what the world decides for a call that reaches a participant a pause
+    froze. It waits in the participant until ``thaw``."""
+
+    pause: Pause
+    thaw: float
+
+    kind: ClassVar[str] = "frozen"
+
+
 class World:
     """Builds the participants for one execution and runs the saga against them."""
 
@@ -198,6 +209,8 @@ class World:
         self._correlation = saga.instance_id
         self.injected: list[Fault] = []
         self._outages: dict[tuple[str, str], Fault] = {}
+        #: Participants frozen by a pause: the pause, and the virtual time they thaw.
+        self._frozen: dict[str, tuple[Pause, float]] = {}
         self.async_mode = False
         self.participants = self._build_participants()
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
@@ -264,6 +277,16 @@ class World:
             raise _Halted(f"made more than {self.saga.max_deliveries} calls")
         ep.calls += 1
         attempt = ep.calls
+        self._rng = (self._rng * 6364136223846793005 + 1442695040888963407) & _MASK64
+        now = self.clock._now + _LATENCY + (self._rng >> 11) * _JITTER / 9007199254740992.0
+        self.clock._now = now
+        if now > self.saga.max_seconds:
+            raise _Halted(f"still running after {self.saga.max_seconds:g} virtual seconds")
+        frozen = self._frozen.get(ep.participant) if self._frozen else None
+        if frozen is not None and now < frozen[1]:
+            # A frozen participant takes in nothing else: whatever else the plan says about this
+            # call does not happen (and is not reported as injected).
+            return attempt, _Frozen(DeliveryPoint(ep.participant, ep.operation, attempt), *frozen)
         outage = self._outages.get((ep.participant, ep.operation)) if self._outages else None
         if outage is not None:
             fault: Fault | None = outage
@@ -273,11 +296,6 @@ class World:
                 self.injected.append(fault)
                 if isinstance(fault, Outage):
                     self._outages[(ep.participant, ep.operation)] = fault
-        self._rng = (self._rng * 6364136223846793005 + 1442695040888963407) & _MASK64
-        now = self.clock._now + _LATENCY + (self._rng >> 11) * _JITTER / 9007199254740992.0
-        self.clock._now = now
-        if now > self.saga.max_seconds:
-            raise _Halted(f"still running after {self.saga.max_seconds:g} virtual seconds")
         return attempt, fault
 
     def apply_now(self, ep: Endpoint, attempt: int, key: str | None, request: Any, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -362,6 +380,25 @@ class World:
             self._hold(clock._now + fault.seconds, ep, attempt, key, request, thunk, label)
             clock._now += self.saga.call_timeout
             raise ep.errors("timeout", f"{point}: no reply within {self.saga.call_timeout:g}s (injected {label})")
+        if kind == "pause" or kind == "frozen":
+            # The call that froze the participant carries the pause; the others merely arrived
+            # while it was frozen, and each waits in it until the thaw.
+            if isinstance(fault, _Frozen):
+                pause, thaw, label_here = fault.pause, fault.thaw, None
+            else:
+                assert isinstance(fault, Pause)
+                pause, thaw, label_here = fault, clock._now + fault.seconds, label
+                self._frozen[ep.participant] = (pause, thaw)
+            if thaw - clock._now < self.saga.call_timeout:
+                # Answered within the timeout, at the thaw: after what was waiting in it already.
+                clock._now = thaw
+                if self.pending:
+                    yield from self._flush(thaw)
+                return (yield from self._apply(ep, attempt, key, request, thunk, "ok", label_here))
+            self._record(ep, attempt, key, request, "frozen", None, label_here)
+            self._hold(thaw, ep, attempt, key, request, thunk, pause.label)
+            clock._now += self.saga.call_timeout
+            raise ep.errors("timeout", f"{point}: no reply within {self.saga.call_timeout:g}s ({ep.participant} frozen by injected {pause.label})")
         raise SagaDefinitionError(f"fault kind {kind!r} is not known to this world")  # pragma: no cover
 
     def _hold(self, due: float, ep: Endpoint, attempt: int, key: str | None, request: Any, thunk: Thunk, label: str) -> None:

@@ -3,6 +3,8 @@ correct saga holds. The test names the plans the search must find, never the oth
 
 from __future__ import annotations
 
+import dataclasses
+
 import hypothesis
 import pytest
 
@@ -93,6 +95,28 @@ def test_search_finds_the_minimal_plan(variant, tmp_path) -> None:
     assert_one_minimal(failure)
     # It really breaks what it says it breaks, when run on its own.
     assert _broken_by(variant.saga, failure.plan) >= set(invariants)
+
+
+def test_with_pauses_on_one_frozen_participant_explains_what_took_two_faults(tmp_path) -> None:
+    """A saga that lets searches freeze participants: the search finds the lost-reply bug with a
+    single pause (the reservation and its retries wait in the frozen inventory and land after
+    the saga said "compensated"), where call-level faults needed two."""
+    variant = next(v for v in BROKEN if v.name == "lost_reply_not_compensated")
+    saga = dataclasses.replace(variant.saga, pauses=True)
+    result = saga_verify.explore(saga, settings=_no_db(), report_dir=tmp_path, seed=0)
+
+    assert not result.ok
+    failure = result.failures[0]
+    assert [type(f) for f in failure.plan.faults] == [saga_verify.Pause]
+    assert failure.found_by == "sweep"
+    assert "full_compensation" in failure.invariants
+    assert_one_minimal(failure)
+    assert [e.outcome for e in failure.execution.trace].count("frozen") >= 2
+    # The correct saga under every single pause (and the rest) still holds.
+    correct = saga_verify.explore(
+        dataclasses.replace(order_saga, pauses=True), settings=_no_db(), report_dir=None, seed=0, sweep_faults=1, max_examples=0
+    )
+    assert correct.ok, correct.report()
 
 
 def test_correct_saga_holds_exhaustively_and_under_hypothesis(tmp_path) -> None:

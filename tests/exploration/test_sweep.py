@@ -157,24 +157,24 @@ def test_a_budgeted_deeper_sweep_still_goes_level_by_level() -> None:
 def test_within_a_level_extensions_of_aborted_then_ambiguous_executions_come_first(two_levels) -> None:
     """Level 2 extends first the executions that did not complete, then those where some
     outcome was hidden from the caller, then the rest; and it adds a crash only after every
-    other kind of fault, and extends a plan with a crash after one without."""
+    other kind of fault, and extends a plan with a crash only after every plan without."""
 
     def promise(execution) -> int:
         if execution.status != "completed":
             return 2
-        if any(e.outcome in ("reply-lost", "crashed", "held", "late", "copy") for e in execution.trace):
+        if any(e.outcome in ("reply-lost", "crashed", "held", "frozen", "late", "copy") for e in execution.trace):
             return 1
         return 0
 
     parents = {frozenset(plan.faults): execution for plan, execution in two_levels if len(plan.faults) == 1}
     order = [
-        (isinstance(plan.faults[1], Crash), -promise(parents[frozenset(plan.faults[:1])]), isinstance(plan.faults[0], Crash))
+        (isinstance(plan.faults[1], Crash), isinstance(plan.faults[0], Crash), -promise(parents[frozenset(plan.faults[:1])]))
         for plan, _ in two_levels
         if len(plan.faults) == 2
     ]
     assert order == sorted(order)
-    assert {o[1] for o in order} == {0, -1, -2}
-    assert {(o[0], o[2]) for o in order} == {(False, False), (False, True), (True, False), (True, True)}
+    assert {o[2] for o in order} == {0, -1, -2}
+    assert {(o[0], o[1]) for o in order} == {(False, False), (False, True), (True, False), (True, True)}
 
 
 def test_sweep_explores_calls_only_faults_reach() -> None:

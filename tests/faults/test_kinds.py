@@ -14,6 +14,7 @@ from saga_verify import (
     FailBeforeEffect,
     LoseReply,
     Outage,
+    Pause,
     PlanError,
     Refuse,
     Timeout,
@@ -121,6 +122,7 @@ def test_points_sort_by_participant_operation_then_attempt() -> None:
         (Delay(AT, seconds=30.0), "delay seconds=30 at payment.charge#1"),
         (Delay(AT, seconds=0.5), "delay seconds=0.5 at payment.charge#1"),
         (Outage(DeliveryPoint("payment", "refund", 2)), "outage at payment.refund#2"),
+        (Pause(AT, seconds=60.0), "pause seconds=60 at payment.charge#1"),
     ],
 )
 def test_str_of_each_kind(fault: object, text: str) -> None:
@@ -129,7 +131,7 @@ def test_str_of_each_kind(fault: object, text: str) -> None:
 
 def test_every_kind_has_a_distinct_name_and_a_meaning() -> None:
     names = [k.kind for k in FAULT_KINDS]
-    assert names == ["fail", "timeout", "lose-reply", "refuse", "duplicate", "delay", "outage", "crash"]
+    assert names == ["fail", "timeout", "lose-reply", "refuse", "duplicate", "delay", "outage", "pause", "crash"]
     assert all(k.meaning for k in FAULT_KINDS)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -111,6 +113,9 @@ def test_late_templates_scale_with_the_call_timeout() -> None:
         "delay seconds=60",
         "outage",
     ]
+    # A saga that lets searches freeze its participants gets the pause last, just as late.
+    paused = [str(t) for t in templates_for(dataclasses.replace(saga, pauses=True), "svc", "go")]
+    assert paused == [*texts, "pause seconds=60"]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3", None])

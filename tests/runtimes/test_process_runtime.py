@@ -123,6 +123,7 @@ def test_trace_records_keys_and_statuses_over_loopback() -> None:
     [
         '{"faults": [{"kind": "refuse", "at": "shipping.create#1"}]}',
         '{"faults": [{"kind": "duplicate", "lag": 30, "at": "payment.charge#1"}, {"kind": "outage", "at": "shipping.create#1"}]}',
+        '{"faults": [{"kind": "pause", "seconds": 30, "at": "payment.charge#1"}]}',
     ],
 )
 def test_rows_come_back_as_in_simulation(plan: str) -> None:

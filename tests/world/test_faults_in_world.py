@@ -18,6 +18,7 @@ from saga_verify import (
     LedgerRow,
     LoseReply,
     Outage,
+    Pause,
     PlanError,
     Refuse,
     Saga,
@@ -259,6 +260,77 @@ def test_outage_from_a_later_attempt_spares_the_earlier_ones() -> None:
     ]
 
 
+def test_a_pause_holds_every_call_to_the_participant_until_it_thaws() -> None:
+    execution = run(Pause(P("payment.charge#1"), seconds=30.0))
+    # The charge and its two retries wait in the frozen payment, then so do the three refunds
+    # the saga tries once it gives up; inventory, not frozen, is released meanwhile.
+    assert [(e.point, e.outcome, e.fault) for e in execution.trace[1:]] == [
+        ("payment.charge#1", "frozen", "pause seconds=30"),
+        ("payment.charge#2", "frozen", None),
+        ("payment.charge#3", "frozen", None),
+        ("payment.refund#1", "frozen", None),
+        ("payment.refund#2", "frozen", None),
+        ("payment.refund#3", "frozen", None),
+        ("inventory.release#1", "ok", None),
+        ("payment.charge#1", "late", "pause seconds=30"),
+        ("payment.charge#2", "late", "pause seconds=30"),
+        ("payment.charge#3", "late", "pause seconds=30"),
+        ("payment.refund#1", "late", "pause seconds=30"),
+        ("payment.refund#2", "late", "pause seconds=30"),
+        ("payment.refund#3", "late", "pause seconds=30"),
+    ]
+    frozen_at = execution.trace[1].time
+    assert all(e.time == pytest.approx(frozen_at + 30.0) for e in execution.trace if e.outcome == "late")
+    # At the thaw they land in arrival order: one charge, then its refund; the copies replay.
+    assert effects(execution) == [("inventory", "reserve"), ("inventory", "release"), ("payment", "charge"), ("payment", "refund")]
+    # The saga could not refund in time, so it says so rather than "compensated".
+    assert execution.status == "failed"
+    assert execution.faults == (Pause(P("payment.charge#1"), seconds=30.0),)
+
+
+def test_a_short_pause_is_a_slow_reply_for_every_call_it_holds() -> None:
+    execution = run(Pause(P("payment.charge#1"), seconds=0.5), Timeout(P("shipping.create#1")))
+    charge = entries(execution, "payment.charge")
+    assert [(e.outcome, e.fault) for e in charge] == [("ok", "pause seconds=0.5")]
+    reserve = entries(execution, "inventory.reserve")[0]
+    assert 0.5 + LATENCY[0] <= charge[0].time - reserve.time <= 0.5 + LATENCY[1]
+    assert execution.status == "completed"
+
+
+def test_a_call_that_thaws_within_its_timeout_is_answered_after_those_waiting_before_it() -> None:
+    # Frozen for 2 s: the charge times out (1 s); the retry, after the back-off, finds payment
+    # still frozen but thawing within its timeout: it waits, and is answered at the thaw, after
+    # the first charge, which was waiting in it already, has landed.
+    execution = run(Pause(P("payment.charge#1"), seconds=2.0))
+    assert outcomes(execution, "payment.charge") == [
+        (1, "frozen", "pause seconds=2"),
+        (1, "late", "pause seconds=2"),
+        (2, "ok", None),
+    ]
+    frozen, late, retry = entries(execution, "payment.charge")
+    assert late.time == retry.time == pytest.approx(frozen.time + 2.0)
+    (charge,) = execution.rows("payment", "charge")
+    assert charge.delivery == late.seq
+    assert retry.reply == late.reply
+    assert execution.status == "completed"
+    # Inventory, never frozen, answered at once throughout.
+    assert all(e.outcome == "ok" for e in entries(execution, "inventory.reserve"))
+
+
+def test_a_fault_planned_at_a_frozen_participant_does_not_happen() -> None:
+    execution = run(Pause(P("payment.charge#1"), seconds=30.0), LoseReply(P("payment.charge#2")))
+    assert outcomes(execution, "payment.charge")[1] == (2, "frozen", None)
+    assert execution.faults == (Pause(P("payment.charge#1"), seconds=30.0),)
+    assert execution.plan.faults == (Pause(P("payment.charge#1"), seconds=30.0),)
+
+
+def test_pause_replays_byte_for_byte() -> None:
+    plan = FaultPlan((Pause(P("payment.refund#1"), seconds=45.0), Refuse(P("shipping.create#1"))), seed=3)
+    first, second = run_plan(order_saga, plan), run_plan(order_saga, FaultPlan.loads(plan.dumps()))
+    assert trace_to_json(first.trace) == trace_to_json(second.trace)
+    assert [e.outcome for e in first.trace].count("frozen") == 3
+
+
 def test_a_compensation_outage_leaves_the_saga_failed() -> None:
     execution = run(Refuse(P("shipping.create#1")), Outage(P("payment.refund#1")))
     assert outcomes(execution, "payment.refund") == [
@@ -374,10 +446,11 @@ def test_every_outcome_is_documented() -> None:
             run(LoseReply(P("payment.charge#1"))),
             run(Duplicate(P("payment.charge#1"))),
             run(Delay(P("payment.charge#1"), seconds=30.0)),
+            run(Pause(P("payment.charge#1"), seconds=30.0)),
         )
         for e in ex.trace
     }
-    assert seen == {"ok", "failed", "timed-out", "reply-lost", "copy", "held", "late"}
+    assert seen == {"ok", "failed", "timed-out", "reply-lost", "copy", "held", "frozen", "late"}
     assert seen <= set(OUTCOMES)
 
 

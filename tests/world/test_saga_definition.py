@@ -159,6 +159,7 @@ def test_the_same_operation_name_on_two_participants_is_fine() -> None:
         ({"max_seconds": -1.0}, "max_seconds must be a positive number"),
         ({"max_deliveries": 0}, "max_deliveries must be a positive whole number, got 0"),
         ({"max_deliveries": 2.5}, "max_deliveries must be a positive whole number"),
+        ({"pauses": "yes"}, "pauses must be True or False, got 'yes'"),
     ],
 )
 def test_bad_saga_options(options: dict[str, Any], expected: str) -> None:
