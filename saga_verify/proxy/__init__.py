@@ -19,9 +19,23 @@ thread (see `FaultProxy` for what that asks of the function). The actions:
 - `Pass`: forward it and answer with the reply;
 - `Delay` ``(seconds)``: hold it for real seconds, then forward it;
 - `DropRequest`: never forward it; the client connection ends without a reply;
-- `DropResponse`: forward it, read the whole reply (the effect is committed), then end the
-  client connection without a reply: the unknown outcome;
-- `Duplicate`: forward it twice, one after the other, and answer with the first reply.
+- `Stall`: never forward it and never answer; the client connection stays open until the client
+  gives up (its own timeout);
+- `DropResponse` ``(then=None)``: forward it, read the whole reply (the effect is committed), run
+  ``then()`` if given (on a worker thread: e.g. crash and restart the service, a crash after
+  applying), then end the client connection without a reply: the unknown outcome;
+- `Duplicate` ``(lag=0)``: forward it twice, one after the other, and answer with the first
+  reply; with a ``lag``, answer with the first reply at once and send the copy ``lag`` seconds
+  later (recorded on its own when it settles).
+
+``proxy.settle(timeout)`` waits until nothing is in flight in the proxy (no request being decided,
+delayed, awaiting its upstream reply or in a ``then``, no lagged copy pending), so a test can read
+the upstream's state once every fault has played out.
+
+`PlanAtProxies` plays a whole `saga_verify.FaultPlan` at the proxies of a saga's participants,
+for a saga that runs inside a service of its own (black-box): each proxy numbers the calls of each
+operation (its routes come from `routes_from_openapi`) and plays the plan's fault at the planned
+attempt, pauses and crashes through the participant's own ``pause``/``unpause``/``restart``.
 
 `scripted` builds ``decide`` from a table keyed by the request's number on the proxy;
 `scripted_by_delivery` from one keyed by the harness's ``Saga-Verify-Delivery`` header. An upstream
@@ -29,6 +43,7 @@ that cannot be reached is answered 502 with a JSON body naming it; a request the
 is answered 400 with the reason.
 """
 
+from ._plans import AppliedFault, PlanAtProxies, ProxiedService, routes_from_openapi
 from ._proxy import (
     Decide,
     Delay,
@@ -40,11 +55,13 @@ from ._proxy import (
     ProxiedRequest,
     ProxyAction,
     ProxyRecord,
+    Stall,
     scripted,
     scripted_by_delivery,
 )
 
 __all__ = [
+    "AppliedFault",
     "Decide",
     "Delay",
     "DropRequest",
@@ -52,9 +69,13 @@ __all__ = [
     "Duplicate",
     "FaultProxy",
     "Pass",
+    "PlanAtProxies",
     "ProxiedRequest",
+    "ProxiedService",
     "ProxyAction",
     "ProxyRecord",
+    "Stall",
+    "routes_from_openapi",
     "scripted",
     "scripted_by_delivery",
 ]

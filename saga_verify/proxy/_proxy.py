@@ -10,8 +10,20 @@ How a request goes through:
    upstream connection of this client connection, kept alive while the upstream allows it),
    read the upstream's whole reply, and answer the client with it, framed with a
    ``Content-Length`` (a chunked reply is de-chunked and its trailers dropped).
+   ``Stall`` forwards nothing and answers nothing: the connection stays open (whatever else
+   comes on it is dropped) until the client closes it or the proxy closes. ``DropResponse(then=...)`` runs ``then`` on a worker
+   thread once the whole reply is read, and closes the client connection (and its upstream
+   connection: ``then`` may have restarted the upstream elsewhere) only when ``then`` returned.
+   ``Duplicate(lag=...)`` with a lag answers the client with the first reply at once and sends the
+   copy ``lag`` seconds later on an upstream connection of its own (to the target of that time).
 3. It appends a `ProxyRecord` *before* the client sees anything of the outcome, so once a client
-   has its reply (or its error), the record of that request is there to read.
+   has its reply (or its error), the record of that request is there to read. A lagged copy gets
+   a second record (same ``seq``) when it settles.
+4. From the moment ``decide`` is called until the proxy is done with it (its reply read and
+   passed on, a ``then`` returned, a lagged copy settled) the request counts as *in flight*
+   (`FaultProxy.in_flight`); `FaultProxy.settle` waits until nothing is. A client that leaves does
+   not end that: the request goes on to the upstream all the same. A stalled request is not in
+   flight once recorded: nothing of it will ever reach the upstream.
 
 The proxy never resends a request on its own: one that fails on the way to the upstream is
 answered 502 (504 when the upstream does not answer within ``timeout``), whatever the action
@@ -30,8 +42,8 @@ import math
 import re
 import socket
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 from urllib.parse import urlsplit
 
@@ -49,6 +61,7 @@ __all__ = [
     "ProxiedRequest",
     "ProxyAction",
     "ProxyRecord",
+    "Stall",
     "scripted",
     "scripted_by_delivery",
 ]
@@ -91,13 +104,10 @@ class Delay(ProxyAction):
     kind: ClassVar[str] = "delay"
 
     def __post_init__(self) -> None:
-        value = self.seconds
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise OptionError(f"Delay(seconds=...) must be a finite number of seconds >= 0, got {value!r}")
+        _check_seconds(self.seconds, "Delay(seconds=...)")
 
     def __str__(self) -> str:
-        seconds = self.seconds
-        return f"delay seconds={int(seconds) if float(seconds).is_integer() else seconds}"
+        return f"delay seconds={_seconds_text(self.seconds)}"
 
 
 @dataclass(frozen=True)
@@ -109,10 +119,29 @@ class DropRequest(ProxyAction):
 
 
 @dataclass(frozen=True)
+class Stall(ProxyAction):
+    """Never forward the request and never answer it: keep the client connection open (reading
+    and dropping whatever else comes on it) until the client closes it or the proxy closes. The
+    caller sees its own timeout and nothing happened upstream. Recorded at once, status None."""
+
+    kind: ClassVar[str] = "stall"
+
+
+@dataclass(frozen=True)
 class DropResponse(ProxyAction):
     """Forward the request, read the upstream's whole reply (so its effect is committed), then
     close the client connection without answering: the caller sees the connection end and cannot
-    tell whether the request took effect (the unknown outcome)."""
+    tell whether the request took effect (the unknown outcome).
+
+    ``then``, if given, runs between the two: once the whole reply is read and before the client
+    connection is closed, on a worker thread (not the proxy's loop: it may block, e.g. to kill and
+    restart the upstream, and may call ``proxy.retarget``), and the proxy waits for it. If it raises,
+    the record's ``error`` says so; the client connection is closed without an answer all the same.
+    The upstream connection of that client connection is closed too, never used again. ``then``
+    does not run when the upstream fails (the client gets 502). It takes no part in comparing,
+    hashing or printing the action. Do not call ``settle`` from it: ``then`` is in flight itself."""
+
+    then: Callable[[], object] | None = field(default=None, compare=False, repr=False)
 
     kind: ClassVar[str] = "drop-response"
 
@@ -127,12 +156,39 @@ class Duplicate(ProxyAction):
     client is answered only once the copy's reply is in, so when it has its answer both deliveries
     have taken effect (or been refused) upstream. The copy is sent byte for byte as the original,
     ``Saga-Verify-Delivery`` included. If the first delivery fails the client gets 502 and no
-    copy is sent."""
+    copy is sent.
+
+    With ``lag`` (real seconds, default 0: all of the above) the copy comes late instead: the
+    proxy forwards the original and answers the client with its reply at once, then ``lag``
+    seconds later sends the copy on a new upstream connection of its own, to the proxy's target
+    of that time (byte for byte the original unless ``retarget`` changed the ``Host``), reads its
+    reply and drops it. The request's record is appended when the client is answered (its
+    ``copy_status`` None); when the copy settles a second record with the same ``seq`` and action
+    is appended, its ``status`` None and its ``copy_status`` the copy's status (or its ``error``
+    why the copy failed). The copy is in flight until then (`FaultProxy.settle` waits for it);
+    closing the proxy abandons it, like a delayed request."""
+
+    lag: float = 0.0
 
     kind: ClassVar[str] = "duplicate"
 
+    def __post_init__(self) -> None:
+        _check_seconds(self.lag, "Duplicate(lag=...)")
 
-_ACTIONS = (Pass, Delay, DropRequest, DropResponse, Duplicate)
+    def __str__(self) -> str:
+        return "duplicate" if self.lag == 0 else f"duplicate lag={_seconds_text(self.lag)}"
+
+
+def _check_seconds(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise OptionError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+
+
+def _seconds_text(seconds: float) -> str:
+    return str(int(seconds) if float(seconds).is_integer() else seconds)
+
+
+_ACTIONS = (Pass, Delay, DropRequest, DropResponse, Duplicate, Stall)
 _PASS = Pass()
 
 
@@ -160,7 +216,9 @@ class ProxiedRequest:
 
 
 class ProxyRecord(NamedTuple):
-    """What the proxy did with one request that reached ``decide``."""
+    """What the proxy did with one request that reached ``decide``; or, for a `Duplicate` with a
+    ``lag``, with its copy: a second record with the request's ``seq`` and action, ``status``
+    None and the copy's outcome in ``copy_status`` (or ``error``)."""
 
     seq: int
     method: str
@@ -170,11 +228,13 @@ class ProxyRecord(NamedTuple):
     500)."""
     status: int | None
     """The upstream's status (for a duplicate: of the first delivery); None when nothing was
-    forwarded or the upstream failed."""
+    forwarded (a stall too), the upstream failed, or on the second record of a lagged copy."""
     copy_status: int | None = None
-    """For a duplicate: the upstream's status for the copy."""
+    """For a duplicate: the upstream's status for the copy. Without a lag it is on the request's
+    record; with one, the request's record has None and the copy's own record has it."""
     error: str | None = None
-    """Why it did not go as the action says (upstream unreachable, copy lost, decide raised)."""
+    """Why it did not go as the action says (upstream unreachable, copy lost, decide raised, a
+    ``DropResponse``'s ``then`` raised)."""
 
 
 #: The decision function: called once per request, on the proxy's thread.
@@ -484,6 +544,13 @@ def _parse_upstream(url: str) -> _Target:
     return _Target(f"http://{shown}:{port}", host, port, f"{shown}:{port}".encode("idna"))
 
 
+class _Stalled:
+    """What `FaultProxy._handle` answers for a stalled request."""
+
+
+_STALL = _Stalled()
+
+
 class _UpstreamError(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -527,6 +594,9 @@ class FaultProxy:
     and upstream connection; ``with FaultProxy(...) as proxy`` does both. ``retarget`` points it at
     another upstream (a restarted service on a new port); connections to the old one are dropped
     as they are next used. ``timeout`` bounds each upstream exchange (connect, send, whole reply).
+    `settle` waits (from another thread) until no request is in flight: none being decided, held
+    by a ``Delay``, awaiting its upstream reply, in a ``DropResponse``'s ``then``, and no lagged
+    copy pending; `in_flight` counts them.
 
     ``decide`` (default: pass everything) is called once per request **on the proxy's thread**,
     one call at a time, and blocks the proxy while it runs: keep it quick and never wait in it.
@@ -562,6 +632,9 @@ class FaultProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._copies: set[asyncio.Task[None]] = set()
+        self._busy = 0  # requests and lagged copies in flight; guarded by _idle
+        self._idle = threading.Condition(threading.Lock())
 
     # -- what others read ------------------------------------------------------------------------------
     @property
@@ -584,10 +657,30 @@ class FaultProxy:
 
     @property
     def records(self) -> list[ProxyRecord]:
-        """What it did, one record per request that reached ``decide``, in the order each was
-        settled (a delayed request is recorded after those that overtook it). A copy."""
+        """What it did, one record per request that reached ``decide`` (and one more per lagged
+        duplicate's copy), in the order each was settled (a delayed request is recorded after those
+        that overtook it). A copy."""
         with self._records_lock:
             return list(self._records)
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests (and lagged copies) are in flight now: being decided, held by a
+        ``Delay``, awaiting their upstream reply, in a ``then``, or a copy waiting out its lag."""
+        with self._idle:
+            return self._busy
+
+    def settle(self, timeout: float) -> bool:
+        """Block until nothing is in flight (see `in_flight`), at most ``timeout`` seconds; True
+        if it settled. Call it from another thread than the proxy's (not from ``decide``, nor from
+        a ``then``, which is in flight itself). A request counts from the moment the proxy read it
+        in full, so one a client is still sending is not waited for; a stalled one is not either.
+        Once a proxy is closed nothing is in flight."""
+        _check_seconds(timeout, "settle(timeout=...)")
+        if self._thread is not None and self._thread is threading.current_thread():
+            raise RuntimeError("settle() was called from the proxy's own thread (from decide?); call it from another")
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
     def retarget(self, url: str) -> None:
         """Send the next requests to ``url``; safe from any thread."""
@@ -613,7 +706,8 @@ class FaultProxy:
 
     def close(self) -> None:
         """Stop listening, close every client and upstream connection (requests under way,
-        delayed ones too, are abandoned) and end the thread. Idempotent."""
+        delayed ones and lagged copies too, are abandoned) and end the thread. Idempotent. A
+        ``then`` that is running is waited for (the proxy's worker threads end with it)."""
         with self._lock:
             thread = self._thread
             self._closed = True
@@ -667,10 +761,12 @@ class FaultProxy:
             await self._stop.wait()
         finally:
             server.close()
-            clients = list(self._clients)
-            for task in clients:
-                task.cancel()
-            await asyncio.gather(*clients, return_exceptions=True)
+            # The clients first: a client task may still start a lagged copy until it ends.
+            for tasks in (self._clients, self._copies):
+                pending = list(tasks)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
             await server.wait_closed()
 
     # -- one client connection ------------------------------------------------------------------------
@@ -696,7 +792,13 @@ class FaultProxy:
                     return
                 if request is None:
                     return
-                if not await self._handle(request, writer, link):
+                with self._working():
+                    outcome = await self._handle(request, writer, link)
+                if outcome is _STALL:
+                    while await reader.read(65536):  # until the client leaves (or the proxy closes)
+                        pass
+                    return
+                if not outcome:
                     return
         except (_ClientGone, ConnectionError, asyncio.IncompleteReadError):
             return  # the client went away; a request it had sent in full was still handled
@@ -724,8 +826,28 @@ class FaultProxy:
             return f"decide answered {action!r}, which is not a proxy action"
         return action
 
-    async def _handle(self, request: _Request, writer: asyncio.StreamWriter, link: _Link) -> bool:
-        """Do what ``decide`` says with one request; False when the client connection must end."""
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        """Count one request (or copy) in flight while the block runs."""
+        self._begin()
+        try:
+            yield
+        finally:
+            self._end()
+
+    def _begin(self) -> None:
+        with self._idle:
+            self._busy += 1
+
+    def _end(self, _: object = None) -> None:
+        with self._idle:
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.notify_all()
+
+    async def _handle(self, request: _Request, writer: asyncio.StreamWriter, link: _Link) -> bool | _Stalled:
+        """Do what ``decide`` says with one request; False when the client connection must end,
+        ``_STALL`` when it must be held open, unanswered, until the client leaves."""
         self._seq += 1
         seq = self._seq
         keep_alive = request.keep_alive
@@ -745,6 +867,9 @@ class FaultProxy:
         if isinstance(action, DropRequest):
             record(None)
             return False
+        if isinstance(action, Stall):
+            record(None)
+            return _STALL
         target = self._target
         raw = _forwarded(request, target)
         try:
@@ -756,9 +881,25 @@ class FaultProxy:
             await writer.drain()
             return keep_alive
         if isinstance(action, DropResponse):
-            record(reply.status)
+            error = None
+            if action.then is not None:
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, action.then)
+                except asyncio.CancelledError:  # the proxy is closing
+                    raise
+                except BaseException as exc:  # reported in the record; the client is dropped all the same
+                    error = f"then raised {type(exc).__name__}: {exc}"
+                link.close()  # then may have restarted the upstream: never reuse this connection
+            record(reply.status, error=error)
             return False
-        if isinstance(action, Duplicate):
+        if isinstance(action, Duplicate) and action.lag > 0:
+            record(reply.status)
+            self._begin()  # before the client has its answer, so settle() waits for the copy
+            task = asyncio.get_running_loop().create_task(self._late_copy(seq, request, action))
+            self._copies.add(task)
+            task.add_done_callback(self._copies.discard)
+            task.add_done_callback(self._end)  # also if cancelled before it ever ran
+        elif isinstance(action, Duplicate):
             try:
                 copy = await self._exchange(link, target, raw, request.method)
             except _UpstreamError as exc:
@@ -772,6 +913,25 @@ class FaultProxy:
         )
         await writer.drain()
         return keep_alive
+
+    async def _late_copy(self, seq: int, request: _Request, action: Duplicate) -> None:
+        """The copy of a lagged duplicate: ``action.lag`` seconds on, on a connection of its own."""
+        await asyncio.sleep(action.lag)
+        target = self._target
+        link = _Link()
+        try:
+            copy = await self._exchange(link, target, _forwarded(request, target), request.method)
+        except _UpstreamError as exc:
+            error: str | None = f"the copy failed: {exc.status}: {exc}"
+            copy_status = None
+        else:
+            error, copy_status = None, copy.status
+        finally:
+            writer = link.close()
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+        self._record(ProxyRecord(seq, request.method, request.target, action, None, copy_status, error))
 
     async def _exchange(self, link: _Link, target: _Target, raw: bytes, method: str) -> _Reply:
         """Send one request upstream on ``link`` and read the whole reply."""

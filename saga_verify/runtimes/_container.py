@@ -19,6 +19,10 @@ How an execution in containers matches one in simulation:
 - **Crashes are real.** The crash fault's restart hook kills the container's process (SIGKILL)
   and starts the container again; the service restores its participant from its store. The
   engine may publish it at another port: the transport reads the port again for every request.
+- **Pauses are the world's.** Here the harness makes every call, so a ``pause`` holds the calls
+  to the frozen participant in the simulated network and sends them at the thaw, as in every
+  runtime. A real ``docker pause`` is what `saga_verify.proxy.PlanAtProxies` plays, for a saga
+  running in a container of its own.
 """
 
 from __future__ import annotations

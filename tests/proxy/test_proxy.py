@@ -1,6 +1,7 @@
 """The fault proxy in front of a real service: the reference payment service as a uvicorn process,
 reached with httpx through the proxy over loopback. Each action does to the service and to the
-caller what it promises; an unreachable upstream, a retarget, garbage from a client and a close
+caller what it promises (a ``then`` runs between commit and the caller's error, a lagged copy
+lands after the caller has its answer, and ``settle`` waits for what is in flight); an unreachable upstream, a retarget, garbage from a client and a close
 behave; and a bare socket upstream shows the framing (chunked replies, hop-by-hop headers)."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from saga_verify.proxy import (
     ProxiedRequest,
     ProxyAction,
     ProxyRecord,
+    Stall,
     scripted,
     scripted_by_delivery,
 )
@@ -214,6 +216,158 @@ def test_a_chunked_request_is_forwarded_with_its_length(payment: ServiceProcess)
         reply = client.post("/charges", content=body, headers={"content-type": "application/json"})
     assert reply.status_code == 201
     assert [row["amount"] for row in payment.ledger_rows()] == [7]
+
+
+# -- stall, then, lagged copies and settle -------------------------------------------------------------
+def test_stall_makes_the_caller_time_out_and_nothing_reaches_the_service(payment: ServiceProcess) -> None:
+    with FaultProxy(payment.url, scripted({1: Stall()})) as proxy:
+        with httpx.Client(base_url=proxy.url, timeout=0.3) as client, pytest.raises(httpx.ReadTimeout):
+            _charge(client, "o-1", "k-1")
+        assert proxy.records == [ProxyRecord(1, "POST", "/charges", Stall(), None)]
+        assert _charges(payment) == []
+        with _client(proxy) as client:
+            retried = _charge(client, "o-1", "k-1")
+
+    assert retried.status_code == 201
+    assert REPLAYED not in retried.headers
+    assert _charges(payment) == [retried.json()["charge_id"]]
+
+
+def test_a_stalled_connection_stays_open_until_the_proxy_closes_and_is_not_in_flight(payment: ServiceProcess) -> None:
+    proxy = FaultProxy(payment.url, scripted({1: Stall()})).start()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as client:
+        client.sendall(b"GET /health HTTP/1.1\r\nhost: proxy\r\n\r\n")
+        assert _eventually(lambda: len(proxy.records) == 1)
+        assert proxy.settle(0)  # a stalled request will never reach the service: nothing to wait for
+        assert proxy.in_flight == 0
+        client.sendall(b"GET /health HTTP/1.1\r\nhost: proxy\r\n\r\n")  # dropped, never decided
+        client.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            client.recv(1)
+        proxy.close()
+        client.settimeout(5)
+        assert client.recv(1) == b""
+    assert proxy.records == [ProxyRecord(1, "GET", "/health", Stall(), None)]
+
+
+def test_drop_response_then_runs_after_the_commit_and_before_the_caller_sees_the_end(
+    payment: ServiceProcess, dead_url: str
+) -> None:
+    seen: dict[str, object] = {}
+    finished = threading.Event()
+
+    def then() -> None:
+        seen["charges"] = len(_charges(payment))  # the upstream committed already
+        seen["thread"] = threading.current_thread().name
+        proxy.retarget(dead_url)  # as if the service came back elsewhere
+        finished.set()
+
+    action = DropResponse(then=then)
+    with FaultProxy(payment.url, scripted({1: action})) as proxy, _client(proxy) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            _charge(client, "o-1", "k-1")
+        assert finished.is_set()  # the caller's error came only once then had returned
+        assert client.get("/health").json()["upstream"] == dead_url
+
+    assert seen["charges"] == 1
+    assert not str(seen["thread"]).startswith("saga-verify-proxy")  # a worker thread, not the loop
+    assert proxy.records[0] == ProxyRecord(1, "POST", "/charges", DropResponse(), 201)
+    assert proxy.records[0].action is action
+
+
+def test_a_then_that_raises_shows_in_the_record(payment: ServiceProcess) -> None:
+    def then() -> None:
+        raise RuntimeError("the container would not restart")
+
+    proxy = FaultProxy(payment.url, scripted({1: DropResponse(then=then)}))
+    with proxy, _client(proxy) as client, pytest.raises(httpx.RemoteProtocolError):
+        _charge(client, "o-1", "k-1")
+
+    assert len(_charges(payment)) == 1
+    error = "then raised RuntimeError: the container would not restart"
+    assert proxy.records == [ProxyRecord(1, "POST", "/charges", DropResponse(), 201, error=error)]
+
+
+def test_a_lagged_duplicate_lands_after_the_caller_has_its_answer(payment: ServiceProcess) -> None:
+    with FaultProxy(payment.url, scripted({1: Duplicate(lag=0.3)})) as proxy, _client(proxy) as client:
+        reply = _charge(client, "o-1")  # no key: the copy charges again
+        assert _charges(payment) == [reply.json()["charge_id"]]
+        assert proxy.in_flight >= 1  # the copy
+        assert proxy.records == [ProxyRecord(1, "POST", "/charges", Duplicate(lag=0.3), 201)]
+        assert proxy.settle(5)
+        assert proxy.in_flight == 0
+        assert len(_charges(payment)) == 2
+
+    assert reply.status_code == 201
+    assert proxy.records == [
+        ProxyRecord(1, "POST", "/charges", Duplicate(lag=0.3), 201),
+        ProxyRecord(1, "POST", "/charges", Duplicate(lag=0.3), None, copy_status=201),
+    ]
+
+
+def test_a_lagged_copy_to_an_upstream_that_is_gone_records_why(payment: ServiceProcess, dead_url: str) -> None:
+    with FaultProxy(payment.url, scripted({1: Duplicate(lag=0.1)})) as proxy, _client(proxy) as client:
+        assert _charge(client, "o-1", "k-1").status_code == 201
+        proxy.retarget(dead_url)  # the copy goes to the target of its time
+        assert proxy.settle(5)
+
+    copy = proxy.records[1]
+    assert (copy.seq, copy.status, copy.copy_status) == (1, None, None)
+    assert copy.error is not None
+    assert copy.error.startswith("the copy failed: 502")
+    assert dead_url in copy.error
+
+
+def test_closing_the_proxy_abandons_a_pending_lagged_copy(payment: ServiceProcess) -> None:
+    with FaultProxy(payment.url, scripted({1: Duplicate(lag=0.3)})) as proxy, _client(proxy) as client:
+        reply = _charge(client, "o-1")
+    assert proxy.settle(0)  # closed: nothing is in flight any more
+    time.sleep(0.4)  # past the lag: the copy would have landed by now
+    assert _charges(payment) == [reply.json()["charge_id"]]
+    assert proxy.records == [ProxyRecord(1, "POST", "/charges", Duplicate(lag=0.3), 201)]
+
+
+def test_settle_waits_for_a_delayed_request_whose_caller_gave_up(payment: ServiceProcess) -> None:
+    with FaultProxy(payment.url, scripted({1: Delay(0.5)})) as proxy:
+        assert proxy.settle(0)  # idle
+        with httpx.Client(base_url=proxy.url, timeout=0.05) as client, pytest.raises(httpx.ReadTimeout):
+            _charge(client, "o-1", "k-1")
+        assert _eventually(lambda: proxy.in_flight == 1)
+        assert not proxy.settle(0.1)
+        assert _charges(payment) == []
+        assert proxy.settle(5)
+        assert len(_charges(payment)) == 1
+        assert proxy.records == [ProxyRecord(1, "POST", "/charges", Delay(0.5), 201)]
+        assert proxy.in_flight == 0
+
+
+def test_settle_on_an_idle_proxy_returns_at_once(payment: ServiceProcess) -> None:
+    proxy = FaultProxy(payment.url)
+    assert proxy.settle(0)  # not started
+    with proxy, _client(proxy) as client:
+        assert proxy.settle(0)
+        assert client.get("/health").status_code == 200
+        assert proxy.settle(5)
+        assert proxy.in_flight == 0
+    for bad in (-1, float("nan"), True):
+        with pytest.raises(OptionError, match="settle"):
+            proxy.settle(bad)
+
+
+def test_settle_from_decide_is_refused(payment: ServiceProcess) -> None:
+    errors: list[str] = []
+
+    def decide(request: ProxiedRequest) -> ProxyAction:
+        try:
+            proxy.settle(0)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        return Pass()
+
+    with FaultProxy(payment.url, decide) as proxy, _client(proxy) as client:
+        assert client.get("/health").status_code == 200
+    assert len(errors) == 1
+    assert "own thread" in errors[0]
 
 
 # -- upstream trouble and retargeting --------------------------------------------------------------------
@@ -438,28 +592,53 @@ def test_a_port_in_use_fails_start() -> None:
 
 # -- actions and tables ------------------------------------------------------------------------------------------
 def test_actions_are_values() -> None:
-    assert [str(a) for a in (Pass(), Delay(0.5), Delay(2.0), DropRequest(), DropResponse(), Duplicate())] == [
+    actions: list[ProxyAction] = [
+        Pass(),
+        Delay(0.5),
+        Delay(2.0),
+        DropRequest(),
+        DropResponse(),
+        DropResponse(then=lambda: None),
+        Duplicate(),
+        Duplicate(lag=0),
+        Duplicate(lag=2),
+        Duplicate(lag=0.5),
+        Stall(),
+    ]
+    assert [str(a) for a in actions] == [
         "pass",
         "delay seconds=0.5",
         "delay seconds=2",
         "drop-request",
         "drop-response",
+        "drop-response",
         "duplicate",
+        "duplicate",
+        "duplicate lag=2",
+        "duplicate lag=0.5",
+        "stall",
     ]
     assert Delay(1) == Delay(1.0)
-    distinct: list[ProxyAction] = [Pass(), Delay(0), DropRequest(), DropResponse(), Duplicate()]
-    assert len(set(distinct)) == 5
+    assert DropResponse(then=print) == DropResponse()
+    assert hash(DropResponse(then=print)) == hash(DropResponse())
+    assert repr(DropResponse(then=print)) == "DropResponse()"
+    assert Duplicate(lag=0) == Duplicate()
+    assert repr(Duplicate(lag=0.5)) == "Duplicate(lag=0.5)"
+    distinct: list[ProxyAction] = [Pass(), Delay(0), DropRequest(), DropResponse(), Duplicate(), Duplicate(1), Stall()]
+    assert len(set(distinct)) == 7
     for bad in (-1, float("nan"), float("inf"), True, "1"):
         with pytest.raises(OptionError, match="Delay"):
             Delay(bad)  # type: ignore[arg-type]
+        with pytest.raises(OptionError, match="Duplicate"):
+            Duplicate(lag=bad)  # type: ignore[arg-type]
 
 
 def test_scripted_tables() -> None:
     def request(seq: int, delivery: int | None = None) -> ProxiedRequest:
         return ProxiedRequest(seq, "POST", "/charges", (("Idempotency-Key", "k"),), b"", delivery)
 
-    decide = scripted({2: DropResponse()}, default=Duplicate())
-    assert [decide(request(n)) for n in (1, 2, 3)] == [Duplicate(), DropResponse(), Duplicate()]
+    decide = scripted({2: DropResponse(), 4: Stall()}, default=Duplicate())
+    assert [decide(request(n)) for n in (1, 2, 3, 4)] == [Duplicate(), DropResponse(), Duplicate(), Stall()]
     by_delivery = scripted_by_delivery({7: Delay(1)})
     assert [by_delivery(request(1, d)) for d in (7, 8, None)] == [Delay(1), Pass(), Pass()]
     assert request(1).header("idempotency-key") == "k"
