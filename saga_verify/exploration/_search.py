@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,51 +239,38 @@ def _minimize(saga: Saga, plan: FaultPlan, invariants: Sequence[Invariant], targ
             f"saga {saga.name!r}: plan {plan} broke {target} once and not when run again; "
             "the saga or a participant keeps state between executions or reads the wall clock"
         )
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(current.faults)):
-            candidate = current.with_faults(current.faults[:i] + current.faults[i + 1 :])
-            found = breaks(candidate)
-            if found is not None:
-                current, result, changed = candidate, found, True
-                break
-        if changed:
-            continue
-        # Several faults on one operation (a failure at each attempt, say) may be one outage from
-        # the first of them on: fewer faults, the same schedule.
-        for fault in current.faults:
+    templates = alphabet(saga)
+
+    def simpler(plan: FaultPlan) -> Iterator[FaultPlan]:
+        """The plans one step simpler than ``plan``, in the order they are tried: a fault
+        dropped; faults on one operation from some attempt on merged into one outage (a failure
+        at each attempt, say: fewer faults, the same schedule); a fault made a simpler kind."""
+        faults = plan.faults
+        for i in range(len(faults)):
+            yield plan.with_faults(faults[:i] + faults[i + 1 :])
+        for fault in faults:
             op = (fault.at.participant, fault.at.operation)
-            later = [
-                g
-                for g in current.faults
-                if (g.at.participant, g.at.operation) == op and g.at.attempt >= fault.at.attempt and g is not fault
-            ]
-            if not later:
-                continue
-            kept = [g for g in current.faults if g is fault or g not in later]
-            candidate = current.with_faults(tuple(Outage(fault.at) if g is fault else g for g in kept))
-            found = breaks(candidate)
-            if found is not None:
-                current, result, changed = candidate, found, True
-                break
-        if changed:
-            continue
-        templates = alphabet(saga)
-        for i, fault in enumerate(current.faults):
-            options = templates[(fault.at.participant, fault.at.operation)]
+            later = [g for g in faults if (g.at.participant, g.at.operation) == op and g.at.attempt >= fault.at.attempt and g is not fault]
+            if later:
+                kept = [g for g in faults if g is fault or g not in later]
+                yield plan.with_faults(tuple(Outage(fault.at) if g is fault else g for g in kept))
+        for i, fault in enumerate(faults):
             rank = FAULT_KINDS.index(type(fault))
-            for template in options:
+            for template in templates[(fault.at.participant, fault.at.operation)]:
                 if FAULT_KINDS.index(template.cls) >= rank:
                     break
-                candidate = current.with_faults((*current.faults[:i], template.at(fault.at), *current.faults[i + 1:]))
-                found = breaks(candidate)
-                if found is not None:
-                    current, result, changed = candidate, found, True
-                    break
-            if changed:
+                yield plan.with_faults((*faults[:i], template.at(fault.at), *faults[i + 1 :]))
+
+    # Take the first simpler plan that still breaks the invariant, and start again from it,
+    # until none does.
+    while True:
+        for candidate in simpler(current):
+            found = breaks(candidate)
+            if found is not None:
+                current, result = candidate, found
                 break
-    return current, result[0], result[1]
+        else:
+            return current, result[0], result[1]
 
 
 def explore(

@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .._errors import OptionError, PlanError
-from ..faults._kinds import Crash, Delay, Duplicate, Fault, Outage, Pause, Refuse
+from ..faults._kinds import Crash, Delay, DeliveryPoint, Duplicate, Fault, Pause, Refuse
 from ..faults._plan import FaultPlan
+from ..world import plan_chooser
 from ._proxy import Decide, DropRequest, DropResponse, FaultProxy, Pass, ProxiedRequest, ProxyAction, Stall
 from ._proxy import Delay as ProxyDelay
 from ._proxy import Duplicate as ProxyDuplicate
@@ -124,6 +125,12 @@ def _load_document(text: str, name: str) -> Any:
         raise OptionError(f"cannot read the OpenAPI document {name!r}: {exc}") from None
 
 
+def _hook(service: ProxiedService, name: str) -> Callable[[], object]:
+    """The service's ``restart``, ``pause`` or ``unpause`` (checked to be there when the plan was)."""
+    hook: Callable[[], object] = getattr(service, name)
+    return hook
+
+
 def _route_matcher(routes: Mapping[tuple[str, str], str]) -> Callable[[str, str], str | None]:
     exact: dict[tuple[str, str], str] = {}
     templated: list[tuple[str, re.Pattern[str], str]] = []
@@ -172,9 +179,7 @@ class PlanAtProxies:
         self._refuse = dict(refuse or {})
         self._match = {name: _route_matcher(r) for name, r in routes.items()}
         self._check(routes)
-        exact, outages = plan.by_point()
-        self._exact = exact
-        self._outages = outages
+        self._choose = plan_chooser(plan)  # as the simulated world decides
         self._lock = threading.Lock()
         self._calls: dict[tuple[str, str], int] = {}
         self._frozen: set[str] = set()
@@ -188,7 +193,7 @@ class PlanAtProxies:
     def _check(self, routes: Routes) -> None:
         for fault in self.plan.faults:
             name, operation = fault.at.participant, fault.at.operation
-            where = f"{fault}"
+            where = str(fault)
             if name not in self._services:
                 known = ", ".join(sorted(self._services)) or "none"
                 raise PlanError(f"{where}: no proxied service is called {name!r} (the services: {known})")
@@ -223,7 +228,7 @@ class PlanAtProxies:
         for timer in timers:
             timer.cancel()
         for name in sorted(frozen):
-            self._services[name].unpause()  # type: ignore[attr-defined]
+            _hook(self._services[name], "unpause")()
 
     def settle(self, timeout: float) -> bool:
         """Wait until every pause has thawed and nothing is in flight in any proxy (held requests
@@ -267,10 +272,7 @@ class PlanAtProxies:
                 self._calls[(name, operation)] = attempt
                 if name in self._frozen:
                     return Pass()  # into the frozen participant: it waits there
-                fault = self._exact.get((name, operation, attempt))
-                if fault is None:
-                    outage = self._outages.get((name, operation))
-                    fault = outage if outage is not None and attempt >= outage.at.attempt else None
+                fault = self._choose(DeliveryPoint(name, operation), attempt)
                 if fault is None:
                     return Pass()
                 action, text = self._action(name, fault)
@@ -294,7 +296,7 @@ class PlanAtProxies:
 
             def restart() -> None:
                 try:
-                    service.restart()  # type: ignore[attr-defined]
+                    _hook(service, "restart")()
                 finally:
                     restarted.set()
 
@@ -309,14 +311,13 @@ class PlanAtProxies:
             action = ProxyDelay(fault.seconds * self.scale)
             return action, str(action)
         if isinstance(fault, Pause):
-            service.pause()  # type: ignore[attr-defined]
+            _hook(service, "pause")()
             self._frozen.add(name)
             timer = threading.Timer(fault.seconds * self.scale, self._thaw, (name,))
             timer.daemon = True
             self._timers.append(timer)
             timer.start()
             return Pass(), "pause then pass"
-        assert not isinstance(fault, Outage)
         raise PlanError(f"{fault}: no proxy action plays a {kind!r} fault")  # pragma: no cover
 
     def _thaw(self, name: str) -> None:
@@ -325,7 +326,7 @@ class PlanAtProxies:
                 return
             self._frozen.discard(name)
         try:
-            self._services[name].unpause()  # type: ignore[attr-defined]
+            _hook(self._services[name], "unpause")()
         except Exception as exc:  # reported through errors: a timer thread has no one to raise to
             with self._lock:
                 self._errors.append(f"could not thaw {name}: {exc}")

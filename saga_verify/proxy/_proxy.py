@@ -11,9 +11,10 @@ How a request goes through:
    read the upstream's whole reply, and answer the client with it, framed with a
    ``Content-Length`` (a chunked reply is de-chunked and its trailers dropped).
    ``Stall`` forwards nothing and answers nothing: the connection stays open (whatever else
-   comes on it is dropped) until the client closes it or the proxy closes. ``DropResponse(then=...)`` runs ``then`` on a worker
-   thread once the whole reply is read, and closes the client connection (and its upstream
-   connection: ``then`` may have restarted the upstream elsewhere) only when ``then`` returned.
+   comes on it is dropped) until the client closes it or the proxy closes.
+   ``DropResponse(then=...)`` runs ``then`` on a worker thread once the whole reply is read, and
+   closes the client connection (and its upstream connection: ``then`` may have restarted the
+   upstream elsewhere) only when ``then`` returned.
    ``Duplicate(lag=...)`` with a lag answers the client with the first reply at once and sends the
    copy ``lag`` seconds later on an upstream connection of its own (to the target of that time).
 3. It appends a `ProxyRecord` *before* the client sees anything of the outcome, so once a client

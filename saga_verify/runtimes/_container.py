@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 from .._errors import OptionError
-from ._process import RemoteControl, ServiceLostError, remote_reference_saga
+from ._process import RemoteControl, ServiceLostError, SharedServices, remote_reference_saga
 
 __all__ = ["ContainerServices", "ReferenceContainer", "reference_saga", "shared_containers"]
 
@@ -183,23 +183,22 @@ class ContainerServices:
         return not self._finalizer.alive or os.getpid() != self._owner
 
 
-_shared: ContainerServices | None = None
-_shared_lock = threading.Lock()
+def _start_containers() -> ContainerServices:
+    from ..containers import engine_problem
+
+    problem = engine_problem()
+    if problem is not None:
+        raise OptionError(f"runtime 'container' needs a Docker engine: {problem}")
+    return ContainerServices()
+
+
+_shared = SharedServices(_start_containers)
 
 
 def shared_containers() -> ContainerServices:
     """The containers the ``container`` runtime's reference sagas use: started lazily, once per
     Python process, and removed at exit."""
-    global _shared
-    with _shared_lock:
-        if _shared is None or _shared.closed:
-            from ..containers import engine_problem
-
-            problem = engine_problem()
-            if problem is not None:
-                raise OptionError(f"runtime 'container' needs a Docker engine: {problem}")
-            _shared = ContainerServices()
-        return _shared
+    return _shared.get()
 
 
 def reference_saga(variant: Any, home: str | None = None, containers: ContainerServices | None = None) -> Any:

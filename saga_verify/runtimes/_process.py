@@ -46,7 +46,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Generic, Protocol, TypeVar
 
 import h11
 import httpx
@@ -709,18 +709,38 @@ class ServiceProcesses:
         self.close()
 
 
-_shared: ServiceProcesses | None = None
-_shared_lock = threading.Lock()
+class _Closable(Protocol):
+    @property
+    def closed(self) -> bool: ...
+
+
+_S = TypeVar("_S", bound=_Closable)
+
+
+class SharedServices(Generic[_S]):
+    """The services a runtime's reference sagas share: made by ``make`` on first use, once per
+    Python process, and made again once closed (or after a fork: a child does not own its
+    parent's)."""
+
+    def __init__(self, make: Callable[[], _S]) -> None:
+        self._make = make
+        self._current: _S | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> _S:
+        with self._lock:
+            if self._current is None or self._current.closed:
+                self._current = self._make()
+            return self._current
+
+
+_shared = SharedServices(ServiceProcesses)
 
 
 def shared_processes() -> ServiceProcesses:
     """The processes the ``process`` runtime's reference sagas use: started lazily, once per
     Python process, and stopped at exit."""
-    global _shared
-    with _shared_lock:
-        if _shared is None or _shared.closed:
-            _shared = ServiceProcesses()
-        return _shared
+    return _shared.get()
 
 
 def _class_path(cls: type) -> str:

@@ -555,12 +555,13 @@ class World:
             loop.close()
 
 
-def plan_chooser(plan: FaultPlan) -> Chooser:
-    """Decide faults by looking them up in a plan."""
+def plan_chooser(plan: FaultPlan) -> Callable[[Endpoint | DeliveryPoint, int], Fault | None]:
+    """Decide faults by looking them up in a plan: the fault planned for the ``attempt``-th call
+    of an endpoint's (or a delivery point's) operation, an outage from an earlier attempt, or None."""
     exact, outages = plan.by_point()
     if not exact and not outages:
         return _no_fault
-    def choose(ep: Endpoint, attempt: int) -> Fault | None:
+    def choose(ep: Endpoint | DeliveryPoint, attempt: int) -> Fault | None:
         fault = exact.get((ep.participant, ep.operation, attempt))
         if fault is None and outages:
             outage = outages.get((ep.participant, ep.operation))
@@ -570,7 +571,7 @@ def plan_chooser(plan: FaultPlan) -> Chooser:
     return choose
 
 
-def _no_fault(ep: Endpoint, attempt: int) -> None:
+def _no_fault(ep: Endpoint | DeliveryPoint, attempt: int) -> None:
     return None
 
 

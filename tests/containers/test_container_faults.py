@@ -10,54 +10,18 @@ while the correct saga under the same fault leaves nothing for the audit to find
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from reference_system import ReferenceSystem
 
 from saga_verify.containers import ContainerParticipant, ContainerSession, ServiceImage
 from saga_verify.proxy import Delay, DropRequest, DropResponse, Duplicate, Pass, ProxiedRequest, ProxyAction
-from saga_verify.reference._audit import Audit
+from saga_verify.reference import _broken
 
 pytestmark = pytest.mark.slow
-
-PARTICIPANTS = ("inventory", "payment", "shipping", "notification")
-ORDER = {"order_id": "o-1", "sku": "sku-1", "qty": 2, "amount": 100}
-BROKEN = "saga_verify.reference._broken"
-
-
-@dataclass
-class Stack:
-    order: Any
-    participants: dict[str, ContainerParticipant]
-
-    def place(self) -> dict[str, Any]:
-        reply = httpx.post(f"{self.order.url}/orders", json=ORDER, headers={"Idempotency-Key": "o-1"}, timeout=60)
-        assert reply.status_code == 201, reply.text
-        outcome: dict[str, Any] = reply.json()
-        return outcome
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        url = self.order.url if name == "order" else self.participants[name].direct_url
-        found: list[dict[str, Any]] = httpx.get(f"{url}/events", timeout=10).json()["events"]
-        return found
-
-    def audit(self) -> list[str]:
-        audit = Audit()
-        for name in ("order", *PARTICIPANTS):
-            for event in self.events(name):
-                audit.handle(event)
-        return audit.findings()
-
-    def wait_for(self, what: Callable[[], bool], timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not what():
-            assert time.monotonic() < deadline, "it did not happen in time"
-            time.sleep(0.05)
-
 
 def stack(
     session: ContainerSession,
@@ -67,21 +31,16 @@ def stack(
     payment: str | None = None,
     decide: dict[str, Callable[[ProxiedRequest], ProxyAction]] | None = None,
     upstream_timeout: float = 1.0,
-) -> Stack:
-    """The four participants (each behind its proxy) and the order service calling them through
-    the proxies, all in the session's containers."""
-    participants = {}
-    for name in PARTICIPANTS:
-        command = ["--service", name, "--host", "0.0.0.0", "--port", "8000", "--inspect", "--store", f"/data/{name}.sqlite"]
-        if name == "payment" and payment:
-            command += ["--participant", f"{BROKEN}:{payment}"]
-        participants[name] = session.participant(name, image.tag, command, decide=(decide or {}).get(name))
-    command = ["--service", "order", "--host", "0.0.0.0", "--port", "8000", "--upstream-timeout", str(upstream_timeout)]
-    command += [arg for name, p in participants.items() for arg in ("--upstream", f"{name}={p.url}")]
-    if saga:
-        command += ["--participant", f"{BROKEN}:{saga}"]
-    order = session.start("order", image.tag, command)
-    return Stack(order, participants)
+) -> ReferenceSystem:
+    """The reference system with the broken saga or payment named (from `_broken`)."""
+    return ReferenceSystem(
+        session,
+        image,
+        saga_class=getattr(_broken, saga) if saga else None,
+        payment_class=getattr(_broken, payment) if payment else None,
+        decide=decide,
+        upstream_timeout=upstream_timeout,
+    )
 
 
 def on(method: str, path: str, actions: dict[int, ProxyAction]) -> Callable[[ProxiedRequest], ProxyAction]:
@@ -99,7 +58,7 @@ def on(method: str, path: str, actions: dict[int, ProxyAction]) -> Callable[[Pro
     return decide
 
 
-def charged(stack: Stack) -> list[str]:
+def charged(stack: ReferenceSystem) -> list[str]:
     return [e["data"]["charge_id"] for e in stack.events("payment") if e["type"] == "payment.charged"]
 
 
@@ -122,7 +81,7 @@ def test_the_correct_saga_charges_once_under_the_same_fault(saga_containers: Con
     assert correct.audit() == []
 
 
-def _refund_never_arrives(saga: str | None, session: ContainerSession, image: ServiceImage) -> tuple[Stack, dict[str, Any]]:
+def _refund_never_arrives(saga: str | None, session: ContainerSession, image: ServiceImage) -> tuple[ReferenceSystem, dict[str, Any]]:
     lost = {n: DropRequest() for n in range(1, 10)}
     made = stack(session, image, saga=saga, decide={"payment": on("POST", "/refunds", lost)})
     # The shipment is refused, so the saga must refund the charge: every refund request is dropped.
@@ -142,7 +101,7 @@ def test_the_correct_saga_says_it_failed_when_compensations_are_dropped(saga_con
     assert correct.audit() == ["o-1: failed: an operator must act"]
 
 
-def _late_charge(payment: str | None, session: ContainerSession, image: ServiceImage) -> Stack:
+def _late_charge(payment: str | None, session: ContainerSession, image: ServiceImage) -> ReferenceSystem:
     # The first charge is held past the order service's timeout, its retries are lost: the saga
     # gives up, refunds, and only then does the first charge land.
     actions: dict[int, ProxyAction] = {1: Delay(2.0), 2: DropRequest(), 3: DropRequest()}
@@ -164,7 +123,7 @@ def test_the_correct_payment_refuses_a_charge_that_lands_after_its_refund(saga_c
     assert correct.audit() == []
 
 
-def _paused_during_charge(saga: str | None, session: ContainerSession, image: ServiceImage) -> Stack:
+def _paused_during_charge(saga: str | None, session: ContainerSession, image: ServiceImage) -> ReferenceSystem:
     """The payment container is frozen when the first charge arrives (the charge waits in it,
     and so do its retries); it thaws when the first compensation request arrives, at payment
     (a refund) or at inventory (a release)."""
@@ -207,7 +166,7 @@ def test_the_correct_saga_refunds_a_charge_that_was_frozen(saga_containers: Cont
     assert [e["type"] for e in correct.events("payment")] == ["payment.charged", "payment.refunded"]
 
 
-def _killed_after_charge(payment: str | None, session: ContainerSession, image: ServiceImage) -> Stack:
+def _killed_after_charge(payment: str | None, session: ContainerSession, image: ServiceImage) -> ReferenceSystem:
     """The first charge commits and its reply is lost; before the retry arrives the payment
     container is killed and started again, so the retry reaches a service that has only what
     its store kept."""

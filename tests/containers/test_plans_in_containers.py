@@ -8,23 +8,20 @@ but an honest "failed"."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import hypothesis
 import pytest
+from reference_system import PARTICIPANTS, ReferenceSystem
 
 import saga_verify
-from saga_verify.containers import ContainerParticipant, ContainerSession, ServiceImage
+from saga_verify.containers import ContainerSession, ServiceImage
 from saga_verify.proxy import PlanAtProxies, routes_from_openapi
-from saga_verify.reference import OrderSaga, Payment, Variant, variants
-from saga_verify.reference._audit import Audit
+from saga_verify.reference import OrderSaga, Payment, variants
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTICIPANTS = ("inventory", "payment", "shipping", "notification")
 ROUTES = {name: routes_from_openapi(ROOT / "contracts" / "openapi" / f"{name}.yaml") for name in PARTICIPANTS}
 #: Which variants, and whether the search may pause participants for them: one plan per kind of
 #: fault the proxies play (lose-reply, pause, crash, refuse + outage, delay + outage).
@@ -43,51 +40,16 @@ CRASH_UPSTREAM_TIMEOUT = 5.0
 ORDER_SERVICE_PROBLEM = "failed: an operator must act"
 
 
-class System:
-    """The reference system in containers: four participants behind proxies, and the order
-    service calling them through the proxies."""
-
-    def __init__(self, session: ContainerSession, image: ServiceImage, variant: Variant | None = None, *, upstream_timeout: float = UPSTREAM_TIMEOUT) -> None:
-        self.upstream_timeout = upstream_timeout
-        self.participants: dict[str, ContainerParticipant] = {}
-        for name in PARTICIPANTS:
-            command = ["--service", name, "--host", "0.0.0.0", "--port", "8000", "--inspect", "--store", f"/data/{name}.sqlite"]
-            if name == "payment" and variant is not None and variant.payment_class is not Payment:
-                command += ["--participant", _name_of(variant.payment_class)]
-            self.participants[name] = session.participant(name, image.tag, command)
-        command = ["--service", "order", "--host", "0.0.0.0", "--port", "8000", "--upstream-timeout", str(upstream_timeout)]
-        command += [arg for name, p in self.participants.items() for arg in ("--upstream", f"{name}={p.url}")]
-        if variant is not None and variant.saga_class is not OrderSaga:
-            command += ["--participant", _name_of(variant.saga_class)]
-        self.order = session.start("order", image.tag, command)
-
-    def refusers(self) -> dict[str, Callable[[], object]]:
-        def refuse(participant: ContainerParticipant) -> Callable[[], object]:
-            return lambda: httpx.post(f"{participant.direct_url}/_inspect/refuse-next", timeout=10).raise_for_status()
-
-        return {name: refuse(p) for name, p in self.participants.items()}
-
-    def play(self, plan: saga_verify.FaultPlan, order_id: str) -> tuple[str, list[str]]:
-        """Place one order with ``plan`` played at the proxies; its outcome, and what the audit
-        finds about it once every held request, late copy and pause has played out."""
-        order = {"order_id": order_id, "sku": "sku-1", "qty": 2, "amount": 100}
-        with PlanAtProxies(plan, self.participants, ROUTES, scale=self.upstream_timeout, refuse=self.refusers()) as played:
-            reply = httpx.post(f"{self.order.url}/orders", json=order, headers={"Idempotency-Key": order_id}, timeout=120)
-            assert reply.status_code == 201, reply.text
-            assert played.settle(120.0), "the plan's held requests and pauses did not play out"
-            assert played.errors == []
-            assert played.missed() == [], f"the saga never made the planned calls {played.missed()}"
-        audit = Audit()
-        for url in (self.order.url, *(p.direct_url for p in self.participants.values())):
-            for event in httpx.get(f"{url}/events", params={"limit": 1000}, timeout=10).json()["events"]:
-                audit.handle(event)
-        found = [line.split(": ", 1)[1] for line in audit.findings() if line.startswith(f"{order_id}: ")]
-        outcome: str = reply.json()["outcome"]
-        return outcome, found
-
-
-def _name_of(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
+def play(system: ReferenceSystem, plan: saga_verify.FaultPlan, order_id: str) -> tuple[str, list[str]]:
+    """Place one order with ``plan`` played at the proxies; its outcome, and what the audit finds
+    about it once every held request, late copy and pause has played out."""
+    with PlanAtProxies(plan, system.participants, ROUTES, scale=system.upstream_timeout, refuse=system.refusers()) as played:
+        outcome: str = system.place(order_id)["outcome"]
+        assert played.settle(120.0), "the plan's held requests and pauses did not play out"
+        assert played.errors == []
+        assert played.missed() == [], f"the saga never made the planned calls {played.missed()}"
+    found = [line.split(": ", 1)[1] for line in system.audit() if line.startswith(f"{order_id}: ")]
+    return outcome, found
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +83,18 @@ def test_the_searchs_plan_breaks_the_variant_in_containers_and_the_correct_syste
     variant = next(v for v in variants() if v.name == name)
     timeout = CRASH_UPSTREAM_TIMEOUT if any(f.kind == "crash" for f in plan.faults) else UPSTREAM_TIMEOUT
 
-    outcome, found = System(saga_containers, service_image, variant, upstream_timeout=timeout).play(plan, "o-1")
+    broken = ReferenceSystem(
+        saga_containers,
+        service_image,
+        saga_class=None if variant.saga_class is OrderSaga else variant.saga_class,
+        payment_class=None if variant.payment_class is Payment else variant.payment_class,
+        upstream_timeout=timeout,
+    )
+    outcome, found = play(broken, plan, "o-1")
     assert outcome == broken_status, f"{plan}: the order service said {outcome}, the simulation {broken_status}"
     assert [f for f in found if f != ORDER_SERVICE_PROBLEM], f"the audit found nothing wrong under {plan}"
 
     with ContainerSession() as session:
-        outcome, found = System(session, service_image, upstream_timeout=timeout).play(plan, "o-1")
+        outcome, found = play(ReferenceSystem(session, service_image, upstream_timeout=timeout), plan, "o-1")
     assert outcome == correct_status, f"{plan}: the correct order service said {outcome}, the simulation {correct_status}"
     assert found == ([ORDER_SERVICE_PROBLEM] if outcome == "failed" else []), found
