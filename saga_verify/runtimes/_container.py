@@ -16,9 +16,11 @@ How an execution in containers matches one in simulation:
   stamped with the delivery the harness's headers name. The store also keeps which execution
   its participant serves, so a service restarted in the middle of one goes on with it.
 - **Refusals** go to ``POST /_inspect/refuse-next``, within the execution.
-- **Crashes are real.** The crash fault's restart hook kills the container's process (SIGKILL)
-  and starts the container again; the service restores its participant from its store. The
-  engine may publish it at another port: the transport reads the port again for every request.
+- **Crashes are real.** Each service runs under a supervisor in its container (``--supervise``).
+  The crash fault's restart hook kills the service's process (SIGKILL, ``POST /_inspect/crash``)
+  and the supervisor forks a new one, which restores its participant from its store: tens of
+  milliseconds, where restarting the container takes about a second. The supervisor keeps the
+  listening socket, so calls made meanwhile wait in its backlog instead of being refused.
 - **Pauses are the world's.** Here the harness makes every call, so a ``pause`` holds the calls
   to the frozen participant in the simulated network and sends them at the thaw, as in every
   runtime. A real ``docker pause`` is what `saga_verify.proxy.PlanAtProxies` plays, for a saga
@@ -133,8 +135,15 @@ class ContainerControl(RemoteControl):
         self._container = service.container
 
     def restart(self) -> None:
-        """Kill the container's process and start it again (the crash fault)."""
-        self._container.restart()
+        """The crash fault: kill the service's process (SIGKILL) in its container, and wait until
+        the container's supervisor has started it again from its store."""
+        try:
+            self._inspect("/_inspect/crash")
+        except (httpx.TransportError, ServiceLostError):
+            pass  # it died before it could answer, as a killed process does; wait_ready says if it is back
+        else:
+            raise ServiceLostError(f"the {self._container.name} service answered POST /_inspect/crash instead of dying")
+        self._container.wait_ready()
 
 
 class ContainerServices:
@@ -161,7 +170,9 @@ class ContainerServices:
                 running = self._services.get(key)
                 if running is None:
                     name = service if participant is None else f"{service}-{participant.rsplit(':', 1)[1].lower()}"
-                    command = ["--service", service, "--host", "0.0.0.0", "--port", "8000", "--inspect"]
+                    # Supervised: a crash kills the service's process and its supervisor starts
+                    # another from the store at once, where restarting the container takes a second.
+                    command = ["--service", service, "--host", "0.0.0.0", "--port", "8000", "--inspect", "--supervise"]
                     # A killed service loses nothing its store saved; no fsync per request.
                     command += ["--store", f"/data/{service}.sqlite", "--store-sync", "normal"]
                     if participant is not None:

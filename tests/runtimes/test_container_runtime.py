@@ -50,6 +50,14 @@ def _started_at(container_id: str) -> str:
     return docker(["inspect", "--format", "{{.State.StartedAt}}", container_id]).stdout.strip()
 
 
+def _supervisor_and_child(container_id: str) -> tuple[int, int]:
+    """The host pids of the container's service supervisor and of the one service process it runs."""
+    rows = docker(["top", container_id, "-o", "pid,ppid,args"]).stdout.splitlines()[1:]
+    found = {int(row.split()[0]): int(row.split()[1]) for row in rows if "saga_verify.reference.services" in row}
+    ((child, supervisor),) = [(pid, ppid) for pid, ppid in found.items() if ppid in found]
+    return supervisor, child
+
+
 def test_the_runtime_is_registered() -> None:
     assert RUNTIMES == ("sim", "asgi", "process", "container")
     assert _variant("order", "container").saga.ref == "saga_verify.runtimes.container_reference:order"
@@ -71,15 +79,21 @@ def test_the_correct_saga_holds_in_containers_under_every_corpus_plan(plan: Path
     assert violations == [], [str(v) for v in violations]
 
 
-def test_a_crash_kills_the_container_and_it_comes_back_from_its_store() -> None:
+def test_a_crash_kills_the_service_process_and_it_comes_back_from_its_store() -> None:
     saga = _variant("volatile_dedupe", "container").saga
     plan = FaultPlan.load(CORPUS / "volatile_dedupe.json")
     replay(saga, FaultPlan())  # the containers run
     wanted = ("payment", "saga_verify.reference._broken:VolatileDedupePayment")
     payment = next(s for key, s in shared_containers()._services.items() if key == wanted)
-    before = _started_at(payment.container.id)
+    started = _started_at(payment.container.id)
+    supervisor, child = _supervisor_and_child(payment.container.id)
     execution, violations = replay(saga, plan)
-    assert _started_at(payment.container.id) != before  # the same container, started again
+    # The same container, running since it started; its supervisor forked a new service process
+    # once the old one was killed.
+    assert _started_at(payment.container.id) == started
+    again, new_child = _supervisor_and_child(payment.container.id)
+    assert again == supervisor
+    assert new_child != child
     crashed, retry = execution.trace[1], execution.trace[2]
     assert (crashed.point, crashed.outcome, retry.point) == ("payment.charge#1", "crashed", "payment.charge#2")
     # It forgot the key (kept in memory only) and charged again; the correct payment does not.

@@ -8,13 +8,21 @@ It listens on ``--host`` (127.0.0.1) and ``--port`` (0: a free one), then prints
 the process ``--parent-pid`` names is gone). Everything else it says goes to standard error.
 Exit status 2: the arguments are wrong, the participant cannot be built or served, or the port
 cannot be listened on; the error says which.
+
+With ``--supervise`` it listens, then serves from a child process, and starts a new child from
+the store whenever one is killed with SIGKILL (the crash fault in the ``container`` runtime:
+``POST /_inspect/crash``). The listening socket stays open in the supervisor, so callers queue
+in its backlog rather than being refused while the child restarts, and a restart costs a fork,
+not a container's start. SIGTERM and SIGINT go on to the child, and end both.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import socket
 import sqlite3
 import sys
@@ -102,6 +110,11 @@ def parser() -> argparse.ArgumentParser:
         default=5.0,
         metavar="SECONDS",
         help="order service only: how long it waits for a participant's answer (default 5)",
+    )
+    p.add_argument(
+        "--supervise",
+        action="store_true",
+        help="serve from a child process, started again from the store whenever it is killed (SIGKILL)",
     )
     p.add_argument("--parent-pid", type=int, metavar="PID", help="stop when the process PID is gone")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
@@ -194,11 +207,19 @@ def _watch_parent(parent: int, server: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     label = f"saga-verify {args.service} service"
+    if args.supervise:
+        return _supervise(args, label)
+    return _serve(args, label)
+
+
+def _serve(args: argparse.Namespace, label: str, sock: socket.socket | None = None) -> int:
+    """Build the app and serve it (on ``sock`` when the supervisor listens already) until told to stop."""
     try:
         app = build(
             args.service, args.participant, args.inspect, args.store, args.upstream, args.store_sync, args.upstream_timeout
         )
-        sock = listen(args.host, args.port)
+        if sock is None:
+            sock = listen(args.host, args.port)
     except ServiceError as exc:
         print(f"{label}: error: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -230,6 +251,53 @@ def main(argv: list[str] | None = None) -> int:
     server.run(sockets=[sock])
     sock.close()
     return 0
+
+
+def _supervise(args: argparse.Namespace, label: str) -> int:
+    """Listen, then serve from a child, forked again whenever one is killed (see the module)."""
+    try:
+        if args.participant is not None:
+            load_participant(args.participant)  # a wrong name fails here, once, not in every child
+        sock = listen(args.host, args.port)
+    except ServiceError as exc:
+        print(f"{label}: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    # Imported here, before any fork, so that a child starts in milliseconds. Nothing that holds
+    # state is made here: each child opens the store and builds its participant afresh.
+    import uvicorn  # noqa: F401
+
+    from . import _order_app  # noqa: F401
+
+    child = 0
+    stopping = False
+
+    def pass_on(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGINT, pass_on)
+    while True:
+        child = os.fork()
+        if child == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            code = 1
+            try:
+                code = _serve(args, label, sock)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL and not stopping:
+            print(f"{label}: killed; starting it again from its store", file=sys.stderr, flush=True)
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        return code if code >= 0 else 128 - code
 
 
 if __name__ == "__main__":

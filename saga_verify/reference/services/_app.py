@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
@@ -798,6 +799,13 @@ def build_app(
             served.restart()
             return Response(status_code=204)
 
+        @app.post("/_inspect/crash", include_in_schema=False)
+        async def inspect_crash() -> Response:
+            # Die at once, as a killed process does: no answer, nothing saved beyond what the store
+            # committed. Under --supervise the service is started again from its store.
+            os.kill(os.getpid(), signal.SIGKILL)
+            return Response(status_code=204)  # pragma: no cover  (never reached)
+
         @app.post("/_inspect/reset", include_in_schema=False)
         async def inspect_reset() -> Response:
             # The answer is the ledger of the participant replaced, so that one request ends an
@@ -832,9 +840,11 @@ def create_app(
     ``app.state.participant``. With ``store_path`` the participant's state is kept in that SQLite
     file: loaded at start, saved after every request that changed it (``store_sync="normal"``: a
     save survives a killed process, not a power cut, and costs no fsync). ``inspect=True`` adds
-    ``GET /_inspect/ledger``, ``POST /_inspect/refuse-next`` and ``POST /_inspect/reset`` (a fresh
-    participant of the same class; it answers the old one's ledger), none of them in the
-    contract. A request that carries the harness's ``Saga-Verify-Delivery``,
+    ``GET /_inspect/ledger``, ``POST /_inspect/refuse-next``, ``POST /_inspect/restart`` (the
+    participant rebuilt from what it saved, in this process), ``POST /_inspect/crash`` (the
+    process kills itself, SIGKILL: under ``--supervise`` another is started from the store) and
+    ``POST /_inspect/reset`` (a fresh participant of the same class; it answers the old one's
+    ledger), none of them in the contract. A request that carries the harness's ``Saga-Verify-Delivery``,
     ``Saga-Verify-Correlation`` and ``Saga-Verify-Time`` headers gets the ledger rows it causes
     stamped with them."""
     spec = SERVICES.get(service)
