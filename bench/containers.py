@@ -32,8 +32,9 @@ from typing import Any
 import hypothesis
 
 from saga_verify import FaultPlan
-from saga_verify.exploration import run_plan_unchecked, sweep
-from saga_verify.faults import Crash, write_atomically
+from saga_verify._exploration import run_plan_unchecked, sweep
+from saga_verify._files import write_atomically
+from saga_verify.faults import Crash
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "containers.json"
@@ -57,7 +58,7 @@ def _forget_images() -> None:
 
 def start_services() -> tuple[float, Any]:
     """Seconds to have the four reference services answering in containers (image included)."""
-    from saga_verify.runtimes._container import ContainerServices
+    from saga_verify._runtimes._container import ContainerServices
 
     started = time.perf_counter()
     containers = ContainerServices()
@@ -67,8 +68,8 @@ def start_services() -> tuple[float, Any]:
 
 def bench_plans(containers: Any) -> dict[str, Any]:
     """The correct saga's 2-fault sweep over the containers, timed per plan."""
+    from saga_verify._runtimes._container import reference_saga
     from saga_verify.reference import variants
-    from saga_verify.runtimes._container import reference_saga
 
     saga = reference_saga(variants()[0], containers=containers)
     execute = run_plan_unchecked(saga)

@@ -52,8 +52,9 @@ from hypothesis import strategies as st
 
 import saga_verify
 from saga_verify import Saga
-from saga_verify.exploration import ExplorationResult, decision_strategies, explore, reached_points
-from saga_verify.exploration._search import FAULT_RATE
+from saga_verify._exploration import ExplorationResult, decision_strategies, explore, reached_points
+from saga_verify._exploration._search import FAULT_RATE
+from saga_verify._world import Endpoint, World, plan_chooser
 from saga_verify.faults import (
     DeliveryPoint,
     Duplicate,
@@ -78,7 +79,6 @@ from saga_verify.reference import (
     order_saga,
     variants,
 )
-from saga_verify.world import Endpoint, World, plan_chooser
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -405,7 +405,7 @@ def bench_examples(profile: DrawingProfile) -> dict[str, Any]:
     bare_examples = []
     for _ in range(EXAMPLES_REPS):
         result = explore(order_saga, sweep_faults=0, max_examples=EXAMPLES_N, seed=0, settings=_settings(), report_dir=None)
-        assert result.ok, result.report()
+        assert result.ok, saga_verify.report(result)
         plugin.append(result.hypothesis_examples / result.seconds)
         plugin_examples.append(result.hypothesis_examples)
         t0 = time.perf_counter()
@@ -440,7 +440,7 @@ def bench_sweep() -> dict[str, Any]:
     executions = 0
     for _ in range(SWEEP_REPS):
         result = explore(order_saga, sweep_faults=2, max_examples=0, seed=0, settings=_settings(), report_dir=None)
-        assert result.ok, result.report()
+        assert result.ok, saga_verify.report(result)
         reps.append(result.executions / result.seconds)
         executions = result.executions
     return {"executions": executions, "reps_plans_per_s": [round(x) for x in reps], "sweep_plans_per_s": statistics.median(reps)}
@@ -455,7 +455,7 @@ def bench_runtimes(names: Sequence[str] | None = None) -> dict[str, Any]:
     """Plans per second for the correct saga's whole 2-fault sweep in every runtime (or in those
     named). A 1-fault sweep first warms each runtime up (builds the apps, starts the service
     processes)."""
-    from saga_verify.runtimes import RUNTIMES, reference_variants
+    from saga_verify._runtimes import RUNTIMES, reference_variants
 
     out: dict[str, Any] = {}
     # The container runtime has a benchmark of its own (bench/containers.py): it needs an engine,
@@ -471,7 +471,7 @@ def bench_runtimes(names: Sequence[str] | None = None) -> dict[str, Any]:
         if pinned is not None:
             os.sched_setaffinity(0, pinned)
         result = explore(saga, sweep_faults=2, max_examples=0, seed=0, settings=_settings(), report_dir=None)
-        assert result.ok, result.report()
+        assert result.ok, saga_verify.report(result)
         out[runtime] = {"executions": result.executions, "plans_per_s": round(result.executions / result.seconds, 1)}
     return out
 

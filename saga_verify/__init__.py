@@ -1,7 +1,11 @@
 """saga-verify: find the failure schedules under which a saga breaks its promises.
 
-The public API is what ``__all__`` lists; everything else is private. Names load on first use,
-so that the pytest plugin costs nothing until a test asks for it.
+The public API is what ``__all__`` lists; everything else is private. The values a saga is made
+of load with the package; the search (Hypothesis) and the HTTP seam (httpx) load on first use,
+so that the pytest plugin costs nothing until a test asks for it. More lives in the public
+namespaces ``saga_verify.faults`` (the fault kinds), ``saga_verify.invariants`` (the built-in
+invariants), ``saga_verify.errors``, ``saga_verify.contracts``, ``saga_verify.containers`` and
+``saga_verify.proxy``.
 """
 
 from __future__ import annotations
@@ -9,121 +13,58 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._saga import Saga, Step, load_saga
+from ._world import Execution, Ledger, LedgerRow, TraceEntry
+from .errors import SagaVerifyError, SagaViolationError
+from .faults import FaultPlan
+from .invariants import Invariant, Violation, invariant
 
-_EXPORTS: dict[str, str] = {
-    # defining a saga
-    "Saga": "._saga",
-    "Step": "._saga",
-    "load_saga": "._saga",
-    "Ledger": ".world",
-    "LedgerRow": ".world",
-    "HttpParticipant": ".world",
-    "Services": ".world",
-    "VirtualClock": ".world",
-    # faults and plans
-    "DeliveryPoint": ".faults",
-    "Fault": ".faults",
-    "FailBeforeEffect": ".faults",
-    "Timeout": ".faults",
-    "LoseReply": ".faults",
-    "Crash": ".faults",
-    "Refuse": ".faults",
-    "Duplicate": ".faults",
-    "Delay": ".faults",
-    "Outage": ".faults",
-    "Pause": ".faults",
-    "FaultPlan": ".faults",
-    "fault_plans": ".faults",
-    # invariants
-    "Invariant": ".invariants",
-    "Violation": ".invariants",
-    "invariant": ".invariants",
-    "standard_invariants": ".invariants",
-    "no_double_effect": ".invariants",
-    "compensation_matches_effect": ".invariants",
-    "full_compensation": ".invariants",
-    "all_or_nothing": ".invariants",
-    "terminates": ".invariants",
-    "no_unhandled_error": ".invariants",
-    "reverse_compensation_order": ".invariants",
-    "no_forward_after_compensation": ".invariants",
-    "irreversible_last": ".invariants",
-    # running and exploring
-    "run_plan": ".world",
-    "Execution": ".world",
-    "TraceEntry": ".world",
-    "explore": ".exploration",
-    "verify": ".exploration",
-    "replay": ".exploration",
-    "ExplorationResult": ".exploration",
-    "Failure": ".exploration",
-    # errors
-    "SagaVerifyError": "._errors",
-    "PlanError": "._errors",
-    "SagaDefinitionError": "._errors",
-    "SagaCrashedError": "._errors",
-    "NondeterminismError": "._errors",
-    "OptionError": "._errors",
-    "SagaViolationError": "._errors",
-}
+__version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    # defining a saga
     "Saga",
     "Step",
     "load_saga",
     "Ledger",
     "LedgerRow",
     "HttpParticipant",
-    "Services",
-    "VirtualClock",
-    "DeliveryPoint",
-    "Fault",
-    "FailBeforeEffect",
-    "Timeout",
-    "LoseReply",
-    "Crash",
-    "Refuse",
-    "Duplicate",
-    "Delay",
-    "Outage",
-    "Pause",
+    # plans and what must hold
     "FaultPlan",
-    "fault_plans",
     "Invariant",
     "Violation",
     "invariant",
-    "standard_invariants",
-    "no_double_effect",
-    "compensation_matches_effect",
-    "full_compensation",
-    "all_or_nothing",
-    "terminates",
-    "no_unhandled_error",
-    "reverse_compensation_order",
-    "no_forward_after_compensation",
-    "irreversible_last",
-    "run_plan",
-    "Execution",
-    "TraceEntry",
+    # running and exploring
     "explore",
     "verify",
     "replay",
+    "run_plan",
+    "report",
     "ExplorationResult",
     "Failure",
+    "Execution",
+    "TraceEntry",
+    # errors (the rest are in saga_verify.errors)
     "SagaVerifyError",
-    "PlanError",
-    "SagaDefinitionError",
-    "SagaCrashedError",
-    "NondeterminismError",
-    "OptionError",
     "SagaViolationError",
 ]
 
+#: Names that load their module on first use (it imports Hypothesis or httpx).
+_LAZY: dict[str, str] = {
+    "HttpParticipant": "._world._http",
+    "explore": "._verify",
+    "verify": "._verify",
+    "replay": "._verify",
+    "run_plan": "._verify",
+    "report": "._verify",
+    "ExplorationResult": "._exploration",
+    "Failure": "._exploration",
+}
+
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'saga_verify' has no attribute {name!r}")
     value = getattr(importlib.import_module(module, __name__), name)
@@ -136,45 +77,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ._errors import (
-        NondeterminismError,
-        OptionError,
-        PlanError,
-        SagaCrashedError,
-        SagaDefinitionError,
-        SagaVerifyError,
-        SagaViolationError,
-    )
-    from ._saga import Saga, Step, load_saga
-    from .exploration import ExplorationResult, Failure, explore, replay, verify
-    from .faults import (
-        Crash,
-        Delay,
-        DeliveryPoint,
-        Duplicate,
-        FailBeforeEffect,
-        Fault,
-        FaultPlan,
-        LoseReply,
-        Outage,
-        Pause,
-        Refuse,
-        Timeout,
-        fault_plans,
-    )
-    from .invariants import (
-        Invariant,
-        Violation,
-        all_or_nothing,
-        compensation_matches_effect,
-        full_compensation,
-        invariant,
-        irreversible_last,
-        no_double_effect,
-        no_forward_after_compensation,
-        no_unhandled_error,
-        reverse_compensation_order,
-        standard_invariants,
-        terminates,
-    )
-    from .world import Execution, HttpParticipant, Ledger, LedgerRow, Services, TraceEntry, VirtualClock, run_plan
+    from ._exploration import ExplorationResult, Failure
+    from ._verify import explore, replay, report, run_plan, verify
+    from ._world._http import HttpParticipant

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._options import whole_number
-from .runtimes import RUNTIMES
+from ._runtimes import RUNTIMES
 
 
 def _runtime(text: str) -> str:
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ._errors import SagaVerifyError
+    from .errors import SagaVerifyError
 
     try:
         args = _parser().parse_args(argv)
@@ -73,8 +73,8 @@ def _no_database() -> Any:
 
 def demo_rows(seed: int, max_examples: int, sweep_faults: int, runtime: str, report_dir: str | None) -> list[dict[str, Any]]:
     """One row per reference saga: the shape ``saga-verify demo --json`` prints."""
-    from .exploration import explore
-    from .runtimes import reference_variants
+    from ._exploration import explore
+    from ._runtimes import reference_variants
 
     rows = []
     for variant in reference_variants(runtime):
@@ -153,8 +153,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _explore(args: argparse.Namespace) -> int:
+    from ._exploration import explore
+    from ._reporting import render_result
     from ._saga import load_saga
-    from .exploration import explore
 
     saga = load_saga(args.saga)
     result = explore(saga, seed=args.seed, max_examples=args.max_examples, sweep_faults=args.sweep_faults, report_dir=args.report_dir)
@@ -175,16 +176,16 @@ def _explore(args: argparse.Namespace) -> int:
             )
         )
     else:
-        print(result.report())
+        print(render_result(result))
     return 0 if result.ok else 1
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from ._errors import PlanError
+    from ._exploration import replay
+    from ._reporting import render_execution
     from ._saga import load_saga
-    from .exploration import replay
+    from .errors import PlanError
     from .faults import FaultPlan
-    from .reporting import render_execution
 
     plan = FaultPlan.load(Path(args.plan))
     ref = args.saga or plan.saga

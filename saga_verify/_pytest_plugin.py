@@ -15,8 +15,8 @@ import pytest
 from ._options import whole_number
 
 if TYPE_CHECKING:
+    from ._exploration import ExplorationResult
     from ._saga import Saga
-    from .exploration import ExplorationResult
     from .invariants import Invariant
 
 SEED_OPTION = "--saga-seed"
@@ -146,10 +146,10 @@ class SagaVerifier:
         max_examples: int | None = None,
         sweep_faults: int | None = None,
     ) -> ExplorationResult | None:
-        from ._errors import SagaViolationError
-        from .exploration import explore, replay
+        from ._exploration import explore, replay
+        from ._reporting import render_execution, render_result
+        from .errors import SagaViolationError
         from .faults import FaultPlan
-        from .reporting import render_execution
 
         replay_file = self._config.getoption(REPLAY_OPTION)
         if replay_file:
@@ -175,7 +175,7 @@ class SagaVerifier:
         if not result.ok:
             failures = tuple(replace(f, pytest_replay=self._replay_line(f.plan_path)) for f in result.failures)
             result = replace(result, failures=failures)
-            raise SagaViolationError(result.report(), result)
+            raise SagaViolationError(render_result(result), result)
         return result
 
     def _replay_line(self, path: Path | None) -> str | None:

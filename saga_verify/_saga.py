@@ -8,12 +8,20 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ._errors import SagaDefinitionError
+from .errors import SagaDefinitionError
 
-if TYPE_CHECKING:
-    from .invariants._core import Invariant
+
+class InvariantLike(Protocol):
+    """What a saga's ``invariants`` hold (`saga_verify.invariants.Invariant`): a name, and a call
+    on a finished execution that gives the violations found. Declared here, not imported, so that
+    the values a user writes sit below the world that runs them."""
+
+    @property
+    def name(self) -> str: ...
+
+    def __call__(self, execution: Any, /) -> Sequence[Any]: ...
 
 #: Names a participant may not take: they are attributes of the services object.
 RESERVED_NAMES = frozenset({"clock"})
@@ -88,7 +96,7 @@ class Saga:
     correlation_id: str | None = None
     """Ties trace entries and ledger rows to this saga instance; defaults to ``input['order_id']``
     when there is one, else the saga's name."""
-    invariants: Sequence[Invariant] | None = None
+    invariants: Sequence[InvariantLike] | None = None
     """What must hold; None means `standard_invariants` for these steps."""
     call_timeout: float = 1.0
     """Virtual seconds a caller waits before a lost request or reply becomes a timeout."""

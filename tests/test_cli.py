@@ -66,7 +66,7 @@ def test_demo_json_rows_have_their_shape(demo_json) -> None:
 
 
 def test_demo_json_correct_saga_holds_and_every_broken_one_is_caught(demo_json) -> None:
-    from saga_verify.exploration import replay
+    from saga_verify._exploration import replay
     from saga_verify.reference import order_saga
 
     completed, report_dir = demo_json

@@ -10,7 +10,7 @@ import pytest
 
 # Imported here, before any in-process pytester run: a run unloads the modules it imported, while
 # saga_verify's lazily cached names would still point at the classes of the unloaded copies.
-import saga_verify.exploration  # noqa: F401
+import saga_verify._exploration  # noqa: F401
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from .._errors import SagaVerifyError
+from ..errors import SagaVerifyError
 
 __all__ = ["ENGINE_SCRIPT", "ContainerEngineError", "docker", "engine_problem", "require_engine"]
 

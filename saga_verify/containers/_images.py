@@ -42,7 +42,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._errors import SagaVerifyError
+from ..errors import SagaVerifyError
 from ._engine import docker, require_engine
 
 __all__ = [

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .._errors import SagaVerifyError
+from ..errors import SagaVerifyError
 from ._engine import ContainerEngineError, docker, require_engine
 from ._images import SERVICE_PORT, SESSION_LABEL
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .._errors import OptionError
+from ..errors import OptionError
 from ._pact import ContractError, ProviderUnreachableError
 
 if TYPE_CHECKING:

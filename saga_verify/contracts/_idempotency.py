@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from .._errors import OptionError
+from ..errors import OptionError
 from ._pact import ContractError, ProviderUnreachableError
 
 __all__ = [
@@ -240,7 +240,7 @@ def _client_for(client_or_base_url: Any, timeout: float) -> tuple[httpx.Client, 
             raise OptionError(f"not an http(s) base URL: {client_or_base_url!r}")
         return httpx.Client(base_url=client_or_base_url, timeout=timeout), client_or_base_url, True
     if callable(client_or_base_url):
-        from ..runtimes._asgi import SyncASGITransport
+        from .._world._asgi import SyncASGITransport
 
         client = httpx.Client(transport=SyncASGITransport(client_or_base_url), base_url="http://provider", timeout=timeout)
         return client, f"asgi:{type(client_or_base_url).__name__}", True

@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .._errors import SagaVerifyError
-from ..faults._plan import write_atomically
+from .._files import write_atomically
+from ..errors import SagaVerifyError
 
 if TYPE_CHECKING:
     from pact import Pact

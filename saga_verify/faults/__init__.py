@@ -1,5 +1,10 @@
-"""The fault model: where faults get decided (delivery points), which faults exist, and plans."""
+"""The fault model: where faults get decided (delivery points), which faults exist, and plans.
 
+`fault_plans` (a Hypothesis strategy) loads Hypothesis when it is first used, not before."""
+
+from typing import TYPE_CHECKING, Any
+
+from ._alphabet import templates_for
 from ._kinds import (
     FAULT_KINDS,
     Crash,
@@ -15,7 +20,7 @@ from ._kinds import (
     Refuse,
     Timeout,
 )
-from ._plan import FaultPlan, write_atomically
+from ._plan import FaultPlan
 
 __all__ = [
     "FAULT_KINDS",
@@ -32,10 +37,19 @@ __all__ = [
     "Pause",
     "Refuse",
     "Timeout",
-    "write_atomically",
+    "fault_plans",
+    "templates_for",
 ]
 
-from ._alphabet import templates_for
-from ._strategies import fault_plans
 
-__all__ += ["fault_plans", "templates_for"]
+if TYPE_CHECKING:
+    from ._strategies import fault_plans
+
+
+def __getattr__(name: str) -> Any:
+    if name == "fault_plans":
+        from ._strategies import fault_plans
+
+        globals()[name] = fault_plans
+        return fault_plans
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._errors import PlanError
+from .._files import write_atomically
+from ..errors import PlanError
 from ._kinds import Crash, DeliveryPoint, Fault, Outage, Refuse, fault_from_json
 
 if TYPE_CHECKING:
@@ -159,22 +159,3 @@ class FaultPlan:
 
     def with_faults(self, faults: Iterable[Fault]) -> FaultPlan:
         return FaultPlan(tuple(faults), seed=self.seed, saga=self.saga)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename it into place: a reader sees
-    the old file or the whole new one. The file gets the usual permissions (umask applies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass  # nothing was written, or it is already gone: the original error matters
-        raise

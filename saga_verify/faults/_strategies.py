@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from .._errors import OptionError
 from .._saga import Saga
+from ..errors import OptionError
 from ._alphabet import alphabet
 from ._kinds import DeliveryPoint, Fault
 from ._plan import FaultPlan

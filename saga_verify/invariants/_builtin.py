@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from .._saga import TERMINAL_STATUSES, Saga, Step
-from ..world import Execution, LedgerRow
+from .._world import Execution, LedgerRow
+from ..errors import SagaDefinitionError
 from ._core import Invariant, Violation
 
 _ANSWERED = frozenset({"ok"})
@@ -318,4 +319,13 @@ def _double_name(step: Step, steps: tuple[Step, ...]) -> str:
 
 def invariants_for(saga: Saga) -> tuple[Invariant, ...]:
     """The saga's own invariants if it names them, else the standard ones."""
-    return tuple(saga.invariants) if saga.invariants is not None else standard_invariants(saga)
+    if saga.invariants is None:
+        return standard_invariants(saga)
+    found = tuple(saga.invariants)
+    for item in found:
+        if not isinstance(item, Invariant):
+            raise SagaDefinitionError(
+                f"saga {saga.name!r}: invariants must be saga_verify.Invariant values, got {item!r}; "
+                "make a function one with @saga_verify.invariant"
+            )
+    return found  # type: ignore[return-value]  # every item was checked just above

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from .._errors import SagaVerifyError
-from ..world import Execution
+from .._world import Execution
+from ..errors import SagaVerifyError
 
 
 @dataclass(frozen=True)

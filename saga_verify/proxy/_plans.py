@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._errors import OptionError, PlanError
+from .._world import plan_chooser
+from ..errors import OptionError, PlanError
 from ..faults._kinds import Crash, Delay, DeliveryPoint, Duplicate, Fault, Pause, Refuse
 from ..faults._plan import FaultPlan
-from ..world import plan_chooser
 from ._proxy import Decide, DropRequest, DropResponse, FaultProxy, Pass, ProxiedRequest, ProxyAction, Stall
 from ._proxy import Delay as ProxyDelay
 from ._proxy import Duplicate as ProxyDuplicate

@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 from urllib.parse import urlsplit
 
-from .._errors import OptionError
-from ..world._http import DELIVERY_HEADER
+from .._world._http import DELIVERY_HEADER
+from ..errors import OptionError
 
 __all__ = [
     "Decide",

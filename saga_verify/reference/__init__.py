@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._saga import Saga, Step
+from saga_verify import Saga, Step
+
 from . import _broken
 from ._orchestrated import OrderSaga
 from ._participants import Inventory, Notification, Payment, Shipping

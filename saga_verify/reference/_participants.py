@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..world import Ledger
+from saga_verify import Ledger
 
 Reply = dict[str, Any]
 

@@ -18,8 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..world import Ledger
-from ..world._ledger import LedgerRow
+from saga_verify import Ledger, LedgerRow
 
 __all__ = ["class_name", "dump_state", "restore_state"]
 

@@ -19,7 +19,6 @@ import pytest
 from broken_providers import crashing_shipping_app
 
 from saga_verify import SagaVerifyError
-from saga_verify._errors import OptionError
 from saga_verify.contracts import (
     ConformanceError,
     ConformanceResult,
@@ -29,6 +28,7 @@ from saga_verify.contracts import (
     check_conformance,
     serve_asgi,
 )
+from saga_verify.errors import OptionError
 from saga_verify.reference._participants import Inventory, Payment
 from saga_verify.reference.services import SERVICES, create_app
 
@@ -220,8 +220,8 @@ def test_each_reference_service_conforms_in_process(service):
 
 
 def test_the_order_service_conforms_with_its_saga_running_against_the_participants():
+    from saga_verify._runtimes._asgi import SyncASGITransport
     from saga_verify.reference.services._order_app import create_order_app
-    from saga_verify.runtimes._asgi import SyncASGITransport
 
     # Plenty of every SKU, so generated orders get past the reservation to the charge.
     participants = {name: create_app(name, participant=AmpleInventory() if name == "inventory" else None) for name in SERVICES}

@@ -16,7 +16,7 @@ from broken_providers import crashing_shipping_app
 from fastapi.responses import JSONResponse
 
 from saga_verify import SagaVerifyError
-from saga_verify._errors import OptionError
+from saga_verify._runtimes._asgi import SyncASGITransport
 from saga_verify.contracts import (
     IDEMPOTENCY_CHECKS,
     ContractError,
@@ -27,10 +27,10 @@ from saga_verify.contracts import (
     check_idempotency,
     serve_asgi,
 )
+from saga_verify.errors import OptionError
 from saga_verify.reference._broken import NonIdempotentRefund
 from saga_verify.reference._participants import Payment
 from saga_verify.reference.services import SERVICES, create_app
-from saga_verify.runtimes._asgi import SyncASGITransport
 
 KEY = "Idempotency-Key"
 REPLAYED = "Idempotency-Replayed"

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from saga_verify._runtimes._asgi import SyncASGITransport
 from saga_verify.contracts import (
     ProviderStateError,
     ProviderVerificationError,
@@ -29,7 +30,6 @@ from saga_verify.reference.services import create_app
 from saga_verify.reference.services._event_producers import event_description, event_producer
 from saga_verify.reference.services._events import EVENT_TYPES
 from saga_verify.reference.services._order_app import create_order_app
-from saga_verify.runtimes._asgi import SyncASGITransport
 
 PACTS = Path(__file__).resolve().parents[2] / "contracts" / "pacts"
 PARTICIPANTS = ("inventory", "payment", "shipping", "notification")

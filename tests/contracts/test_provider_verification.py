@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from saga_verify._runtimes._asgi import SyncASGITransport
 from saga_verify.contracts import (
     PactFileError,
     ProviderState,
@@ -28,7 +29,6 @@ from saga_verify.reference._broken import NonIdempotentRefund
 from saga_verify.reference.services import create_app
 from saga_verify.reference.services._event_producers import event_producer
 from saga_verify.reference.services._provider_states import PROVIDER_STATES
-from saga_verify.runtimes._asgi import SyncASGITransport
 
 PACTS = Path(__file__).resolve().parents[2] / "contracts" / "pacts"
 SERVICES = ("inventory", "payment", "shipping", "notification")

@@ -107,7 +107,7 @@ def test_with_pauses_on_one_frozen_participant_explains_what_took_two_faults(tmp
 
     assert not result.ok
     failure = result.failures[0]
-    assert [type(f) for f in failure.plan.faults] == [saga_verify.Pause]
+    assert [type(f) for f in failure.plan.faults] == [saga_verify.faults.Pause]
     assert failure.found_by == "sweep"
     assert "full_compensation" in failure.invariants
     assert_one_minimal(failure)
@@ -116,7 +116,7 @@ def test_with_pauses_on_one_frozen_participant_explains_what_took_two_faults(tmp
     correct = saga_verify.explore(
         dataclasses.replace(order_saga, pauses=True), settings=_no_db(), report_dir=None, seed=0, sweep_faults=1, max_examples=0
     )
-    assert correct.ok, correct.report()
+    assert correct.ok, saga_verify.report(correct)
 
 
 def test_correct_saga_holds_exhaustively_and_under_hypothesis(tmp_path) -> None:
@@ -124,7 +124,7 @@ def test_correct_saga_holds_exhaustively_and_under_hypothesis(tmp_path) -> None:
         order_saga, settings=_no_db(), report_dir=tmp_path, seed=0, sweep_faults=2, sweep_budget=None, max_examples=50
     )
 
-    assert result.ok, result.report()
+    assert result.ok, saga_verify.report(result)
     assert result.failures == ()
     # Every 1- and 2-fault plan over the reached points (the sweep tests count them), then Hypothesis.
     assert result.sweep_executions == 744
@@ -154,7 +154,7 @@ def test_hypothesis_alone_finds_and_shrinks_each_variant(variant) -> None:
 def test_correct_saga_holds_under_hypothesis_alone(seed) -> None:
     result = saga_verify.explore(order_saga, settings=_no_db(), report_dir=None, seed=seed, sweep_faults=0, max_examples=1000)
 
-    assert result.ok, result.report()
+    assert result.ok, saga_verify.report(result)
     assert result.hypothesis_examples == 1000
 
 
@@ -172,4 +172,4 @@ def test_correct_saga_holds_under_three_fault_plans() -> None:
     the default (three faults, default budget) must not raise a false alarm against it."""
     result = saga_verify.explore(order_saga, settings=_no_db(), report_dir=None, seed=0, sweep_faults=3, max_examples=0)
 
-    assert result.ok, result.report()
+    assert result.ok, saga_verify.report(result)

@@ -7,8 +7,9 @@ import hypothesis
 import pytest
 from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase
 
-from saga_verify import DeliveryPoint, FaultPlan, LoseReply, Outage, explore
-from saga_verify.exploration._search import database_key
+from saga_verify import FaultPlan, explore
+from saga_verify._exploration._search import database_key
+from saga_verify.faults import DeliveryPoint, LoseReply, Outage
 from saga_verify.invariants import invariants_for, no_double_effect
 from saga_verify.reference import STEPS, charge_without_key, fresh_key_on_retry, order_saga
 

@@ -10,9 +10,10 @@ import hypothesis
 import pytest
 
 import saga_verify
-from saga_verify import FaultPlan, OptionError, SagaVerifyError, SagaViolationError, explore, replay, verify
+from saga_verify import FaultPlan, SagaVerifyError, SagaViolationError, explore, replay, verify
+from saga_verify._world import trace_to_json
+from saga_verify.errors import OptionError
 from saga_verify.reference import charge_without_key, fresh_key_on_retry, order_saga, refund_forgets_charge
-from saga_verify.world import trace_to_json
 
 
 def _no_db(**kw) -> hypothesis.settings:
@@ -30,7 +31,7 @@ def test_verify_raises_with_the_report(tmp_path) -> None:
     result = error.result
     assert isinstance(result, saga_verify.ExplorationResult)
     assert not result.ok
-    assert str(error) == result.report() == result.failures[0].report()
+    assert str(error) == saga_verify.report(result) == saga_verify.report(result.failures[0])
     assert "lose-reply at payment.charge#1" in str(error)
     assert "no_double_charge" in str(error)
 
@@ -209,13 +210,13 @@ def test_replay_of_a_fixed_saga_finds_nothing(found) -> None:
 
 def test_replay_with_chosen_invariants(found) -> None:
     plan = FaultPlan.load(found.plan_path)
-    _, violations = replay(charge_without_key, plan, invariants=[saga_verify.terminates])
+    _, violations = replay(charge_without_key, plan, invariants=[saga_verify.invariants.terminates])
     assert violations == []
 
 
 def test_replay_rejects_a_plan_for_operations_the_saga_lacks() -> None:
     plan = FaultPlan.loads('{"faults": [{"kind": "fail", "at": "payment.chrage#1"}]}')
-    with pytest.raises(saga_verify.PlanError, match=r"payment\.chrage.*did you mean payment\.charge\?"):
+    with pytest.raises(saga_verify.errors.PlanError, match=r"payment\.chrage.*did you mean payment\.charge\?"):
         replay(order_saga, plan)
 
 
@@ -293,7 +294,7 @@ def test_hypothesis_reports_distinct_broken_invariants_together() -> None:
     assert [f.found_by for f in result.failures] == ["hypothesis", "hypothesis"]
     assert sorted(f.invariants for f in result.failures) == [("no_double_put",), ("no_unhandled_error",)]
     assert all(len(f.plan.faults) == 1 for f in result.failures)
-    text = result.report()
+    text = saga_verify.report(result)
     assert text.startswith("2 distinct broken invariants in saga 'careless':\n\nsaga 'careless' broke ")
     assert text.count("Reproduce with: ") == 2
 
@@ -302,12 +303,12 @@ def test_a_saga_that_crashes_on_a_good_day_is_refused() -> None:
     def run(services, _input):
         raise KeyError("no such order")
 
-    with pytest.raises(saga_verify.SagaCrashedError, match=r"saga 'crash' raised KeyError: 'no such order' with no fault injected \(at "):
+    with pytest.raises(saga_verify.errors.SagaCrashedError, match=r"saga 'crash' raised KeyError: 'no such order' with no fault injected \(at "):
         explore(_box_saga("crash", run), settings=_no_db(), report_dir=None)
 
 
 def test_a_saga_that_returns_no_status_is_refused() -> None:
-    with pytest.raises(saga_verify.SagaDefinitionError, match=r"saga 'vague' returned 'done' with no fault injected; return one of completed, compensated, failed"):
+    with pytest.raises(saga_verify.errors.SagaDefinitionError, match=r"saga 'vague' returned 'done' with no fault injected; return one of completed, compensated, failed"):
         explore(_box_saga("vague", lambda services, _input: "done"), settings=_no_db(), report_dir=None)
 
 
@@ -331,17 +332,17 @@ def _drifting(at: int):
 
 
 def test_nondeterminism_on_a_good_day_is_caught_before_searching() -> None:
-    with pytest.raises(saga_verify.NondeterminismError, match=r"saga 'drifting' is not deterministic: the same plan \(with no faults\) gave two different traces: one run made 1 deliveries, the other 3"):
+    with pytest.raises(saga_verify.errors.NondeterminismError, match=r"saga 'drifting' is not deterministic: the same plan \(with no faults\) gave two different traces: one run made 1 deliveries, the other 3"):
         explore(_drifting(2), settings=_no_db(), report_dir=None)
 
 
 def test_nondeterminism_during_the_sweep_is_caught_when_minimising() -> None:
-    with pytest.raises(saga_verify.NondeterminismError, match=r"broke no_double_put once and not when run again"):
+    with pytest.raises(saga_verify.errors.NondeterminismError, match=r"broke no_double_put once and not when run again"):
         explore(_drifting(5), settings=_no_db(), report_dir=None)
 
 
 def test_nondeterminism_during_hypothesis_is_caught() -> None:
-    with pytest.raises(saga_verify.NondeterminismError, match=r"saga 'drifting' broke an invariant under a plan and not when Hypothesis ran it again"):
+    with pytest.raises(saga_verify.errors.NondeterminismError, match=r"saga 'drifting' broke an invariant under a plan and not when Hypothesis ran it again"):
         explore(_drifting(5), settings=_no_db(), report_dir=None, sweep_faults=0, max_examples=50)
 
 
@@ -401,11 +402,11 @@ def test_each_failure_is_reported_once() -> None:
 
     plans = [str(f.plan) for f in result.failures]
     assert plans, "the search should find refund_forgets_charge"
-    assert len(plans) == len(set(plans)), result.report()
+    assert len(plans) == len(set(plans)), saga_verify.report(result)
 
 
 def test_a_failure_at_every_attempt_shrinks_to_one_outage() -> None:
-    from saga_verify.exploration._search import _Counter, _minimize
+    from saga_verify._exploration._search import _Counter, _minimize
     from saga_verify.invariants import invariants_for
     from saga_verify.reference import swallowed_compensation_error
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from saga_verify import Crash, FaultPlan, Outage
-from saga_verify.exploration import reached_points, run_plan_unchecked, sweep
+from saga_verify import FaultPlan
+from saga_verify._exploration import reached_points, run_plan_unchecked, sweep
+from saga_verify._world import trace_to_json
+from saga_verify.faults import Crash, Outage
 from saga_verify.faults._alphabet import alphabet
 from saga_verify.reference import order_saga, unbounded_retry
-from saga_verify.world import trace_to_json
 
 
 class _Counting:

@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-from saga_verify import (
+from saga_verify.errors import PlanError
+from saga_verify.faults import (
+    FAULT_KINDS,
     Delay,
     DeliveryPoint,
     Duplicate,
@@ -15,11 +17,9 @@ from saga_verify import (
     LoseReply,
     Outage,
     Pause,
-    PlanError,
     Refuse,
     Timeout,
 )
-from saga_verify.faults import FAULT_KINDS
 from saga_verify.faults._kinds import fault_from_json
 
 AT = DeliveryPoint("payment", "charge", 1)

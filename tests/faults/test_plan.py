@@ -8,20 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from saga_verify import (
-    Delay,
-    DeliveryPoint,
-    Duplicate,
-    FailBeforeEffect,
-    FaultPlan,
-    LoseReply,
-    Outage,
-    PlanError,
-    Refuse,
-    Saga,
-    Step,
-    Timeout,
-)
+from saga_verify import FaultPlan, Saga, Step
+from saga_verify.errors import PlanError
+from saga_verify.faults import Delay, DeliveryPoint, Duplicate, FailBeforeEffect, LoseReply, Outage, Refuse, Timeout
 from saga_verify.reference import order_saga
 
 P = DeliveryPoint.parse

@@ -10,7 +10,9 @@ import jsonschema
 import pytest
 from hypothesis import given
 
-from saga_verify import FaultPlan, PlanError, fault_plans
+from saga_verify import FaultPlan
+from saga_verify.errors import PlanError
+from saga_verify.faults import fault_plans
 from saga_verify.reference import order_saga
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from saga_verify import FaultPlan, OptionError, Refuse, Saga, Step, fault_plans
-from saga_verify.faults import templates_for
+from saga_verify import FaultPlan, Saga, Step
+from saga_verify._world import run_plan
+from saga_verify.errors import OptionError
+from saga_verify.faults import Refuse, fault_plans, templates_for
 from saga_verify.reference import order_saga
-from saga_verify.world import run_plan
 
 OPERATIONS = {f"{p}.{o}" for p, o in order_saga.operations}
 

@@ -9,39 +9,33 @@ from typing import Any
 
 import pytest
 
-from saga_verify import (
+import saga_verify.reference as ref
+from saga_verify import Execution, FaultPlan, Invariant, Ledger, LedgerRow, Saga, Step, TraceEntry, Violation, run_plan
+from saga_verify.faults import (
     Delay,
     DeliveryPoint,
     Duplicate,
-    Execution,
     FailBeforeEffect,
     Fault,
-    FaultPlan,
-    Invariant,
-    Ledger,
-    LedgerRow,
     LoseReply,
     Outage,
     Refuse,
-    Saga,
-    Step,
     Timeout,
-    TraceEntry,
-    Violation,
+)
+from saga_verify.invariants import (
     all_or_nothing,
+    check,
     compensation_matches_effect,
     full_compensation,
+    invariants_for,
     irreversible_last,
     no_double_effect,
     no_forward_after_compensation,
     no_unhandled_error,
     reverse_compensation_order,
-    run_plan,
     standard_invariants,
     terminates,
 )
-from saga_verify import reference as ref
-from saga_verify.invariants import check, invariants_for
 from saga_verify.reference import ORDER, STEPS, Inventory, Notification, OrderSaga, Payment, Shipping
 
 P = DeliveryPoint.parse

@@ -12,12 +12,9 @@ import hypothesis
 import pytest
 
 from saga_verify import (
-    DeliveryPoint,
     Execution,
     FaultPlan,
     Invariant,
-    LoseReply,
-    Refuse,
     Saga,
     SagaVerifyError,
     SagaViolationError,
@@ -26,7 +23,8 @@ from saga_verify import (
     run_plan,
     verify,
 )
-from saga_verify.exploration import explore
+from saga_verify._exploration import explore
+from saga_verify.faults import DeliveryPoint, LoseReply, Refuse
 from saga_verify.invariants import check
 from saga_verify.reference import ORDER, STEPS, Inventory, Notification, OrderSaga, Payment, Shipping, order_saga
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from saga_verify import FaultPlan, OptionError, PlanError
+from saga_verify import FaultPlan
+from saga_verify._runtimes._process import ServiceProcess, ServiceProcesses
+from saga_verify.errors import OptionError, PlanError
 from saga_verify.proxy import FaultProxy, PlanAtProxies, routes_from_openapi
-from saga_verify.runtimes._process import ServiceProcess, ServiceProcesses
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYMENT_ROUTES = routes_from_openapi(ROOT / "contracts" / "openapi" / "payment.yaml")

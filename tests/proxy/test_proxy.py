@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from saga_verify._errors import OptionError
+from saga_verify._runtimes._process import ServiceProcess, ServiceProcesses
+from saga_verify._world._http import DELIVERY_HEADER
+from saga_verify.errors import OptionError
 from saga_verify.proxy import (
     Delay,
     DropRequest,
@@ -31,8 +33,6 @@ from saga_verify.proxy import (
     scripted,
     scripted_by_delivery,
 )
-from saga_verify.runtimes._process import ServiceProcess, ServiceProcesses
-from saga_verify.world._http import DELIVERY_HEADER
 
 KEY = "Idempotency-Key"
 REPLAYED = "Idempotency-Replayed"

@@ -12,9 +12,9 @@ import httpx
 import jsonschema
 import pytest
 
+from saga_verify._runtimes._asgi import SyncASGITransport
 from saga_verify.reference.services import create_app
 from saga_verify.reference.services._events import EVENT_DATA, EVENT_TYPES, event_schema_text
-from saga_verify.runtimes._asgi import SyncASGITransport
 
 EVENTS = Path(__file__).resolve().parents[2] / "contracts" / "events"
 KEY = "Idempotency-Key"

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
+from saga_verify._world._asgi import SyncASGITransport
 from saga_verify.reference import OrderSaga
 from saga_verify.reference._audit import Audit
 from saga_verify.reference.services import create_app
 from saga_verify.reference.services._order_app import create_order_app
-from saga_verify.runtimes._asgi import SyncASGITransport
 
 PARTICIPANTS = ("inventory", "payment", "shipping", "notification")
 KEY = "Idempotency-Key"

@@ -10,8 +10,8 @@ import pytest
 
 import saga_verify
 from saga_verify import FaultPlan, explore, replay
+from saga_verify._reporting import render_execution, render_failure, render_result, render_timeline
 from saga_verify.reference import charge_without_key, notify_before_pivot, order_saga
-from saga_verify.reporting import render_execution, render_failure, render_result, render_timeline
 
 CHARGE_WITHOUT_KEY_REPORT = """\
 saga 'charge_without_key' broke no_double_charge
@@ -75,7 +75,7 @@ def _normalised(text: str, report_dir) -> str:
 
 
 def test_failure_report_is_pinned(failure, tmp_path) -> None:
-    text = failure.report()
+    text = saga_verify.report(failure)
 
     assert _normalised(text, tmp_path) == CHARGE_WITHOUT_KEY_REPORT
     assert _SECONDS.search(text)
@@ -85,7 +85,7 @@ def test_failure_report_is_pinned(failure, tmp_path) -> None:
 
 
 def test_failure_report_reads_top_to_bottom(failure) -> None:
-    text = failure.report()
+    text = saga_verify.report(failure)
     order = [
         text.index("minimal plan (1 fault):"),
         text.index("1. lose-reply at payment.charge#1"),
@@ -101,12 +101,12 @@ def test_failure_report_reads_top_to_bottom(failure) -> None:
 
 def test_result_report_of_a_single_failure_is_the_failure_report(tmp_path) -> None:
     result = explore(charge_without_key, settings=_no_db(), report_dir=tmp_path)
-    assert result.report() == render_result(result) == render_failure(result.failures[0]) == result.failures[0].report()
+    assert saga_verify.report(result) == render_result(result) == render_failure(result.failures[0]) == saga_verify.report(result.failures[0])
 
 
 def test_result_report_of_a_saga_that_holds() -> None:
     result = explore(order_saga, settings=_no_db(), report_dir=None, sweep_faults=1, max_examples=3)
-    text = result.report()
+    text = saga_verify.report(result)
     assert re.fullmatch(
         r"saga 'order' held every invariant over 44 executions \(39 in the sweep, 3 from Hypothesis\) in \d+\.\d\d s",
         text,
@@ -115,7 +115,7 @@ def test_result_report_of_a_saga_that_holds() -> None:
 
 def test_report_of_a_saga_that_breaks_on_a_good_day(tmp_path) -> None:
     failure = explore(notify_before_pivot, settings=_no_db(), report_dir=tmp_path).failures[0]
-    lines = failure.report().splitlines()
+    lines = saga_verify.report(failure).splitlines()
     assert lines[0] == "saga 'notify_before_pivot' broke irreversible_last"
     assert lines[1] == "  minimal plan (0 faults): none: it breaks on a good day"
     assert lines[2] == "  found by baseline after 2 executions; minimised in 0.000 s"
@@ -129,7 +129,7 @@ def test_report_of_a_saga_that_breaks_on_a_good_day(tmp_path) -> None:
 
 def test_report_without_a_plan_file_reproduces_in_python() -> None:
     failure = explore(charge_without_key, settings=_no_db(), report_dir=None).failures[0]
-    last = failure.report().splitlines()[-1]
+    last = saga_verify.report(failure).splitlines()[-1]
     plan_json = failure.plan.dumps().strip()
     assert last == f"Reproduce with: saga_verify.replay(saga, saga_verify.FaultPlan.loads({plan_json!r}))"
 
@@ -138,7 +138,7 @@ def test_report_lists_every_reproduce_command(failure, tmp_path) -> None:
     from dataclasses import replace
 
     with_pytest = replace(failure, pytest_replay="pytest test_x.py::test_saga --saga-replay=plan.json")
-    lines = with_pytest.report().splitlines()
+    lines = saga_verify.report(with_pytest).splitlines()
     assert lines[-2:] == [
         f"Reproduce with: saga-verify replay {failure.plan_path}",
         "            or: pytest test_x.py::test_saga --saga-replay=plan.json",
@@ -153,7 +153,7 @@ def test_replayed_execution_that_passes(tmp_path) -> None:
 def test_replayed_execution_that_breaks_shows_the_same_timeline_and_evidence(failure) -> None:
     execution, violations = replay(charge_without_key, FaultPlan.load(failure.plan_path))
     text = render_execution(execution, violations)
-    report = failure.report()
+    report = saga_verify.report(failure)
     timeline = render_timeline(execution)
     assert text.startswith(timeline + "\n\nBroken:\n")
     assert timeline in report
@@ -191,4 +191,4 @@ def test_timeline_of_a_saga_that_never_ends() -> None:
         "      trace   #198 inventory.reserve#199 -> FAILED (connection error, not delivered)",
         "      trace   #199 inventory.reserve#200 -> FAILED (connection error, not delivered)",
     ]
-    assert [v.invariant for v in violations] == [saga_verify.terminates.name]
+    assert [v.invariant for v in violations] == [saga_verify.invariants.terminates.name]

@@ -12,12 +12,13 @@ import httpx
 import hypothesis
 import pytest
 
-from saga_verify import FaultPlan, OptionError, explore, load_saga, replay
+from saga_verify import FaultPlan, explore, load_saga, replay
 from saga_verify._cli import main
+from saga_verify._runtimes import RUNTIMES, reference_variants
+from saga_verify._world._asgi import SyncASGITransport
+from saga_verify._world._http import DELIVERY_HEADER, EXECUTION_ERROR_HEADER, EXECUTION_HEADER, ROWS_HEADER
+from saga_verify.errors import OptionError
 from saga_verify.reference.services import create_app
-from saga_verify.runtimes import RUNTIMES, reference_variants
-from saga_verify.runtimes._asgi import SyncASGITransport
-from saga_verify.world._http import DELIVERY_HEADER, EXECUTION_ERROR_HEADER, EXECUTION_HEADER, ROWS_HEADER
 
 NO_DB = hypothesis.settings(database=None)
 
@@ -79,7 +80,7 @@ def test_http_plan_files_replay_by_name(tmp_path: Path, capsys: pytest.CaptureFi
     (failure,) = result.failures
     assert failure.plan_path is not None
     stored = json.loads(failure.plan_path.read_text())
-    assert stored["saga"] == "saga_verify.runtimes.asgi_reference:charge_without_key"
+    assert stored["saga"] == "saga_verify._runtimes.asgi_reference:charge_without_key"
     assert load_saga(stored["saga"]).name == "charge_without_key"
     assert main(["replay", str(failure.plan_path)]) == 1
     out = capsys.readouterr().out
@@ -89,7 +90,7 @@ def test_http_plan_files_replay_by_name(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_unknown_http_saga_name_is_a_clear_error() -> None:
     with pytest.raises(Exception, match="no 'nope'"):
-        load_saga("saga_verify.runtimes.asgi_reference:nope")
+        load_saga("saga_verify._runtimes.asgi_reference:nope")
 
 
 def test_unknown_runtime_is_refused() -> None:

@@ -12,13 +12,14 @@ from pathlib import Path
 import hypothesis
 import pytest
 
-from saga_verify import FaultPlan, OptionError, explore, replay
+from saga_verify import FaultPlan, explore, replay
 from saga_verify._cli import main
 from saga_verify._pytest_plugin import require_docker
+from saga_verify._runtimes import RUNTIMES, reference_variants
+from saga_verify._runtimes._container import ContainerServices, shared_containers
 from saga_verify.containers import session_leftovers
 from saga_verify.containers._engine import docker
-from saga_verify.runtimes import RUNTIMES, reference_variants
-from saga_verify.runtimes._container import ContainerServices, shared_containers
+from saga_verify.errors import OptionError
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +61,7 @@ def _supervisor_and_child(container_id: str) -> tuple[int, int]:
 
 def test_the_runtime_is_registered() -> None:
     assert RUNTIMES == ("sim", "asgi", "process", "container")
-    assert _variant("order", "container").saga.ref == "saga_verify.runtimes.container_reference:order"
+    assert _variant("order", "container").saga.ref == "saga_verify._runtimes.container_reference:order"
 
 
 @pytest.mark.parametrize("name", [v.name for v in reference_variants() if v.broken])

@@ -21,10 +21,8 @@ import pytest
 
 from saga_verify import FaultPlan, HttpParticipant, Saga, Step, explore, load_saga, replay
 from saga_verify._cli import main
-from saga_verify.reference.services import SERVICES
-from saga_verify.reference.services.__main__ import main as service_main
-from saga_verify.runtimes import RUNTIMES, reference_variants
-from saga_verify.runtimes._process import (
+from saga_verify._runtimes import RUNTIMES, reference_variants
+from saga_verify._runtimes._process import (
     RemoteLedger,
     ServiceLostError,
     ServiceProcess,
@@ -33,8 +31,10 @@ from saga_verify.runtimes._process import (
     _Connection,
     shared_processes,
 )
-from saga_verify.world import World, plan_chooser
-from saga_verify.world._http import CORRELATION_HEADER, DELIVERY_HEADER, EXECUTION_HEADER, ROWS_HEADER, TIME_HEADER
+from saga_verify._world import World, plan_chooser
+from saga_verify._world._http import CORRELATION_HEADER, DELIVERY_HEADER, EXECUTION_HEADER, ROWS_HEADER, TIME_HEADER
+from saga_verify.reference.services import SERVICES
+from saga_verify.reference.services.__main__ import main as service_main
 
 NO_DB = hypothesis.settings(database=None)
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def _no_process_left() -> Iterator[None]:
 def test_the_runtime_is_registered() -> None:
     assert RUNTIMES == ("sim", "asgi", "process", "container")
     saga = _variant("order", "process").saga
-    assert saga.ref == "saga_verify.runtimes.process_reference:order"
+    assert saga.ref == "saga_verify._runtimes.process_reference:order"
 
 
 def test_services_start_on_free_ports_and_answer_health() -> None:
@@ -188,7 +188,7 @@ def test_plan_files_replay_by_name(tmp_path: Path, capsys: pytest.CaptureFixture
     (failure,) = result.failures
     assert failure.plan_path is not None
     stored = json.loads(failure.plan_path.read_text())
-    assert stored["saga"] == "saga_verify.runtimes.process_reference:charge_without_key"
+    assert stored["saga"] == "saga_verify._runtimes.process_reference:charge_without_key"
     assert load_saga(stored["saga"]).name == "charge_without_key"
     assert main(["replay", str(failure.plan_path)]) == 1
     out = capsys.readouterr().out
@@ -198,7 +198,7 @@ def test_plan_files_replay_by_name(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_unknown_process_saga_name_is_a_clear_error() -> None:
     with pytest.raises(Exception, match="no 'nope'"):
-        load_saga("saga_verify.runtimes.process_reference:nope")
+        load_saga("saga_verify._runtimes.process_reference:nope")
 
 
 # --- starting, failing and stopping --------------------------------------------------------------
@@ -272,7 +272,7 @@ def test_a_service_lost_mid_run_ends_the_search_naming_it() -> None:
 def test_services_stop_when_the_python_process_exits() -> None:
     code = textwrap.dedent(
         """
-        from saga_verify.runtimes._process import shared_processes
+        from saga_verify._runtimes._process import shared_processes
         service = shared_processes().serve({"payment": None})["payment"]
         print(service.pid)
         """
@@ -298,7 +298,7 @@ def test_services_stop_by_themselves_when_their_python_process_is_killed() -> No
     code = textwrap.dedent(
         """
         import os, signal
-        from saga_verify.runtimes._process import shared_processes
+        from saga_verify._runtimes._process import shared_processes
         service = shared_processes().serve({"payment": None})["payment"]
         print(service.pid, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)  # no chance to stop anything

@@ -8,21 +8,10 @@ from typing import Any
 
 import pytest
 
-from saga_verify import (
-    DeliveryPoint,
-    Duplicate,
-    FaultPlan,
-    Ledger,
-    LedgerRow,
-    LoseReply,
-    Saga,
-    SagaDefinitionError,
-    Services,
-    Step,
-    Timeout,
-    VirtualClock,
-    run_plan,
-)
+from saga_verify import FaultPlan, Ledger, LedgerRow, Saga, Step, run_plan
+from saga_verify._world import Services, VirtualClock
+from saga_verify.errors import SagaDefinitionError
+from saga_verify.faults import DeliveryPoint, Duplicate, LoseReply, Timeout
 from saga_verify.invariants import check, terminates
 
 P = DeliveryPoint.parse

@@ -10,25 +10,12 @@ from typing import Any
 import hypothesis
 import pytest
 
-from saga_verify import (
-    Delay,
-    DeliveryPoint,
-    Duplicate,
-    FailBeforeEffect,
-    FaultPlan,
-    Ledger,
-    LoseReply,
-    NondeterminismError,
-    Outage,
-    Refuse,
-    Saga,
-    Step,
-    Timeout,
-    run_plan,
-)
-from saga_verify.exploration import compare_traces, explore
+from saga_verify import FaultPlan, Ledger, Saga, Step, run_plan
+from saga_verify._exploration import compare_traces, explore
+from saga_verify._world import trace_to_json
+from saga_verify.errors import NondeterminismError
+from saga_verify.faults import Delay, DeliveryPoint, Duplicate, FailBeforeEffect, LoseReply, Outage, Refuse, Timeout
 from saga_verify.reference import order_saga, refund_forgets_charge
-from saga_verify.world import trace_to_json
 
 P = DeliveryPoint.parse
 

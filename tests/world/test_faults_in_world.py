@@ -7,28 +7,22 @@ from typing import Any
 
 import pytest
 
-from saga_verify import (
+from saga_verify import Execution, FaultPlan, LedgerRow, Saga, Step, TraceEntry, run_plan
+from saga_verify._world import OUTCOMES, trace_to_json
+from saga_verify.errors import PlanError
+from saga_verify.faults import (
     Delay,
     DeliveryPoint,
     Duplicate,
-    Execution,
     FailBeforeEffect,
     Fault,
-    FaultPlan,
-    LedgerRow,
     LoseReply,
     Outage,
     Pause,
-    PlanError,
     Refuse,
-    Saga,
-    Step,
     Timeout,
-    TraceEntry,
-    run_plan,
 )
 from saga_verify.reference import order_saga
-from saga_verify.world import OUTCOMES, trace_to_json
 
 P = DeliveryPoint.parse
 CALL_TIMEOUT = order_saga.call_timeout  # 1.0

@@ -10,28 +10,22 @@ from typing import Any
 import httpx
 import pytest
 
-from saga_verify import (
+from saga_verify import Execution, FaultPlan, HttpParticipant, Ledger, Saga, Step, run_plan
+from saga_verify._world import trace_to_json
+from saga_verify.errors import SagaDefinitionError
+from saga_verify.faults import (
     Delay,
     DeliveryPoint,
     Duplicate,
-    Execution,
     FailBeforeEffect,
     Fault,
-    FaultPlan,
-    HttpParticipant,
-    Ledger,
     LoseReply,
     Outage,
     Refuse,
-    Saga,
-    SagaDefinitionError,
-    Step,
     Timeout,
-    run_plan,
 )
 from saga_verify.invariants import check, no_double_effect
 from saga_verify.reference import Payment
-from saga_verify.world import trace_to_json
 
 P = DeliveryPoint.parse
 ORDER = {"order_id": "order-7", "amount": 40}

@@ -13,18 +13,9 @@ from typing import Any
 import hypothesis
 import pytest
 
-from saga_verify import (
-    FaultPlan,
-    Ledger,
-    Saga,
-    SagaCrashedError,
-    SagaDefinitionError,
-    SagaVerifyError,
-    Step,
-    load_saga,
-    run_plan,
-)
-from saga_verify.exploration import explore
+from saga_verify import FaultPlan, Ledger, Saga, SagaVerifyError, Step, load_saga, run_plan
+from saga_verify._exploration import explore
+from saga_verify.errors import SagaCrashedError, SagaDefinitionError
 from saga_verify.reference import order_saga
 
 
@@ -318,7 +309,7 @@ def test_a_participant_that_raises_without_faults_has_crashed_the_saga() -> None
 
 
 def test_explore_takes_a_saga() -> None:
-    from saga_verify import OptionError
+    from saga_verify.errors import OptionError
 
     with pytest.raises(OptionError, match=r"explore\(\) takes a saga_verify\.Saga, got str"):
         explore("saga_verify.reference:order_saga")  # type: ignore[arg-type]
@@ -382,10 +373,10 @@ def test_a_plan_names_its_saga_and_loads_it_back() -> None:
 
 def test_the_public_explore_is_the_function_whatever_was_imported_first() -> None:
     # `from saga_verify import explore` is the documented way to get the search. Importing the
-    # subpackage saga_verify.exploration first (as the plugin, the CLI or a test may) must not turn
+    # subpackage saga_verify._exploration first (as the plugin, the CLI or a test may) must not turn
     # the public name into the module. A fresh interpreter makes the import order certain.
     code = (
-        "import saga_verify.exploration\n"
+        "import saga_verify._exploration\n"
         "from saga_verify import explore\n"
         "print(type(explore).__name__, callable(explore))\n"
     )

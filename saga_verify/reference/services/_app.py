@@ -28,8 +28,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ...world import Ledger, LedgerRow
-from ...world._http import (
+from saga_verify import Ledger, LedgerRow
+
+from ..._world._http import (
     CORRELATION_HEADER,
     DELIVERY_HEADER,
     EXECUTION_ERROR_HEADER,
@@ -459,7 +460,7 @@ def _row_dicts(service: Service, rows: Iterable[LedgerRow]) -> list[dict[str, An
 class _Executions:
     """How a service with inspection on serves the harness's executions without a request of
     their own (the ``process`` runtime; ``Saga-Verify-Execution`` and friends in
-    `saga_verify.world._http`). A request that names an execution other than the one being
+    `saga_verify._world._http`). A request that names an execution other than the one being
     served first puts a new participant of the same class behind the service, as ``POST
     /_inspect/reset`` does; its answer then carries, in ``Saga-Verify-Rows``, the ledger rows the
     request recorded (all of the new participant's, so the ones its constructor recorded too).
@@ -535,7 +536,7 @@ class _RowStamp:
 
     def next_row_seq(self) -> int:
         # The row's position in this participant's ledger; the harness orders rows across
-        # services by the delivery that caused them (saga_verify.runtimes._process.RemoteLedger).
+        # services by the delivery that caused them (saga_verify._runtimes._process.RemoteLedger).
         return len(self._ledger.rows)
 
 

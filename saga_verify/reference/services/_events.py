@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -27,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...world._ledger import LedgerRow
+from saga_verify import LedgerRow
 
 __all__ = [
     "EVENT_DATA",
@@ -220,11 +221,13 @@ def event_schema_text(event_type: str) -> str:
 
 def write_event_schemas(folder: str | os.PathLike[str]) -> list[Path]:
     """Write every event type's schema into ``folder`` (atomically, one file each); the paths."""
-    from ...faults._plan import write_atomically
-
     written = []
+    Path(folder).mkdir(parents=True, exist_ok=True)
     for event_type in EVENT_DATA:
         path = Path(folder) / f"{event_type}.schema.json"
-        write_atomically(path, event_schema_text(event_type))
+        # Whole or not at all: a reader sees the old schema or the new one, never half of it.
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, suffix=".tmp", delete=False) as handle:
+            handle.write(event_schema_text(event_type))
+        os.replace(handle.name, path)
         written.append(path)
     return written

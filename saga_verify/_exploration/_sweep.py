@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from itertools import zip_longest
 
 from .._saga import Saga
+from .._world import Execution, World, plan_chooser
 from ..faults import DeliveryPoint, Fault, FaultPlan, Outage
 from ..faults._alphabet import alphabet
-from ..world import Execution, World, plan_chooser
 
 
 @dataclass(frozen=True)

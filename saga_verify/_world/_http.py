@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from .._errors import SagaDefinitionError
+from ..errors import SagaDefinitionError
 from ._ledger import Ledger, LedgerRow
-
-if TYPE_CHECKING:
-    from ._world import Endpoint, World
-
+from ._world import Endpoint, Transported, World
 
 #: Request headers the harness adds to every request it delivers, so a participant in another
 #: process can stamp the ledger rows it writes while handling it the way a `World` stamps rows in
@@ -54,7 +51,7 @@ def http_errors(kind: str, message: str) -> BaseException:
     return httpx.ConnectError(message)
 
 
-class HttpParticipant:
+class HttpParticipant(Transported):
     """A participant reached over HTTP. ``transport`` is any httpx transport: an
     ``httpx.MockTransport``, an ``httpx.ASGITransport`` for an app in this process, or a real
     ``httpx.HTTPTransport``. ``routes`` maps each operation to ``"METHOD /path"``; a request
@@ -87,6 +84,13 @@ class HttpParticipant:
             self.routes.append((method.upper(), path.rstrip("/") or "/", operation))
         # The most specific path wins when several match.
         self.routes.sort(key=lambda r: -len(r[1]))
+
+    def client(self, world: World, endpoints: Mapping[str, Endpoint]) -> httpx.Client | httpx.AsyncClient:
+        """The client the saga gets as ``services.<participant>``: its transport makes each
+        request a delivery of ``world``."""
+        if self.asynchronous:
+            return httpx.AsyncClient(base_url=self.base_url, transport=AsyncFaultTransport(world, self, endpoints))
+        return httpx.Client(base_url=self.base_url, transport=FaultTransport(world, self, endpoints))
 
     def operation_for(self, request: httpx.Request) -> str:
         path = request.url.path.rstrip("/") or "/"
@@ -191,8 +195,3 @@ class AsyncFaultTransport(_Routing, httpx.AsyncBaseTransport):
         return result
 
 
-def http_client(world: World, participant: HttpParticipant, endpoints: Mapping[str, Endpoint]) -> httpx.Client | httpx.AsyncClient:
-    """The client the saga gets as ``services.<participant>``."""
-    if participant.asynchronous:
-        return httpx.AsyncClient(base_url=participant.base_url, transport=AsyncFaultTransport(world, participant, endpoints))
-    return httpx.Client(base_url=participant.base_url, transport=FaultTransport(world, participant, endpoints))

@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from .._errors import OptionError
+from ..errors import OptionError
 from ._process import RemoteControl, ServiceLostError, SharedServices, remote_reference_saga
 
 __all__ = ["ContainerServices", "ReferenceContainer", "reference_saga", "shared_containers"]
@@ -47,7 +47,7 @@ _NODELAY: Any = [(6, 1, 1)]  # (IPPROTO_TCP, TCP_NODELAY, 1): loopback HTTP stal
 
 class ReferenceContainer:
     """One reference service in a container, as the runtime's executions use it (a
-    `saga_verify.runtimes._process.RemoteService`)."""
+    `saga_verify._runtimes._process.RemoteService`)."""
 
     def __init__(self, container: Any, service: str, participant: str | None) -> None:
         #: The `saga_verify.containers.ServiceContainer`.

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any, ClassVar
 
-from .._errors import SagaDefinitionError
 from .._saga import Saga, Step
+from ..errors import SagaDefinitionError
 from ..faults._kinds import Delay, DeliveryPoint, Duplicate, Fault, Outage, Pause
 from ..faults._plan import FaultPlan
 from ._clock import VirtualClock
@@ -94,10 +94,20 @@ class Endpoint:
         return f"<endpoint {self.participant}.{self.operation}>"
 
 
-class HttpEndpoint(Endpoint):
-    """An endpoint reached through an httpx transport: its errors and replies are httpx's."""
+class ClientEndpoint(Endpoint):
+    """An endpoint reached through a client of the participant's own (httpx): its errors and
+    replies are the client's."""
 
     __slots__ = ("errors", "summarize")
+
+
+class Transported:
+    """A participant the saga reaches through a client of its own rather than by calling methods
+    (`saga_verify.HttpParticipant`): the world gives it one `ClientEndpoint` per operation, and
+    ``client`` returns what the saga sees as ``services.<name>``."""
+
+    def client(self, world: World, endpoints: Mapping[str, Endpoint]) -> Any:
+        raise NotImplementedError
 
 
 class ParticipantProxy:
@@ -234,16 +244,14 @@ class World:
         return dict(made)
 
     def _build_services(self) -> Services:
-        from ._http import HttpParticipant, http_client  # httpx loads only for sagas that use it
-
         proxies: dict[str, Any] = {}
         for name, ops in self.saga.layout:
             obj = self.participants[name]
             endpoints: dict[str, Endpoint] = {}
             for step, op, slot in ops:
                 ep: Endpoint
-                if isinstance(obj, HttpParticipant):
-                    ep = HttpEndpoint(self, step, op, slot, None)
+                if isinstance(obj, Transported):
+                    ep = ClientEndpoint(self, step, op, slot, None)
                 else:
                     fn = getattr(obj, op, None)
                     if not callable(fn):
@@ -254,7 +262,7 @@ class World:
                     ep = Endpoint(self, step, op, slot, fn)
                 endpoints[op] = ep
                 self.endpoints[(name, op)] = ep
-            proxies[name] = http_client(self, obj, endpoints) if isinstance(obj, HttpParticipant) else ParticipantProxy(name, endpoints)
+            proxies[name] = obj.client(self, endpoints) if isinstance(obj, Transported) else ParticipantProxy(name, endpoints)
         return Services(proxies, self.clock)
 
     # -- what ledgers ask --------------------------------------------------------------------

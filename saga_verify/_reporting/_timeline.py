@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..world import LedgerRow, TraceEntry
+from .._world import LedgerRow, TraceEntry
 
 if TYPE_CHECKING:
-    from ..exploration import ExplorationResult, Failure
-    from ..world import Execution
+    from .._exploration import ExplorationResult, Failure
+    from .._world import Execution
 
 _OUTCOME_TEXT = {
     "ok": "ok",

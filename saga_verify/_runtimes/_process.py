@@ -10,11 +10,11 @@ How an execution over processes matches one in simulation:
 
 - **Fresh participants.** Each execution starts from new participants, as in sim. Executions are
   numbered per service (`ServiceProcess.begin`), and every request of one names its number
-  (`saga_verify.world._http.EXECUTION_HEADER`); a service whose last request named another
+  (`saga_verify._world._http.EXECUTION_HEADER`); a service whose last request named another
   number first puts a new participant of the same class behind itself. So an execution starts
   with its first request to a service, and a service it never reaches costs it nothing.
 - **Ledgers.** The fault transport tells the service, in request headers, which trace entry each
-  delivery is, the saga instance and the virtual time (`saga_verify.world._http.DELIVERY_HEADER`
+  delivery is, the saga instance and the virtual time (`saga_verify._world._http.DELIVERY_HEADER`
   and friends); the service stamps the rows it records while handling that request with them,
   and answers them in a response header (``ROWS_HEADER``). The execution's `RemoteLedger`
   collects them as the answers come in, so an execution costs its deliveries and nothing more.
@@ -51,9 +51,9 @@ from typing import IO, Any, Generic, Protocol, TypeVar
 import h11
 import httpx
 
-from .._errors import SagaVerifyError
-from ..world import LedgerRow
-from ..world._http import EXECUTION_ERROR_HEADER, EXECUTION_HEADER, ROWS_HEADER
+from .._world import LedgerRow
+from .._world._http import EXECUTION_ERROR_HEADER, EXECUTION_HEADER, ROWS_HEADER
+from ..errors import SagaVerifyError
 
 __all__ = [
     "ROW_SPAN",
@@ -765,9 +765,9 @@ def remote_reference_saga(
     gives a `RemoteService` (with ``begin()``) for each ``service -> participant class``
     (``module:Class``, None for the correct one); ``control(service, transport)`` is what the
     steps' refuse and restart hooks reach."""
+    from .._world import HttpParticipant
     from ..reference import Inventory, Notification, Shipping
     from ..reference.services import SERVICES
-    from ..world import HttpParticipant
     from ._asgi import http_reference_saga
 
     classes = {"inventory": Inventory, "payment": variant.payment_class, "shipping": Shipping, "notification": Notification}

@@ -3,18 +3,21 @@ minimisation and replay."""
 
 from ._search import (
     DEFAULT_REPORT_DIR,
+    DEFAULT_SWEEP_BUDGET,
+    DEFAULT_SWEEP_FAULTS,
     ExplorationResult,
     Failure,
     compare_traces,
     decision_strategies,
     explore,
     replay,
-    verify,
 )
 from ._sweep import reached_points, run_plan_unchecked, sweep
 
 __all__ = [
     "DEFAULT_REPORT_DIR",
+    "DEFAULT_SWEEP_BUDGET",
+    "DEFAULT_SWEEP_FAULTS",
     "ExplorationResult",
     "Failure",
     "compare_traces",
@@ -24,5 +27,4 @@ __all__ = [
     "replay",
     "run_plan_unchecked",
     "sweep",
-    "verify",
 ]

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "NondeterminismError",
+    "OptionError",
+    "PlanError",
+    "SagaCrashedError",
+    "SagaDefinitionError",
+    "SagaVerifyError",
+    "SagaViolationError",
+]
+
 
 class SagaVerifyError(Exception):
     """Root of every error saga-verify raises on purpose; catch this to catch them all."""

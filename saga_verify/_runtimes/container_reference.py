@@ -1,5 +1,5 @@
 """The reference sagas with their participants in containers, importable by name
-(``saga_verify.runtimes.container_reference:charge_without_key``) so their plan files replay."""
+(``saga_verify._runtimes.container_reference:charge_without_key``) so their plan files replay."""
 
 from __future__ import annotations
 

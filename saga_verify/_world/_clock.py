@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .._errors import SagaDefinitionError
+from ..errors import SagaDefinitionError
 
 
 class VirtualClock:

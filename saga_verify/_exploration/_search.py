@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 
-from .._errors import NondeterminismError, OptionError, SagaCrashedError, SagaDefinitionError, SagaViolationError
 from .._saga import TERMINAL_STATUSES, Saga
+from .._world import Endpoint, Execution, World, plan_chooser, trace_to_json
+from ..errors import NondeterminismError, OptionError, SagaCrashedError, SagaDefinitionError
 from ..faults import DeliveryPoint, Fault, FaultPlan, FaultTemplate
 from ..faults._alphabet import alphabet
 from ..faults._kinds import FAULT_KINDS, Outage
 from ..invariants import Invariant, Violation, check, invariants_for
-from ..world import Endpoint, Execution, World, plan_chooser, trace_to_json
 from ._sweep import run_plan_unchecked, sweep
 
 #: Share of delivery points at which the Hypothesis phase draws a fault: few faults per plan, so
@@ -66,11 +66,6 @@ class Failure:
             commands.append(f"saga_verify.replay(saga, saga_verify.FaultPlan.loads({self.plan.dumps().strip()!r}))")
         return tuple(commands)
 
-    def report(self) -> str:
-        from ..reporting import render_failure
-
-        return render_failure(self)
-
 
 @dataclass(frozen=True)
 class ExplorationResult:
@@ -92,11 +87,6 @@ class ExplorationResult:
     @property
     def examples_to_violation(self) -> int | None:
         return min((f.examples for f in self.failures), default=None)
-
-    def report(self) -> str:
-        from ..reporting import render_result
-
-        return render_result(self)
 
 
 class _Counter:
@@ -469,14 +459,6 @@ def _finish(
         digest = hashlib.sha256(plan.dumps().encode()).hexdigest()[:8]
         path = plan.save(Path(report_dir) / f"{_slug(saga.name)}-{_slug(names[0])}-{digest}.json")
     return Failure(saga, plan, tuple(violations), execution, how, examples, shrink_seconds, path)
-
-
-def verify(saga: Saga, **options: Any) -> ExplorationResult:
-    """`explore`, and raise `SagaViolationError` with the full report if anything broke."""
-    result = explore(saga, **options)
-    if not result.ok:
-        raise SagaViolationError(result.report(), result)
-    return result
 
 
 def replay(saga: Saga, plan: FaultPlan, *, invariants: Sequence[Invariant] | None = None) -> tuple[Execution, list[Violation]]:

@@ -14,7 +14,7 @@ def reference_variants(runtime: str = "sim") -> tuple[Any, ...]:
     """The reference variants, each as a saga whose participants live in ``runtime``."""
     from dataclasses import replace
 
-    from .._errors import OptionError
+    from ..errors import OptionError
     from ..reference import variants
 
     if runtime not in RUNTIMES:

@@ -1,5 +1,5 @@
 """The reference sagas with their participants as HTTP apps in this process, importable by name
-(``saga_verify.runtimes.asgi_reference:charge_without_key``) so their plan files replay."""
+(``saga_verify._runtimes.asgi_reference:charge_without_key``) so their plan files replay."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The reference sagas with their participants as service processes on loopback, importable by
-name (``saga_verify.runtimes.process_reference:charge_without_key``) so their plan files replay."""
+name (``saga_verify._runtimes.process_reference:charge_without_key``) so their plan files replay."""
 
 from __future__ import annotations
 

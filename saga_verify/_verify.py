@@ -1,0 +1,101 @@
+"""The entry points a user calls: explore a saga, verify it (raise on a violation), replay a plan,
+run one plan, and render what a search found. They sit above the search and the reports, so that
+neither of those has to know the other."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._exploration import DEFAULT_REPORT_DIR, DEFAULT_SWEEP_BUDGET, DEFAULT_SWEEP_FAULTS, ExplorationResult, Failure
+from ._exploration import explore as _explore
+from ._exploration import replay as _replay
+from ._reporting import render_failure, render_result
+from ._saga import Saga
+from ._world import Execution
+from ._world import run_plan as _run_plan
+from .errors import OptionError, SagaViolationError
+from .faults import FaultPlan
+from .invariants import Invariant, Violation
+
+if TYPE_CHECKING:
+    import hypothesis
+
+
+def explore(
+    saga: Saga,
+    *,
+    invariants: Sequence[Invariant] | None = None,
+    seed: int | None = 0,
+    max_examples: int | None = None,
+    sweep_faults: int = DEFAULT_SWEEP_FAULTS,
+    sweep_budget: int | None = DEFAULT_SWEEP_BUDGET,
+    settings: hypothesis.settings | None = None,
+    report_dir: str | Path | None = DEFAULT_REPORT_DIR,
+) -> ExplorationResult:
+    """Search for fault plans under which ``saga`` breaks an invariant.
+
+    In order: plans the example database remembers for this saga; every plan of up to
+    ``sweep_faults`` faults over the points executions reach (at most ``sweep_budget``
+    executions); then Hypothesis with ``max_examples`` examples (its settings profile decides
+    when None), seeded with ``seed``. A failure's minimal plan is saved to the database and, when
+    ``report_dir`` is set, written there as a JSON file that ``saga-verify replay`` runs. Raises
+    nothing for a violation: read ``result.failures``."""
+    return _explore(
+        saga,
+        invariants=invariants,
+        seed=seed,
+        max_examples=max_examples,
+        sweep_faults=sweep_faults,
+        sweep_budget=sweep_budget,
+        settings=settings,
+        report_dir=report_dir,
+    )
+
+
+def verify(
+    saga: Saga,
+    *,
+    invariants: Sequence[Invariant] | None = None,
+    seed: int | None = 0,
+    max_examples: int | None = None,
+    sweep_faults: int = DEFAULT_SWEEP_FAULTS,
+    sweep_budget: int | None = DEFAULT_SWEEP_BUDGET,
+    settings: hypothesis.settings | None = None,
+    report_dir: str | Path | None = DEFAULT_REPORT_DIR,
+) -> ExplorationResult:
+    """`explore`, and raise `SagaViolationError` with the full report if anything broke."""
+    result = explore(
+        saga,
+        invariants=invariants,
+        seed=seed,
+        max_examples=max_examples,
+        sweep_faults=sweep_faults,
+        sweep_budget=sweep_budget,
+        settings=settings,
+        report_dir=report_dir,
+    )
+    if not result.ok:
+        raise SagaViolationError(render_result(result), result)
+    return result
+
+
+def replay(saga: Saga, plan: FaultPlan, *, invariants: Sequence[Invariant] | None = None) -> tuple[Execution, list[Violation]]:
+    """Run one plan (validated against the saga) and check the invariants."""
+    return _replay(saga, plan, invariants=invariants)
+
+
+def run_plan(saga: Saga, plan: FaultPlan | None = None) -> Execution:
+    """Execute the saga once under ``plan`` (no faults if None) and return what happened."""
+    return _run_plan(saga, plan)
+
+
+def report(found: ExplorationResult | Failure) -> str:
+    """What a person reads: for a result, every failure's minimal plan, timeline, broken
+    invariants and replay line (or the line that says what held); for one failure, its part."""
+    if isinstance(found, ExplorationResult):
+        return render_result(found)
+    if isinstance(found, Failure):
+        return render_failure(found)
+    raise OptionError(f"report() takes an ExplorationResult or a Failure, got {type(found).__name__}")
