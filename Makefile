@@ -18,6 +18,7 @@ demo: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test-fast: $(INSTALLED)
 	$(BIN)/pytest -q

@@ -34,6 +34,7 @@ import hypothesis
 from saga_verify import FaultPlan
 from saga_verify._exploration import run_plan_unchecked, sweep
 from saga_verify._files import write_atomically
+from saga_verify._runtimes import stop_services
 from saga_verify.faults import Crash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,22 +57,22 @@ def _forget_images() -> None:
     shutil.rmtree(ROOT / ".saga-verify" / "wheelhouse", ignore_errors=True)
 
 
-def start_services() -> tuple[float, Any]:
+def start_services() -> tuple[float, None]:
     """Seconds to have the four reference services answering in containers (image included)."""
-    from saga_verify._runtimes._container import ContainerServices
+    from saga_verify import run_plan
+    from saga_verify.reference import order_saga
 
     started = time.perf_counter()
-    containers = ContainerServices()
-    containers.serve(dict.fromkeys(SERVICES))
-    return time.perf_counter() - started, containers
+    run_plan(order_saga, runtime="container")  # places the four services, then runs one execution
+    return time.perf_counter() - started, None
 
 
-def bench_plans(containers: Any) -> dict[str, Any]:
+def bench_plans() -> dict[str, Any]:
     """The correct saga's 2-fault sweep over the containers, timed per plan."""
-    from saga_verify._runtimes._container import reference_saga
-    from saga_verify.reference import variants
+    from saga_verify._runtimes import place
+    from saga_verify.reference import order_saga
 
-    saga = reference_saga(variants()[0], containers=containers)
+    saga = place(order_saga, "container")
     execute = run_plan_unchecked(saga)
     execute(FaultPlan())  # warm: connections open
     times: dict[str, list[float]] = {"without_crash": [], "with_crash": []}
@@ -110,18 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.cold:
         _forget_images()
-        cold, containers = start_services()
-        containers.close()
+        cold, _ = start_services()
+        stop_services()
         results["cold_start_s"] = round(cold, 1)
         print(f"cold start (base image, wheelhouse, image, 4 services)  {cold:7.1f} s", flush=True)
-    warm, containers = start_services()
+    warm, _ = start_services()
     results["warm_start_s"] = round(warm, 2)
     print(f"warm start (4 services answering)                       {warm:7.2f} s   target <= {WARM_START_TARGET:g} s: "
           f"{'met' if warm <= WARM_START_TARGET else 'MISSED'}", flush=True)
     try:
-        plans = bench_plans(containers)
+        plans = bench_plans()
     finally:
-        containers.close()
+        stop_services()
     results["plans"] = plans
     met = plans["without_crash"]["plans_per_s"] >= PLANS_TARGET
     print(f"plans/s, 2-fault sweep without a crash                  {plans['without_crash']['plans_per_s']:7.1f}     "

@@ -54,6 +54,7 @@ import saga_verify
 from saga_verify import Saga
 from saga_verify._exploration import ExplorationResult, decision_strategies, explore, reached_points
 from saga_verify._exploration._search import FAULT_RATE
+from saga_verify._runtimes import place
 from saga_verify._world import Endpoint, World, plan_chooser
 from saga_verify.faults import (
     DeliveryPoint,
@@ -76,9 +77,12 @@ from saga_verify.reference import (
     OrderSaga,
     Payment,
     Shipping,
-    order_saga,
     variants,
 )
+from saga_verify.reference import order_saga as _reference_order_saga
+
+# The benchmarks run worlds themselves: the reference saga with its services placed in simulation.
+order_saga = place(_reference_order_saga, "sim")
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -455,13 +459,13 @@ def bench_runtimes(names: Sequence[str] | None = None) -> dict[str, Any]:
     """Plans per second for the correct saga's whole 2-fault sweep in every runtime (or in those
     named). A 1-fault sweep first warms each runtime up (builds the apps, starts the service
     processes)."""
-    from saga_verify._runtimes import RUNTIMES, reference_variants
+    from saga_verify._runtimes import RUNTIMES
 
     out: dict[str, Any] = {}
     # The container runtime has a benchmark of its own (bench/containers.py): it needs an engine,
     # and its start and crash costs are measured apart.
     for runtime in [r for r in RUNTIMES if r != "container"] if names is None else names:
-        saga = reference_variants(runtime)[0].saga
+        saga = place(_reference_order_saga, runtime)
         pinned = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         if runtime == "process" and pinned is not None:
             # The services start during the warm-up; they must not inherit this process's pin to
@@ -594,7 +598,7 @@ def bench_variants() -> dict[str, Any]:
     for variant in variants():
         if not variant.broken:
             continue
-        saga = variant.saga
+        saga = place(variant.saga, "sim")
         default = [explore(saga, seed=s, settings=_settings(), report_dir=None) for s in SEEDS]
         hyp_only = [
             explore(saga, seed=s, sweep_faults=0, max_examples=HYPOTHESIS_ONLY_MAX_EXAMPLES, settings=_settings(), report_dir=None)

@@ -5,7 +5,8 @@ of load with the package; the search (Hypothesis) and the HTTP seam (httpx) load
 so that the pytest plugin costs nothing until a test asks for it. More lives in the public
 namespaces ``saga_verify.faults`` (the fault kinds), ``saga_verify.invariants`` (the built-in
 invariants), ``saga_verify.errors``, ``saga_verify.contracts``, ``saga_verify.containers`` and
-``saga_verify.proxy``.
+``saga_verify.proxy``, ``saga_verify.systems`` (your own services) and
+``saga_verify.reference`` (the reference system).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._saga import Saga, Step, load_saga
+from ._system import Service, System
 from ._world import Execution, Ledger, LedgerRow, TraceEntry
 from .errors import SagaVerifyError, SagaViolationError
 from .faults import FaultPlan
@@ -30,6 +32,8 @@ __all__ = [
     "Ledger",
     "LedgerRow",
     "HttpParticipant",
+    "System",
+    "Service",
     # plans and what must hold
     "FaultPlan",
     "Invariant",

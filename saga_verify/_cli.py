@@ -23,7 +23,7 @@ def _runtime(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saga-verify", description="Find the failure schedules under which a saga breaks its promises.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,explore,replay}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,explore,replay,plan-schema}")
 
     def search_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=whole_number(0), default=0, help="seed of the Hypothesis phase (default 0)")
@@ -39,11 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     explore = sub.add_parser("explore", help="search failure schedules of your saga (package.module:attribute)")
     explore.add_argument("saga", help="the saga to explore, as package.module:attribute")
     search_options(explore)
+    explore.add_argument("--runtime", type=_runtime, default="sim", help="where its services run (default sim; others need a System)")
     explore.add_argument("--report-dir", default=".saga-verify", help="where minimal plans are written (default .saga-verify)")
 
     replay = sub.add_parser("replay", help="re-run a saved plan and print its timeline")
     replay.add_argument("plan", help="a plan file written by a search")
-    replay.add_argument("--saga", help="the saga to run it against, if the file does not name one")
+    replay.add_argument("--saga", help="the saga to run it against, if the file does not name where it lives")
+    replay.add_argument("--runtime", type=_runtime, default="sim", help="where its services run (default sim)")
+
+    sub.add_parser("plan-schema", help="print the JSON Schema of plan files (contracts/plan.schema.json)")
     return parser
 
 
@@ -59,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "explore":
             return _explore(args)
+        if args.command == "plan-schema":
+            return _plan_schema()
         return _replay(args)
     except SagaVerifyError as exc:
         print(f"saga-verify: error: {exc}", file=sys.stderr)
@@ -73,11 +79,11 @@ def _no_database() -> Any:
 
 def demo_rows(seed: int, max_examples: int, sweep_faults: int, runtime: str, report_dir: str | None) -> list[dict[str, Any]]:
     """One row per reference saga: the shape ``saga-verify demo --json`` prints."""
-    from ._exploration import explore
-    from ._runtimes import reference_variants
+    from ._verify import explore
+    from .reference import variants
 
     rows = []
-    for variant in reference_variants(runtime):
+    for variant in variants():
         started = time.perf_counter()
         # The demo shows the search itself, so it does not start from remembered failures.
         result = explore(
@@ -87,6 +93,7 @@ def demo_rows(seed: int, max_examples: int, sweep_faults: int, runtime: str, rep
             sweep_faults=sweep_faults,
             settings=_no_database(),
             report_dir=report_dir,
+            runtime=runtime,
         )
         seconds = time.perf_counter() - started
         first = result.failures[0] if result.failures else None
@@ -153,12 +160,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _explore(args: argparse.Namespace) -> int:
-    from ._exploration import explore
     from ._reporting import render_result
     from ._saga import load_saga
+    from ._verify import explore
 
     saga = load_saga(args.saga)
-    result = explore(saga, seed=args.seed, max_examples=args.max_examples, sweep_faults=args.sweep_faults, report_dir=args.report_dir)
+    result = explore(
+        saga, seed=args.seed, max_examples=args.max_examples, sweep_faults=args.sweep_faults, report_dir=args.report_dir, runtime=args.runtime
+    )
     if args.json:
         print(
             json.dumps(
@@ -181,21 +190,30 @@ def _explore(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from ._exploration import replay
     from ._reporting import render_execution
     from ._saga import load_saga
+    from ._verify import replay
     from .errors import PlanError
     from .faults import FaultPlan
 
     plan = FaultPlan.load(Path(args.plan))
-    ref = args.saga or plan.saga
+    ref = args.saga or plan.saga_ref
     if not ref:
-        raise PlanError(f"plan file {args.plan!r} names no saga; pass --saga package.module:attribute")
+        named = f" (it is for saga {plan.saga!r})" if plan.saga else ""
+        raise PlanError(f"plan file {args.plan!r} does not say where its saga lives{named}; pass --saga package.module:attribute")
     saga = load_saga(ref)
-    execution, violations = replay(saga, plan)
-    print(f"saga {saga.name!r} under {plan}")
+    execution, violations = replay(saga, plan, runtime=args.runtime)
+    where = "" if args.runtime == "sim" else f" on {args.runtime}"
+    print(f"saga {saga.name!r} under {plan}{where}")
     print(render_execution(execution, violations))
     return 1 if violations else 0
+
+
+def _plan_schema() -> int:
+    from .faults._plan import plan_schema
+
+    print(json.dumps(plan_schema(), indent=2))
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,10 +24,14 @@ MAX_EXAMPLES_OPTION = "--saga-max-examples"
 SWEEP_OPTION = "--saga-sweep-faults"
 REPLAY_OPTION = "--saga-replay"
 REPORT_DIR_OPTION = "--saga-report-dir"
+RUNTIME_OPTION = "--saga-runtime"
+#: The runtimes (``saga_verify._runtimes.RUNTIMES``), named here so loading the plugin imports nothing.
+RUNTIMES = ("sim", "asgi", "process", "container")
 CACHE_KEY = "saga_verify/seed"
 MARKER = "saga"
 
 _seed_key = pytest.StashKey[int]()
+_verifier_key = pytest.StashKey["SagaVerifier"]()
 
 
 def _seed(text: str) -> str:
@@ -45,6 +49,12 @@ def _seed(text: str) -> str:
 def _existing_file(text: str) -> str:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"plan file {text!r} does not exist")
+    return text
+
+
+def _runtime(text: str) -> str:
+    if text not in RUNTIMES:
+        raise argparse.ArgumentTypeError(f"runtime {text!r} does not exist; choose from: {', '.join(RUNTIMES)}")
     return text
 
 
@@ -77,6 +87,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="FILE",
         help="replay this plan file instead of searching (as written to the report directory)",
+    )
+    group.addoption(
+        RUNTIME_OPTION,
+        type=_runtime,
+        default="sim",
+        metavar="NAME",
+        help=f"where the sagas' services run: {', '.join(RUNTIMES)} (default sim; others need a saga_verify.System)",
     )
     group.addoption(
         REPORT_DIR_OPTION,
@@ -133,6 +150,9 @@ class SagaVerifier:
         self._nodeid = nodeid
         #: The result of each call, in order.
         self.results: list[ExplorationResult] = []
+        #: Under --saga-replay: the sagas this test asked to verify, and whether the plan was one's.
+        self.replay_candidates: list[str] = []
+        self.replayed = False
 
     @property
     def seed(self) -> int:
@@ -146,17 +166,20 @@ class SagaVerifier:
         max_examples: int | None = None,
         sweep_faults: int | None = None,
     ) -> ExplorationResult | None:
-        from ._exploration import explore, replay
         from ._reporting import render_execution, render_result
+        from ._verify import explore, replay
         from .errors import SagaViolationError
         from .faults import FaultPlan
 
+        runtime = self._config.getoption(RUNTIME_OPTION)
         replay_file = self._config.getoption(REPLAY_OPTION)
         if replay_file:
             plan = FaultPlan.load(replay_file)
-            if plan.saga and saga.ref and plan.saga != saga.ref:
-                return None  # the plan is another saga's; this test's other calls may match it
-            execution, violations = replay(saga, plan, invariants=invariants)
+            self.replay_candidates.append(saga.name)
+            if plan.saga is not None and plan.saga != saga.name:
+                return None  # another saga's plan: another call of this test may be its saga's
+            self.replayed = True
+            execution, violations = replay(saga, plan, invariants=invariants, runtime=runtime)
             if violations:
                 raise SagaViolationError(f"replayed {replay_file}:\n" + render_execution(execution, violations), None)
             return None
@@ -170,6 +193,7 @@ class SagaVerifier:
             max_examples=max_examples if max_examples is not None else option_examples,
             sweep_faults=sweep_faults if sweep_faults is not None else (option_sweep if option_sweep is not None else 2),
             report_dir=report_dir,
+            runtime=runtime,
         )
         self.results.append(result)
         if not result.ok:
@@ -177,6 +201,22 @@ class SagaVerifier:
             result = replace(result, failures=failures)
             raise SagaViolationError(render_result(result), result)
         return result
+
+    def check_replayed(self) -> None:
+        """Under ``--saga-replay``, a test none of whose sagas the plan is for checked nothing:
+        that is a failure, not a pass."""
+        replay_file = self._config.getoption(REPLAY_OPTION)
+        if not replay_file or self.replayed or not self.replay_candidates:
+            return
+        from .faults import FaultPlan
+
+        plan = FaultPlan.load(replay_file)
+        pytest.fail(
+            f"{REPLAY_OPTION}={replay_file}: the plan is for saga {plan.saga!r}, but this test verified "
+            f"{', '.join(map(repr, dict.fromkeys(self.replay_candidates)))}; nothing was replayed. "
+            "Run the test the plan's replay line names.",
+            pytrace=False,
+        )
 
     def _replay_line(self, path: Path | None) -> str | None:
         if path is None:
@@ -187,7 +227,27 @@ class SagaVerifier:
 @pytest.fixture
 def saga_verify(request: pytest.FixtureRequest) -> SagaVerifier:
     """Explore a saga under failure schedules: ``saga_verify(my_saga)``."""
-    return SagaVerifier(request.config, request.node.nodeid)
+    verifier = SagaVerifier(request.config, request.node.nodeid)
+    request.node.stash[_verifier_key] = verifier
+    return verifier
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    result = yield
+    verifier = item.stash.get(_verifier_key, None)
+    if verifier is not None:
+        verifier.check_replayed()
+    return result
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the services the session placed on a runtime (processes, containers)."""
+    import sys
+
+    runtimes = sys.modules.get("saga_verify._runtimes")
+    if runtimes is not None:  # only if a test placed any: the plugin imports nothing by itself
+        runtimes.stop_services()
 
 
 REQUIRE_DOCKER = "REQUIRE_DOCKER"

@@ -6,10 +6,11 @@ import importlib
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Protocol
 
+from ._system import System, check_system_covers
 from .errors import SagaDefinitionError
 
 
@@ -27,6 +28,7 @@ class InvariantLike(Protocol):
 RESERVED_NAMES = frozenset({"clock"})
 TERMINAL_STATUSES = ("completed", "compensated", "failed")
 _NAME_RE = re.compile(r"^[A-Za-z_][\w-]*$")
+_REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,9 @@ class Saga:
     """Shown in reports and used to key the example database."""
     steps: Sequence[Step]
     """The forward steps in order; compensations run in reverse."""
-    participants: Callable[[], Mapping[str, object]]
-    """Builds fresh participants for one execution: name -> object (or `HttpParticipant`)."""
+    participants: Callable[[], Mapping[str, object]] | System
+    """Builds fresh participants for one execution: name -> object (or `HttpParticipant`); or
+    the `System` whose services they are, placed on the runtime a search is asked to use."""
     run: Callable[[Any, Any], Any]
     """The saga's code: ``run(services, input) -> outcome``. May be ``async def``."""
     input: Any = None
@@ -106,6 +109,9 @@ class Saga:
     """An execution that runs longer than this (virtual time) has not terminated."""
     outcome: Callable[[Any], object] = field(default=_default_outcome)
     """Maps what ``run`` returns to a status; override when the saga speaks other words."""
+    ref: str | None = None
+    """Where this saga can be imported from, ``"package.module:attribute"``, so that a plan file
+    replays on its own (`load_saga` fills it in)."""
     pauses: bool = False
     """Whether searches also try the ``pause`` fault (a participant frozen well past the call
     timeout). Off by default: one pause holds every call to its participant, so, counted in
@@ -135,8 +141,14 @@ class Saga:
                         "each operation belongs to one step"
                     )
                 seen.add((step.participant, op))
-        if not callable(self.participants):
-            raise SagaDefinitionError(f"saga {self.name!r}: participants must be a callable returning a mapping")
+        if isinstance(self.participants, System):
+            check_system_covers(self.participants, self.name, self.participant_names, self.operations)
+        elif not callable(self.participants):
+            raise SagaDefinitionError(
+                f"saga {self.name!r}: participants must be a callable returning a mapping, or a saga_verify.System"
+            )
+        if self.ref is not None and (not isinstance(self.ref, str) or not _REF_RE.match(self.ref)):
+            raise SagaDefinitionError(f"saga {self.name!r}: ref must look like 'package.module:attribute', got {self.ref!r}")
         if not callable(self.run):
             raise SagaDefinitionError(f"saga {self.name!r}: run must be callable as run(services, input)")
         for label, value in (("call_timeout", self.call_timeout), ("max_seconds", self.max_seconds)):
@@ -199,21 +211,6 @@ class Saga:
             return str(self.input["order_id"])
         return self.name
 
-    @cached_property
-    def ref(self) -> str | None:
-        """``module:attribute`` where this saga can be imported from, if it can."""
-        for candidate in (getattr(self.run, "__module__", None), getattr(self.participants, "__module__", None)):
-            if not candidate:
-                continue
-            try:
-                module = importlib.import_module(candidate)
-            except Exception:
-                continue
-            for attr, value in vars(module).items():
-                if value is self:
-                    return f"{candidate}:{attr}"
-        return None
-
     def __repr__(self) -> str:
         return f"Saga({self.name!r}, steps={[str(s) for s in self.steps]})"
 
@@ -233,4 +230,7 @@ def load_saga(ref: str) -> Saga:
         raise SagaDefinitionError(f"cannot load saga {ref!r}: module {module_name!r} has no {attr!r}") from None
     if not isinstance(value, Saga):
         raise SagaDefinitionError(f"{ref!r} is a {type(value).__name__}, not a saga_verify.Saga")
+    if value.ref is None:
+        # Plan files of this saga name where it came from, so that they replay on their own.
+        value = replace(value, ref=ref)
     return value

@@ -1,9 +1,10 @@
 """The entry points a user calls: explore a saga, verify it (raise on a violation), replay a plan,
-run one plan, and render what a search found. They sit above the search and the reports, so that
-neither of those has to know the other."""
+run one plan, and render what a search found; each on the runtime asked for. They sit above the
+search, the reports and the runtimes, so that none of those has to know the others."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from ._exploration import DEFAULT_REPORT_DIR, DEFAULT_SWEEP_BUDGET, DEFAULT_SWEE
 from ._exploration import explore as _explore
 from ._exploration import replay as _replay
 from ._reporting import render_failure, render_result
+from ._runtimes import place
 from ._saga import Saga
 from ._world import Execution
 from ._world import run_plan as _run_plan
@@ -33,8 +35,11 @@ def explore(
     sweep_budget: int | None = DEFAULT_SWEEP_BUDGET,
     settings: hypothesis.settings | None = None,
     report_dir: str | Path | None = DEFAULT_REPORT_DIR,
+    runtime: str = "sim",
 ) -> ExplorationResult:
-    """Search for fault plans under which ``saga`` breaks an invariant.
+    """Search for fault plans under which ``saga`` breaks an invariant, with its participants on
+    ``runtime`` (``sim``, ``asgi``, ``process`` or ``container``; anything but ``sim`` needs a
+    saga whose participants are a `System`).
 
     In order: plans the example database remembers for this saga; every plan of up to
     ``sweep_faults`` faults over the points executions reach (at most ``sweep_budget``
@@ -42,8 +47,10 @@ def explore(
     when None), seeded with ``seed``. A failure's minimal plan is saved to the database and, when
     ``report_dir`` is set, written there as a JSON file that ``saga-verify replay`` runs. Raises
     nothing for a violation: read ``result.failures``."""
-    return _explore(
-        saga,
+    if not isinstance(saga, Saga):
+        raise OptionError(f"explore() takes a saga_verify.Saga, got {type(saga).__name__}")
+    result = _explore(
+        place(saga, runtime),
         invariants=invariants,
         seed=seed,
         max_examples=max_examples,
@@ -52,6 +59,9 @@ def explore(
         settings=settings,
         report_dir=report_dir,
     )
+    # The result speaks of the saga the caller gave, not of its copy placed on the runtime.
+    failures = tuple(dataclasses.replace(f, saga=saga) for f in result.failures)
+    return dataclasses.replace(result, saga=saga, failures=failures)
 
 
 def verify(
@@ -64,6 +74,7 @@ def verify(
     sweep_budget: int | None = DEFAULT_SWEEP_BUDGET,
     settings: hypothesis.settings | None = None,
     report_dir: str | Path | None = DEFAULT_REPORT_DIR,
+    runtime: str = "sim",
 ) -> ExplorationResult:
     """`explore`, and raise `SagaViolationError` with the full report if anything broke."""
     result = explore(
@@ -75,20 +86,27 @@ def verify(
         sweep_budget=sweep_budget,
         settings=settings,
         report_dir=report_dir,
+        runtime=runtime,
     )
     if not result.ok:
         raise SagaViolationError(render_result(result), result)
     return result
 
 
-def replay(saga: Saga, plan: FaultPlan, *, invariants: Sequence[Invariant] | None = None) -> tuple[Execution, list[Violation]]:
-    """Run one plan (validated against the saga) and check the invariants."""
-    return _replay(saga, plan, invariants=invariants)
+def replay(
+    saga: Saga, plan: FaultPlan, *, invariants: Sequence[Invariant] | None = None, runtime: str = "sim"
+) -> tuple[Execution, list[Violation]]:
+    """Run one plan (validated against the saga: a plan of another saga is refused) on
+    ``runtime`` and check the invariants."""
+    plan.validate(saga)
+    return _replay(place(saga, runtime), plan, invariants=invariants)
 
 
-def run_plan(saga: Saga, plan: FaultPlan | None = None) -> Execution:
-    """Execute the saga once under ``plan`` (no faults if None) and return what happened."""
-    return _run_plan(saga, plan)
+def run_plan(saga: Saga, plan: FaultPlan | None = None, *, runtime: str = "sim") -> Execution:
+    """Execute the saga once under ``plan`` (no faults if None) on ``runtime`` and return what happened."""
+    if plan is not None:
+        plan.validate(saga)
+    return _run_plan(place(saga, runtime), plan)
 
 
 def report(found: ExplorationResult | Failure) -> str:

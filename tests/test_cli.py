@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_demo_json_rows_have_their_shape(demo_json) -> None:
 
 
 def test_demo_json_correct_saga_holds_and_every_broken_one_is_caught(demo_json) -> None:
-    from saga_verify._exploration import replay
+    from saga_verify import replay
     from saga_verify.reference import order_saga
 
     completed, report_dir = demo_json
@@ -86,13 +87,13 @@ def test_demo_json_correct_saga_holds_and_every_broken_one_is_caught(demo_json) 
         assert row["violated"], name
         assert row["verdict"] == "caught"
         plan = FaultPlan.from_json(row["plan"])
-        assert plan.saga == f"saga_verify.reference:{name}"
+        assert (plan.saga, plan.saga_ref) == (name, f"saga_verify.reference:{name}")
         assert list(plan.violated) == row["violated"]
         assert Path(row["plan_file"]).parent == report_dir
         assert FaultPlan.load(row["plan_file"]) == plan
     assert str(FaultPlan.from_json(rows["charge_without_key"]["plan"])) == "lose-reply at payment.charge#1"
     # The correct saga does not break under any broken variant's plan that fits it.
-    assert replay(order_saga, FaultPlan.from_json(rows["charge_without_key"]["plan"]))[1] == []
+    assert replay(order_saga, dataclasses.replace(FaultPlan.from_json(rows["charge_without_key"]["plan"]), saga=None))[1] == []
 
 
 def test_demo_table(capsys, tmp_path) -> None:
@@ -130,7 +131,7 @@ def test_demo_seed_is_shown(capsys, tmp_path) -> None:
 def violating_plan(tmp_path) -> Path:
     plan = FaultPlan.loads('{"faults": [{"kind": "lose-reply", "at": "payment.charge#1"}]}')
     path = tmp_path / "violating.json"
-    FaultPlan(plan.faults, saga="saga_verify.reference:charge_without_key").save(path)
+    FaultPlan(plan.faults, saga_ref="saga_verify.reference:charge_without_key").save(path)
     return path
 
 
@@ -148,7 +149,7 @@ def test_replay_of_a_violating_plan_prints_the_timeline_and_exits_1(violating_pl
 
 
 def test_replay_of_a_passing_plan_exits_0(tmp_path, capsys) -> None:
-    path = FaultPlan(saga="saga_verify.reference:order_saga").save(tmp_path / "empty.json")
+    path = FaultPlan(saga_ref="saga_verify.reference:order_saga").save(tmp_path / "empty.json")
     code = run(["replay", str(path)])
     out, _ = capsys.readouterr()
     assert code == 0
@@ -194,7 +195,7 @@ def test_replay_invalid_json(tmp_path, capsys) -> None:
 def test_replay_unknown_participant(tmp_path, capsys) -> None:
     path = tmp_path / "billing.json"
     path.write_text(
-        '{"saga": "saga_verify.reference:order_saga", "faults": [{"kind": "fail", "at": "billing.charge#1"}]}',
+        '{"saga": {"name": "order", "ref": "saga_verify.reference:order_saga"}, "faults": [{"kind": "fail", "at": "billing.charge#1"}]}',
         encoding="utf-8",
     )
     assert run(["replay", str(path)]) == 2
@@ -214,7 +215,7 @@ def test_replay_unknown_participant(tmp_path, capsys) -> None:
 )
 def test_replay_plan_with_a_bad_fault(tmp_path, capsys, fault, message) -> None:
     path = tmp_path / "plan.json"
-    path.write_text(json.dumps({"saga": "saga_verify.reference:order_saga", "faults": [fault]}), encoding="utf-8")
+    path.write_text(json.dumps({"saga": {"name": "order", "ref": "saga_verify.reference:order_saga"}, "faults": [fault]}), encoding="utf-8")
     assert run(["replay", str(path)]) == 2
     err = _error(capsys)
     assert err.startswith("saga-verify: error: ")
@@ -226,12 +227,12 @@ def test_replay_plan_naming_no_saga(tmp_path, capsys) -> None:
     path.write_text('{"faults": []}', encoding="utf-8")
     assert run(["replay", str(path)]) == 2
     assert _error(capsys) == (
-        f"saga-verify: error: plan file {str(path)!r} names no saga; pass --saga package.module:attribute\n"
+        f"saga-verify: error: plan file {str(path)!r} does not say where its saga lives; pass --saga package.module:attribute\n"
     )
 
 
 def test_replay_plan_naming_a_saga_that_does_not_import(tmp_path, capsys) -> None:
-    path = FaultPlan(saga="nosuchmodule:x").save(tmp_path / "p.json")
+    path = FaultPlan(saga_ref="nosuchmodule:x").save(tmp_path / "p.json")
     assert run(["replay", str(path)]) == 2
     assert "cannot load saga 'nosuchmodule:x': module 'nosuchmodule' does not import" in _error(capsys)
 

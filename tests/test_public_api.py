@@ -3,6 +3,7 @@ through the public API alone, is verified in a few lines."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 import subprocess
@@ -22,6 +23,8 @@ PUBLIC = [
     "Ledger",
     "LedgerRow",
     "HttpParticipant",
+    "System",
+    "Service",
     "FaultPlan",
     "Invariant",
     "Violation",
@@ -75,6 +78,17 @@ NAMESPACES = {
         "reverse_compensation_order",
         "standard_invariants",
         "terminates",
+    ],
+    "saga_verify.systems": [
+        "EffectsMiddleware",
+        "EventFeed",
+        "Service",
+        "ServiceHandle",
+        "ServiceLostError",
+        "ServiceSetupError",
+        "StoreReader",
+        "System",
+        "record_effect",
     ],
     "saga_verify.errors": [
         "NondeterminismError",
@@ -267,13 +281,14 @@ def test_a_users_saga_without_an_idempotency_key_fails_with_the_minimal_plan(tmp
     assert failure.invariants == ("no_double_charge",)
     assert "saga 'checkout_without_charge_key' broke no_double_charge" in str(info.value)
     assert "bank: charge 1 for o-7" in str(info.value)
-    # The plan file names where the saga lives, so it replays on its own.
+    # The plan file names its saga; where the saga lives it says only when it was told.
     plan = saga_verify.FaultPlan.load(failure.plan_path)
-    assert plan.saga is not None
-    assert plan.saga.endswith(":checkout_without_charge_key")
+    assert (plan.saga, plan.saga_ref) == ("checkout_without_charge_key", None)
     _, violations = saga_verify.replay(checkout_without_charge_key, plan)
     assert [v.invariant for v in violations] == ["no_double_charge"]
-    _, violations = saga_verify.replay(checkout, plan)
+    with pytest.raises(saga_verify.errors.PlanError, match="this plan is for saga 'checkout_without_charge_key', not 'checkout'"):
+        saga_verify.replay(checkout, plan)
+    _, violations = saga_verify.replay(checkout, dataclasses.replace(plan, saga=None))
     assert violations == []
 
 

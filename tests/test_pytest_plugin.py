@@ -145,10 +145,12 @@ def test_replay_option_replays_the_plan_instead_of_searching(project) -> None:
 
     result = project.runpytest(f"--saga-replay={plan}", "--saga-report-dir=elsewhere")
 
-    # The broken saga fails under its plan; the correct saga's test is for another saga: skipped over.
-    result.assert_outcomes(passed=2, failed=1)
+    # The broken saga fails under its plan. The correct saga's test checked nothing under a plan of
+    # another saga: that is a failure too, saying so, never a pass.
+    result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(
         [
+            f"*--saga-replay={plan}: the plan is for saga 'charge_without_key', but this test verified 'order'; nothing was replayed.*",
             f"*replayed {plan}:",
             "*Timeline (virtual seconds; saga instance order-1):",
             "*REPLY LOST (applied; caller timed out)*",
@@ -160,9 +162,23 @@ def test_replay_option_replays_the_plan_instead_of_searching(project) -> None:
 
 def test_replay_option_runs_a_plan_for_a_saga_that_holds(project) -> None:
     empty = project.path / "empty.json"
-    empty.write_text(json.dumps({"saga": "saga_verify.reference:charge_without_key", "faults": []}), encoding="utf-8")
+    empty.write_text(json.dumps({"saga": {"name": "charge_without_key"}, "faults": []}), encoding="utf-8")
     result = project.runpytest(f"--saga-replay={empty}", "-k", "broken")
     result.assert_outcomes(passed=1, deselected=2)
+
+
+def test_the_replay_line_of_one_saga_on_a_test_of_another_fails(project) -> None:
+    plan = _find_plan(project)
+    result = project.runpytest(f"--saga-replay={plan}", "-k", "correct")
+    result.assert_outcomes(failed=1, deselected=2)
+    result.stdout.fnmatch_lines(["*the plan is for saga 'charge_without_key', but this test verified 'order'; nothing was replayed*"])
+
+
+def test_a_plan_that_names_no_saga_is_replayed_against_the_tests_saga(project) -> None:
+    anonymous = project.path / "anonymous.json"
+    anonymous.write_text(json.dumps({"faults": [{"kind": "lose-reply", "at": "payment.charge#1"}]}), encoding="utf-8")
+    result = project.runpytest(f"--saga-replay={anonymous}", "-k", "correct or broken")
+    result.assert_outcomes(passed=1, failed=1, deselected=1)  # the correct saga holds under it; the broken one does not
 
 
 def test_saga_marker_is_registered(project) -> None:

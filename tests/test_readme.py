@@ -119,3 +119,60 @@ def test_readme_example_catches_a_charge_without_key(pytester: pytest.Pytester) 
     result = pytester.runpytest("-p", "no:cacheprovider", f"--saga-report-dir={pytester.path / 'plans'}", "--saga-seed=1")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*saga 'order' broke no_double_charge*", "*1. lose-reply at payment.charge#1*", "*--saga-replay=*"])
+
+
+# -- "Your own services, on every runtime" ---------------------------------------------------------
+SHOP = Path(__file__).resolve().parent.parent / "fixtures" / "shop"
+
+
+def services_block() -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Your own services, on every runtime", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "README lost its 'Your own services' example"
+    return match.group(1)
+
+
+def _shop(pytester: pytest.Pytester, bug: bool) -> None:
+    for path in SHOP.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            target = pytester.path / path.relative_to(SHOP)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    block = services_block()
+    if bug:
+        block = block.replace("from shop.checkout import place_order", "from shop.checkout import place_order_without_a_charge_key as place_order")
+    pytester.makepyfile(test_shop=block)
+
+
+def _run(pytester: pytest.Pytester, runtime: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--saga-runtime={runtime}", f"--saga-report-dir={pytester.path / 'plans'}", "--saga-seed=1",
+        "--saga-max-examples=20",
+    )
+
+
+RUNTIMES = ["sim", "asgi", "process", pytest.param("container", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_shop_holds_on_every_runtime(pytester: pytest.Pytester, runtime: str) -> None:
+    if runtime == "container":
+        from saga_verify._pytest_plugin import require_docker
+
+        require_docker()
+    _shop(pytester, bug=False)
+    result = _run(pytester, runtime)
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_shops_unkeyed_charge_fails_on_every_runtime_with_the_same_plan(pytester: pytest.Pytester, runtime: str) -> None:
+    if runtime == "container":
+        from saga_verify._pytest_plugin import require_docker
+
+        require_docker()
+    _shop(pytester, bug=True)
+    result = _run(pytester, runtime)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*saga 'checkout' broke no_double_charge*", "*1. lose-reply at payment.charge#1*"])

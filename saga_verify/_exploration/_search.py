@@ -58,7 +58,7 @@ class Failure:
     @property
     def replay_commands(self) -> tuple[str, ...]:
         commands = []
-        if self.plan_path is not None and self.plan.saga:
+        if self.plan_path is not None and self.plan.saga_ref:
             commands.append(f"saga-verify replay {self.plan_path}")
         if self.pytest_replay:
             commands.append(self.pytest_replay)
@@ -427,7 +427,7 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[_Found]:
 
 
 def _from_found(saga: Saga, exc: _Found) -> tuple[FaultPlan, Execution, list[Violation]]:
-    plan = FaultPlan(exc.execution.faults, seed=exc.execution.seed, saga=saga.ref)
+    plan = FaultPlan(exc.execution.faults, seed=exc.execution.seed, saga=saga.name, saga_ref=saga.ref)
     return plan, exc.execution, exc.violations
 
 
@@ -448,7 +448,7 @@ def _finish(
     key: bytes,
 ) -> Failure:
     names = tuple(dict.fromkeys(v.invariant for v in violations))
-    plan = FaultPlan(plan.faults, seed=plan.seed, saga=saga.ref, violated=names)
+    plan = FaultPlan(plan.faults, seed=plan.seed, saga=saga.name, saga_ref=saga.ref, violated=names)
     # A failure must replay: run it again and insist on the same trace.
     again = run_plan_unchecked(saga)(plan)
     compare_traces(saga, execution, again, str(plan))

@@ -1,72 +1,142 @@
-"""Runtimes: where participants live. ``sim`` (Python objects, the default), ``asgi`` (HTTP apps
-in this process, through httpx), ``process`` (each service a uvicorn process on 127.0.0.1, over
-real loopback HTTP), ``container`` (each service a container, testcontainers on a private
-network, published on 127.0.0.1; needs a Docker engine)."""
+"""Runtimes: where a system's services live. ``sim`` (their Python models), ``asgi`` (their apps in
+this process, through httpx), ``process`` (each a command serving HTTP on 127.0.0.1), ``container``
+(each in a container; needs a Docker engine). `place` gives the saga whose participants are built,
+every execution, from the services placed on the runtime asked for; the same declaration serves
+every runtime.
+
+A service is placed once per Python process and runtime, on first use, and shared by every
+execution and saga that uses it; `stop_services` stops them (at interpreter exit at the latest)."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
+
+from .._saga import Saga
+from .._system import Service, System
+from ..errors import OptionError
 
 RUNTIMES = ("sim", "asgi", "process", "container")
 
+__all__ = ["RUNTIMES", "check_runtime", "place", "stop_services"]
 
-def reference_variants(runtime: str = "sim") -> tuple[Any, ...]:
-    """The reference variants, each as a saga whose participants live in ``runtime``."""
-    from dataclasses import replace
 
-    from ..errors import OptionError
-    from ..reference import variants
-
+def check_runtime(runtime: object) -> str:
     if runtime not in RUNTIMES:
-        raise OptionError(f"runtime {runtime!r} is not available; choose from: {', '.join(RUNTIMES)}")
-    found = variants()
-    if runtime == "sim":
-        return found
-    try:
-        import fastapi  # noqa: F401
-    except ImportError:
+        raise OptionError(f"runtime {runtime!r} does not exist; choose from: {', '.join(RUNTIMES)}")
+    return str(runtime)
+
+
+class _Placements:
+    """The services placed in this Python process, by (service, runtime)."""
+
+    def __init__(self) -> None:
+        self._placed: dict[tuple[int, str], tuple[Service, Any]] = {}
+        self._lock = threading.Lock()
+        self._containers: Any = None
+
+    def get(self, service: Service, runtime: str) -> Any:
+        key = (id(service), runtime)
+        with self._lock:
+            found = self._placed.get(key)
+            if found is None:
+                found = (service, self._make(service, runtime))  # the service is kept: its id stays its own
+                self._placed[key] = found
+            return found[1]
+
+    def _make(self, service: Service, runtime: str) -> Any:
+        if runtime == "asgi":
+            from ._inprocess import InProcessService
+
+            return InProcessService(service)
+        if runtime == "process":
+            from ._process import ProcessService
+
+            return ProcessService(service)
+        from ._container import ContainerService, ContainerSessionHolder
+
+        if self._containers is None:
+            self._containers = ContainerSessionHolder()
+        return ContainerService(service, self._containers.get())
+
+    def stop(self) -> None:
+        with self._lock:
+            placed = [p for _, p in self._placed.values()]
+            self._placed.clear()
+            containers, self._containers = self._containers, None
+        for service in placed:
+            service.close()
+        if containers is not None:
+            containers.close()
+
+
+_placements = _Placements()
+
+
+def stop_services() -> None:
+    """Stop every service this process placed on a runtime (processes, containers, apps)."""
+    _placements.stop()
+
+
+def place(saga: Saga, runtime: str) -> Saga:
+    """``saga`` with its participants on ``runtime``: for a saga whose participants are a
+    `System`, the saga that builds them there every execution; a saga of plain participants runs
+    on ``sim`` only."""
+    if not isinstance(saga, Saga):
+        raise OptionError(f"expected a saga_verify.Saga, got {type(saga).__name__}")
+    runtime = check_runtime(runtime)
+    system = saga.participants
+    if not isinstance(system, System):
+        if runtime == "sim":
+            return saga
         raise OptionError(
-            f"runtime {runtime!r} serves the participants with FastAPI, which is not installed: "
-            "pip install 'saga-verify[http]'"
-        ) from None
-    if runtime == "container":
-        try:
-            import testcontainers  # noqa: F401
-        except ImportError:
+            f"saga {saga.name!r} builds its participants itself, so it runs on sim only; to run it on "
+            f"{runtime!r}, declare its services with saga_verify.System and give that as participants"
+        )
+    _check_can_run(saga, system, runtime)
+    return replace(saga, participants=_participants(saga, system, runtime))
+
+
+def _check_can_run(saga: Saga, system: System, runtime: str) -> None:
+    for name in saga.participant_names:
+        service = system[name]
+        if runtime not in service.runtimes:
             raise OptionError(
-                "runtime 'container' starts the services with testcontainers, which is not installed: "
-                "pip install 'saga-verify[containers]'"
-            ) from None
+                f"saga {saga.name!r}: service {name!r} cannot run on {runtime!r}; it is declared for "
+                f"{', '.join(service.runtimes)} (give it {_WHAT_RUNS[runtime]})"
+            )
+    if runtime == "container":
         from ..containers import engine_problem
 
         problem = engine_problem()
         if problem is not None:
             raise OptionError(f"runtime 'container' needs a Docker engine: {problem}")
-    if runtime in ("process", "container"):
-        try:
-            import uvicorn  # noqa: F401
-        except ImportError:
-            raise OptionError(
-                "runtime 'process' runs the participants with uvicorn, which is not installed: "
-                "pip install 'saga-verify[http]'"
-            ) from None
-    import importlib
-
-    home = importlib.import_module(f"{__name__}.{runtime}_reference")
-    return tuple(replace(v, saga=getattr(home, v.name)) for v in found)
 
 
-__all__ = ["RUNTIMES", "reference_variants"]
+_WHAT_RUNS = {
+    "sim": "a model or an app",
+    "asgi": "an app factory",
+    "process": "a command, or its app as 'module:factory'",
+    "container": "an image or a dockerfile",
+}
 
 
-def saga_by_name(home: dict[str, Any], module: str, name: str, build: Any) -> Any:
-    """The reference saga ``name`` built by ``build(variant, home=module)``, kept in ``home`` (a
-    module's globals) so that ``module:name`` imports it and plan files can name it."""
-    from ..reference import variants
+def _participants(saga: Saga, system: System, runtime: str) -> Callable[[], dict[str, object]]:
+    from ..systems._remote import ExecutionLink
 
-    for variant in variants():
-        if variant.name == name:
-            saga = build(variant, home=module)
-            home[name] = saga
-            return saga
-    raise AttributeError(f"module {module!r} has no reference saga {name!r}")
+    asynchronous = saga.is_async
+
+    def build() -> dict[str, object]:
+        made: dict[str, object] = {}
+        for name in saga.participant_names:
+            service = system[name]
+            if runtime == "sim" and service.model is not None:
+                made[name] = service.model()
+                continue
+            placed = _placements.get(service, "asgi" if runtime == "sim" else runtime)
+            made[name] = ExecutionLink(placed, name, asynchronous).handle()
+        return made
+
+    return build

@@ -1,221 +1,142 @@
-"""The ``container`` runtime: each reference service runs in a container (testcontainers, on a
-private network, published on 127.0.0.1), reached over real HTTP through the harness's fault
-transport, from the image `saga_verify.containers.ensure_service_image` builds without a
-registry.
-
-One container serves one (service, participant class) pair; it is started on first use, reused
-by every execution and variant that needs that pair, and removed with its session (explicitly,
-at interpreter exit, or by label after a crash). Every service keeps a SQLite store in its
-container (``--store``), so a participant that is killed comes back with what it saved.
-
-How an execution in containers matches one in simulation:
-
-- **Fresh participants, ledgers and their order** are as in the ``process`` runtime: every
-  request names its execution, and the first request of a new one puts a new participant
-  behind the service, with a new store; answers carry the ledger rows the request recorded,
-  stamped with the delivery the harness's headers name. The store also keeps which execution
-  its participant serves, so a service restarted in the middle of one goes on with it.
-- **Refusals** go to ``POST /_inspect/refuse-next``, within the execution.
-- **Crashes are real.** Each service runs under a supervisor in its container (``--supervise``).
-  The crash fault's restart hook kills the service's process (SIGKILL, ``POST /_inspect/crash``)
-  and the supervisor forks a new one, which restores its participant from its store: tens of
-  milliseconds, where restarting the container takes about a second. The supervisor keeps the
-  listening socket, so calls made meanwhile wait in its backlog instead of being refused.
-- **Pauses are the world's.** Here the harness makes every call, so a ``pause`` holds the calls
-  to the frozen participant in the simulated network and sends them at the thaw, as in every
-  runtime. A real ``docker pause`` is what `saga_verify.proxy.PlanAtProxies` plays, for a saga
-  running in a container of its own.
-"""
+"""The ``container`` runtime: each service runs from its image (or one built from its Dockerfile)
+in a container on the session's private network, published on 127.0.0.1, shared by every
+execution, and removed with the session (at interpreter exit at the latest, or by its label after
+a crash). A crash restarts the container."""
 
 from __future__ import annotations
 
 import os
 import threading
 import weakref
-from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from ..errors import OptionError
-from ._process import RemoteControl, ServiceLostError, SharedServices, remote_reference_saga
-
-__all__ = ["ContainerServices", "ReferenceContainer", "reference_saga", "shared_containers"]
-
-_NODELAY: Any = [(6, 1, 1)]  # (IPPROTO_TCP, TCP_NODELAY, 1): loopback HTTP stalls on Nagle otherwise
+from .._system import Service
+from ..systems._remote import ServiceLostError, ServiceSetupError
+from ._process import NODELAY
 
 
-class ReferenceContainer:
-    """One reference service in a container, as the runtime's executions use it (a
-    `saga_verify._runtimes._process.RemoteService`)."""
+class ContainerService:
+    """A declared service placed on the ``container`` runtime (a `PlacedService`)."""
 
-    def __init__(self, container: Any, service: str, participant: str | None) -> None:
-        #: The `saga_verify.containers.ServiceContainer`.
-        self.container = container
+    runtime = "container"
+
+    def __init__(self, service: Service, session: Any) -> None:
+        from ..containers import ContainerStartError
+
         self.service = service
-        self.participant = participant
-        #: How many executions have used the service: the number the next one's requests carry.
-        self.generation = 0
-        self._transport = _ContainerTransport(self)
-
-    @property
-    def label(self) -> str:
-        what = f" ({self.participant})" if self.participant else ""
-        return f"{self.service} container{what}"
+        try:
+            if callable(service.image):
+                image = service.image()  # built, or found, on first use
+            elif service.image is not None:
+                image = service.image
+            elif service.dockerfile is not None:
+                args = {name: value() if callable(value) else value for name, value in service.build_args.items()}
+                image = session.build(service.dockerfile, build_args=args)
+            else:
+                raise ServiceSetupError(f"service {service.name!r} cannot run in a container: give it an image or a dockerfile")
+            self.container = session.start(
+                _unique(session, service.name), image, list(service.container_command or ()), port=service.port, env=service.env, ready_path=service.ready
+            )
+        except ContainerStartError as exc:
+            raise ServiceSetupError(f"service {service.name!r}: {exc}") from exc
+        self._executions = 0
+        self._lock = threading.Lock()
+        self._sync: httpx.HTTPTransport | None = None
 
     @property
     def url(self) -> str:
         return str(self.container.url)
 
-    @property
     def transport(self) -> httpx.BaseTransport:
-        return self._transport
+        if self._sync is None:
+            self._sync = _Published(self)
+        return self._sync
 
-    def call(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> httpx.Response:
-        """One request to an inspection endpoint (no faults, no trace)."""
-        request = httpx.Request(method, f"{self.url}{path}", headers=headers)
-        response = self._transport.handle_request(request)
-        if response.status_code >= 300:
-            raise ServiceLostError(
-                f"the {self.label} at {self.url} answered {method} {path} with {response.status_code}: {response.text[:300]}"
-            )
-        return response
-
-    def ledger_rows(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.call("GET", "/_inspect/ledger").json()
-        return rows
+    def async_transport(self) -> httpx.AsyncBaseTransport:
+        return _AsyncPublished(self)
 
     def begin(self) -> int:
-        """Number a new execution (no request: its first request starts it with a new participant)."""
-        self.generation += 1
-        return self.generation
+        with self._lock:
+            self._executions += 1
+            return self._executions
 
-    def lost(self, request: httpx.Request, exc: Exception) -> ServiceLostError:
+    def restart(self) -> None:
+        self.container.restart()
+
+    def wait_ready(self) -> None:
+        self.container.wait_ready()
+
+    def lost(self, request: httpx.Request, exc: BaseException) -> ServiceLostError:
         try:
             tail = self.container.logs_tail(10)
         except Exception:
-            tail = ""
+            tail = ""  # the container is gone too: the request's own error says enough
         return ServiceLostError(
-            f"{request.method} {request.url.path} to the {self.label} at {self.url} failed for real "
-            f"({type(exc).__name__}: {exc})" + (f"; the container's output ends with:\n{tail}" if tail else "")
+            f"{request.method} {request.url.path} to the {self.service.name} container at {self.url} failed for real "
+            f"({type(exc).__name__}: {exc})" + (f"; its output ends with:\n{tail}" if tail else "")
         )
 
     def close(self) -> None:
-        self._transport.close()
+        if self._sync is not None:
+            self._sync.close()
 
 
-class _ContainerTransport(httpx.BaseTransport):
-    """Real HTTP to the container at the port the engine publishes it on now (a restart may
-    move it). A request that fails for real becomes `ServiceLostError`."""
+class _Published(httpx.HTTPTransport):
+    """Real HTTP to the port the engine publishes the container on now (a restart may move it)."""
 
-    def __init__(self, service: ReferenceContainer) -> None:
-        self._service = service
-        self._inner = httpx.HTTPTransport(socket_options=_NODELAY)
+    def __init__(self, placed: ContainerService) -> None:
+        super().__init__(socket_options=NODELAY)
+        self._placed = placed
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        service = self._service
-        request.url = request.url.copy_with(host="127.0.0.1", port=service.container.host_port)
-        try:
-            response = self._inner.handle_request(request)
-            response.read()
-        except httpx.TransportError as exc:
-            raise service.lost(request, exc) from exc
-        return response
-
-    def close(self) -> None:
-        self._inner.close()
+        request.url = request.url.copy_with(host="127.0.0.1", port=self._placed.container.host_port)
+        return super().handle_request(request)
 
 
-class ContainerControl(RemoteControl):
-    """What the reference steps' refuse and restart hooks reach as ``participant.state``: the
-    refusal as in the ``process`` runtime; the restart is real."""
+class _AsyncPublished(httpx.AsyncHTTPTransport):
+    def __init__(self, placed: ContainerService) -> None:
+        super().__init__(socket_options=NODELAY)
+        self._placed = placed
 
-    def __init__(self, service: ReferenceContainer, transport: httpx.BaseTransport) -> None:
-        super().__init__(service, transport)
-        self._container = service.container
-
-    def restart(self) -> None:
-        """The crash fault: kill the service's process (SIGKILL) in its container, and wait until
-        the container's supervisor has started it again from its store."""
-        try:
-            self._inspect("/_inspect/crash")
-        except (httpx.TransportError, ServiceLostError):
-            pass  # it died before it could answer, as a killed process does; wait_ready says if it is back
-        else:
-            raise ServiceLostError(f"the {self._container.name} service answered POST /_inspect/crash instead of dying")
-        self._container.wait_ready()
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(host="127.0.0.1", port=self._placed.container.host_port)
+        return await super().handle_async_request(request)
 
 
-class ContainerServices:
-    """The runtime's containers: one per (service, participant class), started on first use in
-    one `saga_verify.containers.ContainerSession`, removed by `close` (or at exit)."""
+class ContainerSessionHolder:
+    """The one container session of this Python process's placed services, made on first use."""
 
     def __init__(self) -> None:
-        from ..containers import ensure_service_image
-        from ..containers._services import ContainerSession
-
-        self.image = ensure_service_image()
-        self.session = ContainerSession()
-        self._services: dict[tuple[str, str | None], ReferenceContainer] = {}
-        self._lock = threading.Lock()
+        self._session: Any = None
         self._owner = os.getpid()
-        self._finalizer = weakref.finalize(self, self.session.close)
+        self._lock = threading.Lock()
 
-    def serve(self, wanted: Mapping[str, str | None]) -> dict[str, ReferenceContainer]:
-        """A running container for each ``service -> participant class`` (``module:Class`` or None)."""
+    def get(self) -> Any:
         with self._lock:
-            found: dict[str, ReferenceContainer] = {}
-            for service, participant in wanted.items():
-                key = (service, participant)
-                running = self._services.get(key)
-                if running is None:
-                    name = service if participant is None else f"{service}-{participant.rsplit(':', 1)[1].lower()}"
-                    # Supervised: a crash kills the service's process and its supervisor starts
-                    # another from the store at once, where restarting the container takes a second.
-                    command = ["--service", service, "--host", "0.0.0.0", "--port", "8000", "--inspect", "--supervise"]
-                    # A killed service loses nothing its store saved; no fsync per request.
-                    command += ["--store", f"/data/{service}.sqlite", "--store-sync", "normal"]
-                    if participant is not None:
-                        command += ["--participant", participant]
-                    container = self.session.start(name, self.image.tag, command)
-                    running = ReferenceContainer(container, service, participant)
-                    self._services[key] = running
-                found[service] = running
-            return found
+            if self._session is None or getattr(self._session, "closed", False) or os.getpid() != self._owner:
+                from ..containers import ContainerSession
+
+                self._session = ContainerSession()
+                self._owner = os.getpid()
+                weakref.finalize(self, self._session.close)
+            return self._session
 
     def close(self) -> None:
-        for service in self._services.values():
-            service.close()
-        self._services.clear()
-        self._finalizer()
-
-    @property
-    def closed(self) -> bool:
-        return not self._finalizer.alive or os.getpid() != self._owner
+        with self._lock:
+            if self._session is not None and os.getpid() == self._owner:
+                self._session.close()
+            self._session = None
 
 
-def _start_containers() -> ContainerServices:
-    from ..containers import engine_problem
-
-    problem = engine_problem()
-    if problem is not None:
-        raise OptionError(f"runtime 'container' needs a Docker engine: {problem}")
-    return ContainerServices()
-
-
-_shared = SharedServices(_start_containers)
-
-
-def shared_containers() -> ContainerServices:
-    """The containers the ``container`` runtime's reference sagas use: started lazily, once per
-    Python process, and removed at exit."""
-    return _shared.get()
-
-
-def reference_saga(variant: Any, home: str | None = None, containers: ContainerServices | None = None) -> Any:
-    """The reference ``variant`` with every participant a container (started on the first
-    execution; `shared_containers` unless ``containers`` is given). Every execution gets fresh
-    participants, as in simulation."""
-    return remote_reference_saga(
-        variant, home, lambda wanted: (containers or shared_containers()).serve(wanted), ContainerControl
-    )
+def _unique(session: Any, name: str) -> str:
+    """A container name the session does not use yet (two sagas may place two services of one
+    name, a correct payment and a broken one)."""
+    taken = set(session.services)
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"

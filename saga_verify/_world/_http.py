@@ -6,40 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from ..errors import SagaDefinitionError
 from ._ledger import Ledger, LedgerRow
 from ._world import Endpoint, Transported, World
-
-#: Request headers the harness adds to every request it delivers, so a participant in another
-#: process can stamp the ledger rows it writes while handling it the way a `World` stamps rows in
-#: this one: the trace entry of this delivery, the saga instance (percent-encoded) and the
-#: virtual time (``repr`` of a float, so it reads back exactly).
-DELIVERY_HEADER = "Saga-Verify-Delivery"
-CORRELATION_HEADER = "Saga-Verify-Correlation"
-TIME_HEADER = "Saga-Verify-Time"
-
-#: Between the ``process`` runtime and a service serving with inspection on: the request header
-#: that numbers the execution a request belongs to (a service that is still serving another one
-#: puts a new participant behind itself first), and the response headers that answer with the
-#: ledger rows the request recorded (a JSON list, in the form ``GET /_inspect/ledger`` serves) or
-#: say why the service could not start the execution.
-EXECUTION_HEADER = "Saga-Verify-Execution"
-ROWS_HEADER = "Saga-Verify-Rows"
-EXECUTION_ERROR_HEADER = "Saga-Verify-Execution-Error"
-
-
-def _stamp(request: httpx.Request, world: World) -> None:
-    """Tell the participant which delivery this is (at the moment it is sent: a duplicate or a
-    late copy of the same request is another delivery)."""
-    delivery, correlation = world.current_delivery()
-    headers = request.headers
-    headers[DELIVERY_HEADER] = str(delivery)
-    headers[CORRELATION_HEADER] = quote(correlation, safe="")
-    headers[TIME_HEADER] = repr(world.clock.now())
 
 
 def http_errors(kind: str, message: str) -> BaseException:
@@ -164,7 +136,6 @@ class FaultTransport(_Routing, httpx.BaseTransport):
         world = self._world
 
         def send() -> httpx.Response:
-            _stamp(request, world)
             response = inner.handle_request(request)
             response.read()
             return response
@@ -186,7 +157,6 @@ class AsyncFaultTransport(_Routing, httpx.AsyncBaseTransport):
         world = self._world
 
         async def send() -> httpx.Response:
-            _stamp(request, world)
             response = await inner.handle_async_request(request)
             await response.aread()
             return response

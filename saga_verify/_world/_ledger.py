@@ -1,7 +1,10 @@
-"""Ledgers: what each participant says took effect, the evidence invariants read."""
+"""Ledgers: what each participant says took effect, the evidence invariants read. In a service
+that the harness reaches over the network, effects are recorded into the scope of the request
+being served (`EffectsScope`, set by `saga_verify.systems.EffectsMiddleware`)."""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, NamedTuple, Protocol
 
 
@@ -54,6 +57,39 @@ class LedgerRow(NamedTuple):
         )
 
 
+class EffectsScope:
+    """The effects one request to a service records, stamped with what the harness's headers said
+    about it: the delivery, the saga instance and the virtual time."""
+
+    __slots__ = ("correlation", "delivery", "rows", "time")
+
+    def __init__(self, delivery: int, correlation: str, time: float) -> None:
+        self.delivery = delivery
+        self.correlation = correlation
+        self.time = time
+        self.rows: list[LedgerRow] = []
+
+    def add(self, participant: str, action: str, amount: float, ref: str | None, correlation_id: str | None) -> LedgerRow:
+        row = LedgerRow(participant, len(self.rows), self.time, correlation_id or self.correlation, action, amount, ref, self.delivery)
+        self.rows.append(row)
+        return row
+
+
+#: The scope of the request a service is serving (None outside one).
+EFFECTS_SCOPE: ContextVar[EffectsScope | None] = ContextVar("saga_verify_effects_scope", default=None)
+
+
+def record_effect(action: str, amount: float = 1.0, ref: str | None = None, *, correlation_id: str | None = None) -> LedgerRow | None:
+    """Record, from a service's own code, that ``action`` (an operation of the saga's steps) took
+    effect while serving the current request: with its size and the service's id for what it
+    created or undid. The `saga_verify.systems.EffectsMiddleware` the service mounts in its test
+    build sends it to the harness. Outside a request the harness sent, it does nothing (None)."""
+    scope = EFFECTS_SCOPE.get()
+    if scope is None:
+        return None
+    return scope.add("", action, amount, ref, correlation_id)
+
+
 class Ledger:
     """Where a participant records each effect it applies. Inside an execution the harness stamps
     each row with the saga instance, the time and the delivery that caused it."""
@@ -69,7 +105,13 @@ class Ledger:
         """Record that ``action`` took effect (with its size and the participant's id for it)."""
         world = self._world
         if world is None:
-            row = LedgerRow(self._participant, len(self.rows), 0.0, correlation_id or "", action, amount, ref, -1)
+            scope = EFFECTS_SCOPE.get()
+            if scope is not None:
+                # Served over the network: the request's scope stamps it and carries it back.
+                scoped = scope.add(self._participant, action, amount, ref, correlation_id)
+                row = scoped._replace(seq=len(self.rows))
+            else:
+                row = LedgerRow(self._participant, len(self.rows), 0.0, correlation_id or "", action, amount, ref, -1)
         else:
             delivery, corr = world.current_delivery()
             row = LedgerRow(

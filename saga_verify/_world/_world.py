@@ -168,7 +168,7 @@ class Execution:
     @property
     def plan(self) -> FaultPlan:
         """The injected faults as a plan that replays this execution."""
-        return FaultPlan(self.faults, seed=self.seed, saga=self.saga.ref)
+        return FaultPlan(self.faults, seed=self.seed, saga=self.saga.name, saga_ref=self.saga.ref)
 
     @cached_property
     def effects(self) -> Mapping[str, Mapping[tuple[str, str], list[LedgerRow]]]:
@@ -228,7 +228,13 @@ class World:
 
     # -- set-up ------------------------------------------------------------------------------
     def _build_participants(self) -> dict[str, object]:
-        made = self.saga.participants()
+        build = self.saga.participants
+        if not callable(build):
+            raise SagaDefinitionError(
+                f"saga {self.saga.name!r} names a System as its participants: run it through saga_verify.explore, "
+                "replay or run_plan, which place its services on a runtime"
+            )
+        made = build()
         if not isinstance(made, Mapping):
             raise SagaDefinitionError(f"saga {self.saga.name!r}: participants() must return a mapping name -> participant, got {made!r}")
         missing = [n for n in self.saga.participant_names if n not in made]

@@ -142,9 +142,11 @@ class ServiceContainer:
         """Create and start the container, then wait until the service answers."""
         container_class, _ = _testcontainers()
         network = self.session.network()
+        container = container_class(self.image)
+        if self.command:  # none: the image's own command (an empty one would replace it with nothing)
+            container.with_command(self.command)
         container = (
-            container_class(self.image)
-            .with_command(self.command)
+            container
             .with_network(network)
             .with_network_aliases(self.name)
             .with_kwargs(labels={**self.session.labels, f"{SESSION_LABEL}.service": self.name})
@@ -328,9 +330,14 @@ class ContainerSession:
             self._gateway = gateways[0]
         return self._gateway
 
-    def build(self, dockerfile: str | os.PathLike[str], context: str | os.PathLike[str] | None = None) -> str:
+    def build(
+        self,
+        dockerfile: str | os.PathLike[str],
+        context: str | os.PathLike[str] | None = None,
+        build_args: Mapping[str, str] | None = None,
+    ) -> str:
         """Build an image from ``dockerfile`` (its folder is the context unless ``context`` is
-        given), labelled with the session and removed with it; its tag."""
+        given; ``build_args`` for its ``ARG``s), labelled with the session and removed with it; its tag."""
         from pathlib import Path
 
         path = Path(dockerfile)
@@ -341,7 +348,9 @@ class ContainerSession:
         done = docker(
             [
                 "build", "--quiet", "--label", f"{SESSION_LABEL}={self.id}", "--label", f"{OWNER_LABEL}={_owner()}",
-                "-f", str(path), "-t", tag, str(where),
+                "-f", str(path), "-t", tag,
+                *(part for name, value in (build_args or {}).items() for part in ("--build-arg", f"{name}={value}")),
+                str(where),
             ],
             timeout=1800,
         )

@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 from ..errors import PlanError
 
 _POINT_RE = re.compile(r"^([A-Za-z_][\w-]*)\.([A-Za-z_][\w-]*)(?:#([0-9]+))?$")
+#: A delivery point as a plan file writes it (what the plan-file schema allows).
+POINT_PATTERN = r"^[A-Za-z_][\w-]*\.[A-Za-z_][\w-]*(#[1-9][0-9]*)?$"
 
 
 @dataclass(frozen=True, order=True)
@@ -223,6 +225,8 @@ def fault_from_json(data: object, where: str = "fault") -> Fault:
         raise PlanError(f"{where}: unknown fault kind {kind_name!r}; known kinds: {known}")
     if "at" not in data:
         raise PlanError(f"{where}: missing 'at' (the delivery point, e.g. 'payment.charge#1')")
+    if not isinstance(data["at"], str) or not re.match(POINT_PATTERN, data["at"]):
+        raise PlanError(f"{where}: cannot read delivery point {data['at']!r}: write participant.operation#attempt, for example 'payment.charge#1'")
     allowed = {f.name for f in fields(cls)} - {"at"}
     extra = set(data) - allowed - {"kind", "at"}
     if extra:

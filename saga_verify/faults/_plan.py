@@ -5,19 +5,23 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._files import write_atomically
 from ..errors import PlanError
-from ._kinds import Crash, DeliveryPoint, Fault, Outage, Refuse, fault_from_json
+from ._kinds import FAULT_KINDS, POINT_PATTERN, Crash, DeliveryPoint, Fault, Outage, Refuse, fault_from_json
 
 if TYPE_CHECKING:
     from .._saga import Saga
 
-PLAN_FORMAT = "saga-verify/plan@1"
+PLAN_FORMAT = "saga-verify/plan@2"
+#: Plans written before a plan named its saga by name: ``saga`` is where it lives, if anything.
+_OLDER_FORMAT = "saga-verify/plan@1"
+_REF_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,9 @@ class FaultPlan:
     seed: int = 0
     """Seeds the world's private random source (network latency jitter)."""
     saga: str | None = None
-    """Where the saga lives, ``"package.module:attribute"``, so a plan file replays on its own."""
+    """The name of the saga the plan is for: a replay against another saga is refused."""
+    saga_ref: str | None = None
+    """Where that saga lives, ``"package.module:attribute"``, so a plan file replays on its own."""
     violated: tuple[str, ...] = field(default=(), compare=False)
     """Names of the invariants this plan broke when it was saved (informational)."""
 
@@ -43,6 +49,10 @@ class FaultPlan:
             seen.add(fault.at)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise PlanError(f"seed must be a whole number, got {self.seed!r}")
+        if self.saga is not None and (not isinstance(self.saga, str) or not self.saga.strip()):
+            raise PlanError(f"saga must be the saga's name, got {self.saga!r}")
+        if self.saga_ref is not None and (not isinstance(self.saga_ref, str) or not re.match(_REF_PATTERN, self.saga_ref)):
+            raise PlanError(f"saga ref must look like 'package.module:attribute', got {self.saga_ref!r}")
 
     def __len__(self) -> int:
         return len(self.faults)
@@ -52,11 +62,16 @@ class FaultPlan:
             return "no faults"
         return "; ".join(str(f) for f in self.faults)
 
+    def for_saga(self, saga: Saga) -> FaultPlan:
+        """The same faults, named as ``saga``'s plan."""
+        return FaultPlan(self.faults, seed=self.seed, saga=saga.name, saga_ref=saga.ref, violated=self.violated)
+
     # -- JSON --------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"format": PLAN_FORMAT}
-        if self.saga:
-            data["saga"] = self.saga
+        named = {"name": self.saga, "ref": self.saga_ref}
+        if self.saga is not None or self.saga_ref is not None:
+            data["saga"] = {k: v for k, v in named.items() if v is not None}
         data["seed"] = self.seed
         data["faults"] = [f.to_json() for f in self.faults]
         if self.violated:
@@ -68,27 +83,31 @@ class FaultPlan:
 
     @classmethod
     def from_json(cls, data: object, *, source: str = "plan") -> FaultPlan:
+        """Read a plan file's JSON; what `plan_schema` rejects, this rejects too, naming why."""
         if not isinstance(data, dict):
             raise PlanError(f"{source}: a plan is a JSON object with 'faults', got {type(data).__name__}")
+        for name in _REQUIRED:
+            if name not in data:
+                raise PlanError(f"{source}: missing {name!r} ({_FIELDS[name][1]})")
         fmt = data.get("format", PLAN_FORMAT)
-        if fmt != PLAN_FORMAT:
-            raise PlanError(f"{source}: unknown plan format {fmt!r}; this version reads {PLAN_FORMAT!r}")
-        known = {"format", "saga", "seed", "faults", "violated"}
-        extra = set(data) - known
+        if fmt not in (PLAN_FORMAT, _OLDER_FORMAT):
+            raise PlanError(f"{source}: unknown plan format {fmt!r}; this version reads {PLAN_FORMAT!r} (and {_OLDER_FORMAT!r})")
+        extra = set(data) - set(_FIELDS)
         if extra:
-            raise PlanError(f"{source}: unknown field(s) {sorted(extra)}; a plan has {sorted(known)}")
-        faults = data.get("faults", [])
+            raise PlanError(f"{source}: unknown field(s) {sorted(extra)}; a plan has {sorted(_FIELDS)}")
+        faults = data["faults"]
         if not isinstance(faults, list):
             raise PlanError(f"{source}: 'faults' must be a list, got {type(faults).__name__}")
-        saga = data.get("saga")
-        if saga is not None and not isinstance(saga, str):
-            raise PlanError(f"{source}: 'saga' must be text like 'package.module:attribute', got {saga!r}")
+        saga_name, saga_ref = _read_saga(data.get("saga"), fmt, source)
         violated = data.get("violated", [])
         if not isinstance(violated, list) or not all(isinstance(v, str) for v in violated):
             raise PlanError(f"{source}: 'violated' must be a list of invariant names")
         parsed = tuple(fault_from_json(f, f"{source}: faults[{i}]") for i, f in enumerate(faults))
+        seed = data.get("seed", 0)
+        if isinstance(seed, float) and seed.is_integer():
+            seed = int(seed)  # JSON has one kind of number: 7.0 is the whole number 7
         try:
-            return cls(parsed, seed=data.get("seed", 0), saga=saga, violated=tuple(violated))
+            return cls(parsed, seed=seed, saga=saga_name, saga_ref=saga_ref, violated=tuple(violated))
         except PlanError as exc:
             raise PlanError(f"{source}: {exc}") from None
 
@@ -119,8 +138,13 @@ class FaultPlan:
 
     # -- use ---------------------------------------------------------------------------------
     def validate(self, saga: Saga) -> None:
-        """Raise PlanError if a fault names a participant or operation the saga does not have,
-        or refuses where the step declares no refusal."""
+        """Raise PlanError if the plan is another saga's, a fault names a participant or
+        operation the saga does not have, or refuses or crashes where no step says how."""
+        if self.saga is not None and self.saga != saga.name:
+            raise PlanError(
+                f"this plan is for saga {self.saga!r}, not {saga.name!r}: replay it against {self.saga!r}"
+                + (f" ({self.saga_ref})" if self.saga_ref else "")
+            )
         operations = saga.operations
         for fault in self.faults:
             key = (fault.at.participant, fault.at.operation)
@@ -158,4 +182,98 @@ class FaultPlan:
         return exact, outages
 
     def with_faults(self, faults: Iterable[Fault]) -> FaultPlan:
-        return FaultPlan(tuple(faults), seed=self.seed, saga=self.saga)
+        return FaultPlan(tuple(faults), seed=self.seed, saga=self.saga, saga_ref=self.saga_ref)
+
+
+#: A plan file's fields: name -> (required, what it holds, its JSON Schema). The loader and
+#: `plan_schema` both read this table, so the published schema cannot drift from the loader.
+_FIELDS: dict[str, tuple[bool, str, dict[str, Any]]] = {
+    "format": (False, f"the plan-file format; {PLAN_FORMAT} when absent", {"enum": [PLAN_FORMAT, _OLDER_FORMAT]}),
+    "saga": (
+        False,
+        "the saga the plan is for: its name, and where it lives",
+        {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "description": "the saga's name"},
+                "ref": {"type": "string", "pattern": _REF_PATTERN, "description": "package.module:attribute of the saga"},
+            },
+        },
+    ),
+    "seed": (False, "seeds the world's private random source; 0 when absent", {"type": "integer"}),
+    "faults": (True, "the faults, at most one per delivery point", {"type": "array"}),
+    "violated": (False, "invariants the plan broke when it was saved", {"type": "array", "items": {"type": "string"}}),
+}
+_REQUIRED = tuple(name for name, (required, _, _) in _FIELDS.items() if required)
+
+
+def _read_saga(value: object, fmt: object, source: str) -> tuple[str | None, str | None]:
+    if value is None:
+        return None, None
+    if fmt == _OLDER_FORMAT:
+        # An older plan named only where its saga lives.
+        if not isinstance(value, str) or not re.match(_REF_PATTERN, value):
+            raise PlanError(f"{source}: 'saga' must be text like 'package.module:attribute', got {value!r}")
+        return None, value
+    if not isinstance(value, dict) or not value:
+        raise PlanError(f"{source}: 'saga' must be an object with the saga's 'name' and where it lives ('ref'), got {value!r}")
+    extra = set(value) - {"name", "ref"}
+    if extra:
+        raise PlanError(f"{source}: 'saga' takes 'name' and 'ref', not {sorted(extra)}")
+    name = value.get("name")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise PlanError(f"{source}: saga 'name' must be the saga's name, got {name!r}")
+    ref = value.get("ref")
+    if ref is not None and (not isinstance(ref, str) or not re.match(_REF_PATTERN, ref)):
+        raise PlanError(f"{source}: saga 'ref' must look like 'package.module:attribute', got {ref!r}")
+    return name, ref
+
+
+def plan_schema() -> dict[str, Any]:
+    """The JSON Schema of plan files, made from the loader's own field table and the fault kinds:
+    ``contracts/plan.schema.json`` is this, written out (``saga-verify plan-schema``)."""
+    kinds = [cls.kind for cls in FAULT_KINDS]
+    params: dict[str, dict[str, Any]] = {}
+    conditions = []
+    for cls in FAULT_KINDS:
+        names = [f.name for f in fields(cls) if f.name != "at"]
+        for name in names:
+            params[name] = {"type": "number", "minimum": 0}
+        others = sorted({f.name for k in FAULT_KINDS for f in fields(k)} - {"at", *names})
+        if others:
+            conditions.append({"if": {"properties": {"kind": {"const": cls.kind}}}, "then": {"not": {"anyOf": [{"required": [o]} for o in others]}}})
+    fault = {
+        "type": "object",
+        "required": ["kind", "at"],
+        "additionalProperties": False,
+        "properties": {
+            "kind": {"enum": kinds},
+            "at": {"type": "string", "pattern": POINT_PATTERN, "description": "participant.operation#attempt (attempt 1 when left out)"},
+            **dict(sorted(params.items())),
+        },
+        "allOf": conditions,
+    }
+    properties = {name: {**schema, "description": what} for name, (_, what, schema) in _FIELDS.items()}
+    properties["faults"] = {**properties["faults"], "items": fault}
+    # Its shape depends on the format (see allOf): an object now, where it lives in plan@1.
+    properties["saga"] = {"description": "the saga the plan is for (in plan@1: where it lives, package.module:attribute)"}
+    older_saga = {"type": "string", "pattern": _REF_PATTERN}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": PLAN_FORMAT,
+        "title": "saga-verify fault plan",
+        "description": "The faults of one execution, as written by a search and read by `saga-verify replay`.",
+        "type": "object",
+        "required": list(_REQUIRED),
+        "additionalProperties": False,
+        "properties": properties,
+        "allOf": [
+            {
+                "if": {"required": ["format"], "properties": {"format": {"const": _OLDER_FORMAT}}},
+                "then": {"properties": {"saga": older_saga}},
+                "else": {"properties": {"saga": _FIELDS["saga"][2]}},
+            }
+        ],
+    }

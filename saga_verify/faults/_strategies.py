@@ -29,4 +29,4 @@ def fault_plans(saga: Saga, *, max_faults: int = 3, max_attempt: int = 3) -> st.
         return template.at(DeliveryPoint(participant, operation, attempt))
 
     faults = st.lists(one_fault(), max_size=max_faults, unique_by=lambda f: f.at)
-    return faults.map(lambda fs: FaultPlan(tuple(sorted(fs, key=lambda f: f.at)), saga=saga.ref))
+    return faults.map(lambda fs: FaultPlan(tuple(sorted(fs, key=lambda f: f.at)), saga=saga.name, saga_ref=saga.ref))

@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 from urllib.parse import urlsplit
 
-from .._world._http import DELIVERY_HEADER
 from ..errors import OptionError
+from ..systems._protocol import DELIVERY_HEADER
 
 __all__ = [
     "Decide",

@@ -4,15 +4,18 @@ search must find every broken variant and pass the correct saga."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from saga_verify import Saga, Step
+from saga_verify.systems import Service, ServiceHandle, System
 
 from . import _broken
 from ._orchestrated import OrderSaga
 from ._participants import Inventory, Notification, Payment, Shipping
+from ._routes import ROUTES
 
 __all__ = [
     "ORDER",
@@ -24,43 +27,121 @@ __all__ = [
     "Shipping",
     "Variant",
     "order_saga",
+    "reference_system",
     "variants",
 ]
 
 #: The order every reference execution places.
 ORDER = {"order_id": "order-1", "sku": "sku-1", "qty": 2, "amount": 100}
 
+
+def _refuse_next(participant: Any) -> None:
+    """The refuse fault's hook: arm the participant's own business refusal (in its test build,
+    over HTTP)."""
+    if isinstance(participant, ServiceHandle):
+        participant.post("/_inspect/refuse-next")
+    else:
+        participant.refuse_next()
+
+
+def _restart(participant: Any) -> None:
+    """The crash fault's hook: the participant dies and comes back from what its store keeps. In
+    a container its process is killed for real and its supervisor starts another from the store;
+    elsewhere it is rebuilt from the saved form in its own process."""
+    if not isinstance(participant, ServiceHandle):
+        participant.restart()
+    elif participant.runtime == "container":
+        participant.crash("/_inspect/crash")
+    else:
+        participant.post("/_inspect/restart")
+
+
 STEPS = (
-    Step("inventory", "reserve", compensation="release", refuse=Inventory.refuse_next, restart=Inventory.restart),
-    Step("payment", "charge", compensation="refund", refuse=Payment.refuse_next, restart=Payment.restart),
-    Step("shipping", "create", compensation="cancel", refuse=Shipping.refuse_next, restart=Shipping.restart),
-    Step("notification", "send", restart=Notification.restart),
+    Step("inventory", "reserve", compensation="release", refuse=_refuse_next, restart=_restart),
+    Step("payment", "charge", compensation="refund", refuse=_refuse_next, restart=_restart),
+    Step("shipping", "create", compensation="cancel", refuse=_refuse_next, restart=_restart),
+    Step("notification", "send", restart=_restart),
 )
 
 
-def _participants(payment: type[Payment] = Payment) -> Callable[[], dict[str, object]]:
-    def make() -> dict[str, object]:
-        return {"inventory": Inventory(), "payment": payment(), "shipping": Shipping(), "notification": Notification()}
+def _service_image() -> str:
+    from saga_verify.containers import ensure_service_image
 
-    make.__module__ = __name__
-    return make
+    return ensure_service_image().tag
+
+
+def _app_factory(name: str, cls: type) -> Callable[[], Any]:
+    def create() -> Any:
+        from .services import create_app
+
+        return create_app(name, participant=cls(), inspect=True)
+
+    return create
+
+
+_services: dict[tuple[str, type], Service] = {}
+
+
+def _service(name: str, cls: type) -> Service:
+    """One reference service serving participants of ``cls``: the same object for every saga
+    that needs it, so that every runtime starts it once for all of them."""
+    found = _services.get((name, cls))
+    if found is None:
+        correct = cls in (Inventory, Payment, Shipping, Notification)
+        chosen = [] if correct else ["--participant", f"{cls.__module__}:{cls.__qualname__}"]
+        serve = [sys.executable, "-m", "saga_verify.reference.services", "--service", name, *chosen]
+        found = Service(
+            name,
+            routes=ROUTES[name],
+            model=cls,
+            app=_app_factory(name, cls),
+            command=[*serve, "--host", "{host}", "--port", "{port}", "--inspect", "--parent-pid", "{parent_pid}"],
+            image=_service_image,
+            # Supervised, with a store: a crash kills the service's process and its supervisor
+            # starts another from the store at once (a container restart takes a second). A killed
+            # service loses nothing its store saved; no fsync per request.
+            container_command=[
+                "--service", name, *chosen, "--host", "0.0.0.0", "--port", "8000", "--inspect", "--supervise",
+                "--store", f"/data/{name}.sqlite", "--store-sync", "normal",
+            ],
+        )
+        _services[(name, cls)] = found
+    return found
+
+
+def reference_system(payment: type[Payment] = Payment) -> System:
+    """The four reference services (with ``payment`` serving participants of that class)."""
+    return System(
+        _service("inventory", Inventory),
+        _service("payment", payment),
+        _service("shipping", Shipping),
+        _service("notification", Notification),
+    )
 
 
 def _runner(saga_class: type[OrderSaga]) -> Callable[[Any, Any], str]:
     def run(services: Any, order: Any) -> str:
-        return saga_class(services, order).run()
+        from ._order_client import HttpServices, over_http
 
-    run.__module__ = __name__
-    run.__qualname__ = f"run_{saga_class.__name__}"
+        # Over HTTP the saga runs on the order service's own client, the code its pacts come from.
+        return str(saga_class(HttpServices(services) if over_http(services) else services, order).run())
+
     return run
 
 
-def _saga(name: str, saga_class: type[OrderSaga] = OrderSaga, payment: type[Payment] = Payment) -> Saga:
-    return Saga(name, steps=STEPS, participants=_participants(payment), run=_runner(saga_class), input=ORDER)
+def _saga(name: str, saga_class: type[OrderSaga] = OrderSaga, payment: type[Payment] = Payment, attribute: str | None = None) -> Saga:
+    return Saga(
+        name,
+        steps=STEPS,
+        participants=reference_system(payment),
+        run=_runner(saga_class),
+        input=ORDER,
+        ref=f"{__name__}:{attribute or name}",
+    )
 
 
 #: The correct orchestrated order saga: holds every invariant under every plan.
-order_saga = _saga("order")
+order_saga = _saga("order", attribute="order_saga")
 
 charge_without_key = _saga("charge_without_key", _broken.ChargeWithoutKey)
 fresh_key_on_retry = _saga("fresh_key_on_retry", _broken.FreshKeyOnRetry)

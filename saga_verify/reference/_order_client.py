@@ -16,6 +16,7 @@ import httpx
 
 __all__ = [
     "HttpServices",
+    "over_http",
     "Reply",
     "cancel_shipment",
     "charge",
@@ -148,6 +149,11 @@ class _ParticipantClient:
                 raise ConnectionError(str(exc)) from exc
 
         return call
+
+
+def over_http(services: Any) -> bool:
+    """Whether the saga's participants are HTTP services (``services.<name>`` an httpx client)."""
+    return all(isinstance(services[name], httpx.Client) for name in OPERATIONS)
 
 
 class HttpServices:

@@ -220,7 +220,7 @@ def test_each_reference_service_conforms_in_process(service):
 
 
 def test_the_order_service_conforms_with_its_saga_running_against_the_participants():
-    from saga_verify._runtimes._asgi import SyncASGITransport
+    from saga_verify._world._asgi import SyncASGITransport
     from saga_verify.reference.services._order_app import create_order_app
 
     # Plenty of every SKU, so generated orders get past the reservation to the charge.

@@ -16,7 +16,7 @@ from broken_providers import crashing_shipping_app
 from fastapi.responses import JSONResponse
 
 from saga_verify import SagaVerifyError
-from saga_verify._runtimes._asgi import SyncASGITransport
+from saga_verify._world._asgi import SyncASGITransport
 from saga_verify.contracts import (
     IDEMPOTENCY_CHECKS,
     ContractError,

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from saga_verify._runtimes._asgi import SyncASGITransport
+from saga_verify._world._asgi import SyncASGITransport
 from saga_verify.contracts import (
     PactFileError,
     ProviderState,

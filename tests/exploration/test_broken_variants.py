@@ -91,7 +91,7 @@ def test_search_finds_the_minimal_plan(variant, tmp_path) -> None:
     # The search stopped at its first failure: the sweep finds the smallest plan, Hypothesis is skipped.
     assert result.hypothesis_examples == 0
     assert result.examples_to_violation == failure.examples
-    assert failure.plan.saga == f"saga_verify.reference:{variant.name}"
+    assert (failure.plan.saga, failure.plan.saga_ref) == (variant.name, f"saga_verify.reference:{variant.name}")
     assert_one_minimal(failure)
     # It really breaks what it says it breaks, when run on its own.
     assert _broken_by(variant.saga, failure.plan) >= set(invariants)

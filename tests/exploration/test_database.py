@@ -66,7 +66,7 @@ def test_a_failure_found_by_hypothesis_is_replayed_from_the_database() -> None:
 
 def test_a_plan_that_no_longer_breaks_the_saga_is_forgotten(db) -> None:
     key = _key(order_saga)
-    fixed = FaultPlan((LoseReply(DeliveryPoint("payment", "charge", 1)),), saga="saga_verify.reference:order_saga")
+    fixed = FaultPlan((LoseReply(DeliveryPoint("payment", "charge", 1)),), saga="order", saga_ref="saga_verify.reference:order_saga")
     db.save(key, fixed.dumps().encode("utf-8"))
     assert len(list(db.fetch(key))) == 1
 

@@ -11,6 +11,7 @@ import pytest
 
 import saga_verify
 from saga_verify import FaultPlan, SagaVerifyError, SagaViolationError, explore, replay, verify
+from saga_verify._runtimes import place
 from saga_verify._world import trace_to_json
 from saga_verify.errors import OptionError
 from saga_verify.reference import charge_without_key, fresh_key_on_retry, order_saga, refund_forgets_charge
@@ -175,8 +176,8 @@ def test_plan_file_is_written_into_the_report_dir(found, tmp_path) -> None:
 def test_plan_file_is_json_naming_the_saga(found) -> None:
     data = json.loads(found.plan_path.read_text(encoding="utf-8"))
     assert data == {
-        "format": "saga-verify/plan@1",
-        "saga": "saga_verify.reference:charge_without_key",
+        "format": "saga-verify/plan@2",
+        "saga": {"name": "charge_without_key", "ref": "saga_verify.reference:charge_without_key"},
         "seed": 0,
         "faults": [{"kind": "lose-reply", "at": "payment.charge#1"}],
         "violated": ["no_double_charge"],
@@ -203,7 +204,8 @@ def test_replay_is_deterministic_byte_for_byte(found) -> None:
 
 def test_replay_of_a_fixed_saga_finds_nothing(found) -> None:
     # The same schedule against the correct saga: the idempotency key makes the retry harmless.
-    execution, violations = replay(order_saga, FaultPlan.load(found.plan_path))
+    plan = dataclasses.replace(FaultPlan.load(found.plan_path), saga=None)  # the broken variant's plan, on the correct saga
+    execution, violations = replay(order_saga, plan)
     assert violations == []
     assert len(execution.rows("payment", "charge")) == 1
 
@@ -383,9 +385,12 @@ def test_executions_count_every_execution_the_search_ran() -> None:
     the worlds actually built (each builds its participants once) and compare."""
     built = []
 
+    placed = place(order_saga, "sim").participants
+    assert callable(placed)
+
     def participants():
         built.append(1)
-        return order_saga.participants()
+        return placed()
 
     saga = dataclasses.replace(order_saga, participants=participants)
     result = explore(saga, settings=_no_db(), report_dir=None, sweep_faults=1, max_examples=0)
@@ -414,7 +419,7 @@ def test_a_failure_at_every_attempt_shrinks_to_one_outage() -> None:
         '{"faults": [{"kind": "refuse", "at": "payment.charge#1"}, {"kind": "fail", "at": "inventory.release#1"},'
         ' {"kind": "fail", "at": "inventory.release#2"}, {"kind": "fail", "at": "inventory.release#3"}]}'
     )
-    saga = swallowed_compensation_error
+    saga = place(swallowed_compensation_error, "sim")
     shrunk, _, violations = _minimize(saga, plan, invariants_for(saga), "full_compensation", _Counter())
     assert str(shrunk) == "refuse at payment.charge#1; outage at inventory.release#1"
     assert "full_compensation" in {v.invariant for v in violations}

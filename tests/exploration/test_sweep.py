@@ -7,10 +7,16 @@ import pytest
 
 from saga_verify import FaultPlan
 from saga_verify._exploration import reached_points, run_plan_unchecked, sweep
+from saga_verify._runtimes import place
 from saga_verify._world import trace_to_json
 from saga_verify.faults import Crash, Outage
 from saga_verify.faults._alphabet import alphabet
-from saga_verify.reference import order_saga, unbounded_retry
+from saga_verify.reference import order_saga as reference_order_saga
+from saga_verify.reference import unbounded_retry as reference_unbounded_retry
+
+# The sweep runs executions itself: the reference sagas' services placed in simulation.
+order_saga = place(reference_order_saga, "sim")
+unbounded_retry = place(reference_unbounded_retry, "sim")
 
 
 class _Counting:

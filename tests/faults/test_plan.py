@@ -26,7 +26,8 @@ PLAN = FaultPlan(
         FailBeforeEffect(P("notification.send#3")),
     ),
     seed=42,
-    saga="saga_verify.reference:order_saga",
+    saga="order",
+    saga_ref="saga_verify.reference:order_saga",
     violated=("no_double_charge", "full_compensation"),
 )
 
@@ -66,13 +67,14 @@ def test_violated_does_not_take_part_in_equality() -> None:
     faults = (LoseReply(P("payment.charge#1")),)
     assert FaultPlan(faults, violated=("no_double_charge",)) == FaultPlan(faults)
     assert FaultPlan(faults, seed=1) != FaultPlan(faults, seed=2)
-    assert FaultPlan(faults, saga="a:b") != FaultPlan(faults, saga="a:c")
+    assert FaultPlan(faults, saga="a") != FaultPlan(faults, saga="b")
+    assert FaultPlan(faults, saga="a", saga_ref="m:a") != FaultPlan(faults, saga="a", saga_ref="m:b")
 
 
 def test_with_faults_keeps_seed_and_saga() -> None:
     smaller = PLAN.with_faults(PLAN.faults[:1])
     assert smaller.faults == PLAN.faults[:1]
-    assert (smaller.seed, smaller.saga) == (42, "saga_verify.reference:order_saga")
+    assert (smaller.seed, smaller.saga, smaller.saga_ref) == (42, "order", "saga_verify.reference:order_saga")
 
 
 def test_by_point_keys_exact_faults_and_earliest_outage_per_operation() -> None:
@@ -86,15 +88,21 @@ def test_by_point_keys_exact_faults_and_earliest_outage_per_operation() -> None:
 
 
 def test_to_json_form() -> None:
-    plan = FaultPlan((Duplicate(P("payment.charge#1"), lag=30.0),), seed=7, saga="pkg.mod:saga", violated=("x",))
+    plan = FaultPlan((Duplicate(P("payment.charge#1"), lag=30.0),), seed=7, saga="checkout", saga_ref="pkg.mod:saga", violated=("x",))
     assert plan.to_json() == {
-        "format": "saga-verify/plan@1",
-        "saga": "pkg.mod:saga",
+        "format": "saga-verify/plan@2",
+        "saga": {"name": "checkout", "ref": "pkg.mod:saga"},
         "seed": 7,
         "faults": [{"kind": "duplicate", "at": "payment.charge#1", "lag": 30.0}],
         "violated": ["x"],
     }
-    assert FaultPlan().to_json() == {"format": "saga-verify/plan@1", "seed": 0, "faults": []}
+    assert FaultPlan().to_json() == {"format": "saga-verify/plan@2", "seed": 0, "faults": []}
+    assert FaultPlan(saga="checkout").to_json()["saga"] == {"name": "checkout"}
+
+
+def test_an_older_plan_names_where_its_saga_lives() -> None:
+    plan = FaultPlan.from_json({"format": "saga-verify/plan@1", "saga": "pkg.mod:saga", "faults": []})
+    assert (plan.saga, plan.saga_ref) == (None, "pkg.mod:saga")
 
 
 def test_json_round_trip() -> None:
@@ -131,7 +139,10 @@ def test_from_json_defaults() -> None:
         ({"format": "saga-verify/plan@9", "faults": []}, "unknown plan format 'saga-verify/plan@9'"),
         ({"faults": [], "fautls": []}, "unknown field(s) ['fautls']"),
         ({"faults": {"kind": "fail"}}, "'faults' must be a list, got dict"),
-        ({"faults": [], "saga": 3}, "'saga' must be text"),
+        ({"faults": [], "saga": 3}, "'saga' must be an object with the saga's 'name' and where it lives"),
+        ({"faults": [], "saga": {"name": "x", "where": 1}}, "'saga' takes 'name' and 'ref', not ['where']"),
+        ({"faults": [], "saga": {"name": "x", "ref": "no colon"}}, "saga 'ref' must look like 'package.module:attribute'"),
+        ({"format": "saga-verify/plan@1", "faults": [], "saga": 3}, "'saga' must be text like 'package.module:attribute'"),
         ({"faults": [], "violated": "x"}, "'violated' must be a list of invariant names"),
         ({"faults": [{"kind": "fail", "at": "a.b", "lag": 1}]}, "faults[0]: fail takes no field(s) ['lag']"),
     ],
@@ -290,6 +301,12 @@ def test_every_load_error_names_the_path(tmp_path: Path, faults: list[object], s
 def test_a_plan_over_the_sagas_operations_validates() -> None:
     PLAN.validate(order_saga)  # raises nothing
     FaultPlan().validate(order_saga)
+
+
+def test_a_plan_of_another_saga_does_not_validate() -> None:
+    plan = FaultPlan(PLAN.faults, saga="checkout", saga_ref="shop.saga:checkout")
+    with pytest.raises(PlanError, match=r"this plan is for saga 'checkout', not 'order': replay it against 'checkout' \(shop\.saga:checkout\)"):
+        plan.validate(order_saga)
 
 
 def test_validate_names_an_unknown_operation_and_suggests() -> None:

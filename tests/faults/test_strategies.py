@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from saga_verify import FaultPlan, Saga, Step
-from saga_verify._world import run_plan
+from saga_verify import FaultPlan, Saga, Step, run_plan
 from saga_verify.errors import OptionError
 from saga_verify.faults import Refuse, fault_plans, templates_for
 from saga_verify.reference import order_saga
@@ -28,7 +27,7 @@ def test_drawn_plans_validate_and_keep_to_the_defaults(plan: FaultPlan) -> None:
     assert points == sorted(points)
     assert all(1 <= p.attempt <= 3 for p in points)
     assert all(f"{p.participant}.{p.operation}" in OPERATIONS for p in points)
-    assert plan.saga == "saga_verify.reference:order_saga"
+    assert (plan.saga, plan.saga_ref) == ("order", "saga_verify.reference:order_saga")
     # refusals only where a step says how its participant refuses
     for fault in plan.faults:
         if isinstance(fault, Refuse):

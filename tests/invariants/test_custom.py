@@ -19,11 +19,11 @@ from saga_verify import (
     SagaVerifyError,
     SagaViolationError,
     Violation,
+    explore,
     invariant,
     run_plan,
     verify,
 )
-from saga_verify._exploration import explore
 from saga_verify.faults import DeliveryPoint, LoseReply, Refuse
 from saga_verify.invariants import check
 from saga_verify.reference import ORDER, STEPS, Inventory, Notification, OrderSaga, Payment, Shipping, order_saga

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from saga_verify import FaultPlan
-from saga_verify._runtimes._process import ServiceProcess, ServiceProcesses
+from saga_verify._runtimes._process import ServiceProcess
 from saga_verify.errors import OptionError, PlanError
 from saga_verify.proxy import FaultProxy, PlanAtProxies, routes_from_openapi
 
@@ -38,15 +39,20 @@ class Frozen:
         os.kill(self.process.pid, signal.SIGCONT)
 
 
+#: The reference payment service with its inspection endpoints, on a port the runner picks.
+PAYMENT_COMMAND = [sys.executable, "-m", "saga_verify.reference.services", "--service", "payment", "--host", "{host}", "--port", "{port}", "--inspect"]
+
+
 @pytest.fixture(scope="module")
 def service() -> Iterator[ServiceProcess]:
-    with ServiceProcesses() as processes:
-        yield processes.start("payment")
+    process = ServiceProcess("payment", PAYMENT_COMMAND, ready="/health").start()
+    yield process
+    process.stop()
 
 
 @pytest.fixture
 def payment(service: ServiceProcess) -> Iterator[Frozen]:
-    service.call("POST", "/_inspect/reset")
+    httpx.post(f"{service.url}/_inspect/reset").raise_for_status()
     with FaultProxy(service.url) as proxy:
         yield Frozen(service, proxy)
 
@@ -60,7 +66,7 @@ def charge(payment: Frozen, key: str = "o-1:charge", timeout: float = 5.0) -> ht
 
 
 def charges(payment: Frozen) -> int:
-    rows = payment.process.call("GET", "/_inspect/ledger").json()
+    rows = httpx.get(f"{payment.process.url}/_inspect/ledger").json()
     return sum(1 for row in rows if row["action"] == "charge")
 
 
@@ -128,7 +134,7 @@ def test_closing_thaws_what_the_plan_froze(payment: Frozen) -> None:
         with pytest.raises(httpx.ReadTimeout):
             charge(payment, timeout=0.3)
         assert not played.settle(0.2)
-    assert payment.process.call("GET", "/health").status_code == 200  # running again
+    assert httpx.get(f"{payment.process.url}/health").status_code == 200  # running again
     assert payment.proxy.settle(5.0)
     assert charges(payment) == 1
 

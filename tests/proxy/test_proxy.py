@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,8 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from saga_verify._runtimes._process import ServiceProcess, ServiceProcesses
-from saga_verify._world._http import DELIVERY_HEADER
+from saga_verify._runtimes._process import ServiceProcess
 from saga_verify.errors import OptionError
 from saga_verify.proxy import (
     Delay,
@@ -33,21 +33,27 @@ from saga_verify.proxy import (
     scripted,
     scripted_by_delivery,
 )
+from saga_verify.systems._protocol import DELIVERY_HEADER
 
 KEY = "Idempotency-Key"
 REPLAYED = "Idempotency-Replayed"
 
 
+#: The reference payment service with its inspection endpoints, on a port the runner picks.
+PAYMENT_COMMAND = [sys.executable, "-m", "saga_verify.reference.services", "--service", "payment", "--host", "{host}", "--port", "{port}", "--inspect"]
+
+
 @pytest.fixture(scope="module")
 def service() -> Iterator[ServiceProcess]:
-    with ServiceProcesses() as processes:
-        yield processes.start("payment")
+    process = ServiceProcess("payment", PAYMENT_COMMAND, ready="/health").start()
+    yield process
+    process.stop()
 
 
 @pytest.fixture
 def payment(service: ServiceProcess) -> ServiceProcess:
     """The shared payment service with a new participant (an empty ledger) behind it."""
-    service.call("POST", "/_inspect/reset")
+    httpx.post(f"{service.url}/_inspect/reset").raise_for_status()
     return service
 
 
@@ -66,8 +72,13 @@ def _charge(client: httpx.Client, order_id: str, key: str | None = None, **heade
     return client.post("/charges", json={"order_id": order_id, "amount": 100}, headers=headers)
 
 
+def _ledger(service: ServiceProcess) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = httpx.get(f"{service.url}/_inspect/ledger").json()
+    return rows
+
+
 def _charges(service: ServiceProcess) -> list[str]:
-    return [row["ref"] for row in service.ledger_rows() if row["action"] == "charge"]
+    return [row["ref"] for row in _ledger(service) if row["action"] == "charge"]
 
 
 def _eventually(check: Callable[[], bool]) -> bool:
@@ -206,7 +217,7 @@ def test_scripted_by_delivery_reads_the_harness_header_and_passes_it_on(payment:
         assert _charge(client, "o-2", "k-2").status_code == 201
 
     assert seen == [4, 5, None]
-    assert [row["delivery"] for row in payment.ledger_rows()] == [5, -1]  # the service stamped what it was told
+    assert [row["delivery"] for row in _ledger(payment)] == [5, -1]  # the service stamped what it was told
     assert [r.action for r in proxy.records] == [DropRequest(), Pass(), Pass()]
 
 
@@ -215,7 +226,7 @@ def test_a_chunked_request_is_forwarded_with_its_length(payment: ServiceProcess)
     with FaultProxy(payment.url) as proxy, _client(proxy) as client:
         reply = client.post("/charges", content=body, headers={"content-type": "application/json"})
     assert reply.status_code == 201
-    assert [row["amount"] for row in payment.ledger_rows()] == [7]
+    assert [row["amount"] for row in _ledger(payment)] == [7]
 
 
 # -- stall, then, lagged copies and settle -------------------------------------------------------------

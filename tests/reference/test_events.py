@@ -12,7 +12,7 @@ import httpx
 import jsonschema
 import pytest
 
-from saga_verify._runtimes._asgi import SyncASGITransport
+from saga_verify._world._asgi import SyncASGITransport
 from saga_verify.reference.services import create_app
 from saga_verify.reference.services._events import EVENT_DATA, EVENT_TYPES, event_schema_text
 

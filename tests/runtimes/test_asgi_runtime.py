@@ -1,5 +1,6 @@
 """The asgi runtime: the same reference saga, fault plans and invariants with every participant
-an HTTP app in this process. It must reach the verdicts and minimal plans the simulation does."""
+an HTTP app in this process, reached through the declared System. It must reach the verdicts and
+minimal plans the simulation does."""
 
 from __future__ import annotations
 
@@ -12,41 +13,54 @@ import httpx
 import hypothesis
 import pytest
 
-from saga_verify import FaultPlan, explore, load_saga, replay
+from saga_verify import FaultPlan, Saga, Step, explore, replay, run_plan
 from saga_verify._cli import main
-from saga_verify._runtimes import RUNTIMES, reference_variants
+from saga_verify._runtimes import RUNTIMES
 from saga_verify._world._asgi import SyncASGITransport
-from saga_verify._world._http import DELIVERY_HEADER, EXECUTION_ERROR_HEADER, EXECUTION_HEADER, ROWS_HEADER
 from saga_verify.errors import OptionError
+from saga_verify.reference import charge_without_key, order_saga, variants
 from saga_verify.reference.services import create_app
+from saga_verify.systems import Service, ServiceSetupError, System
 
 NO_DB = hypothesis.settings(database=None)
+CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "corpus"
 
 
-def _variant(name: str, runtime: str):  # type: ignore[no-untyped-def]
-    return next(v for v in reference_variants(runtime) if v.name == name)
+def _variant(name: str) -> Saga:
+    return next(v.saga for v in variants() if v.name == name)
 
 
 @pytest.mark.parametrize("name", ["charge_without_key", "non_idempotent_refund", "refund_forgets_charge"])
 def test_http_finds_the_same_minimal_plan_as_simulation(name: str, tmp_path: Path) -> None:
     found = {}
     for runtime in ("sim", "asgi"):
-        result = explore(_variant(name, runtime).saga, settings=NO_DB, report_dir=tmp_path / runtime, max_examples=0)
+        result = explore(_variant(name), settings=NO_DB, report_dir=tmp_path / runtime, max_examples=0, runtime=runtime)
         (failure, *_) = result.failures
         found[runtime] = (failure.plan.faults, failure.invariants, failure.examples)
     assert found["asgi"] == found["sim"]
 
 
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.json")), ids=lambda p: p.stem)
+def test_a_plan_takes_the_same_effects_over_http_as_in_simulation(path: Path) -> None:
+    plan = FaultPlan.load(path)
+    saga = _variant(path.stem)
+    effects = {}
+    for runtime in ("sim", "asgi"):
+        execution = run_plan(saga, plan, runtime=runtime)
+        # The same effects, by the same deliveries, in the same order, as the saga ended the same.
+        effects[runtime] = (execution.status, [(r.participant, r.action, r.amount, r.correlation_id, r.delivery) for r in execution.rows()])
+    assert effects["asgi"] == effects["sim"]
+
+
 def test_correct_saga_holds_over_http_under_every_single_fault(tmp_path: Path) -> None:
-    result = explore(_variant("order", "asgi").saga, settings=NO_DB, report_dir=tmp_path, sweep_faults=1, max_examples=0)
+    result = explore(order_saga, settings=NO_DB, report_dir=tmp_path, sweep_faults=1, max_examples=0, runtime="asgi")
     assert result.ok
     assert result.sweep_executions > 30
 
 
-def test_http_trace_records_requests_keys_and_status(tmp_path: Path) -> None:
-    saga = _variant("order", "asgi").saga
+def test_http_trace_records_requests_keys_and_status() -> None:
     plan = FaultPlan.loads('{"faults": [{"kind": "lose-reply", "at": "payment.charge#1"}]}')
-    execution, violations = replay(saga, plan)
+    execution, violations = replay(order_saga, plan, runtime="asgi")
     assert violations == []
     assert execution.status == "completed"
     lost, retry = execution.trace[1], execution.trace[2]
@@ -60,43 +74,75 @@ def test_http_trace_records_requests_keys_and_status(tmp_path: Path) -> None:
 
 
 def test_each_execution_starts_from_fresh_services() -> None:
-    saga = _variant("order", "asgi").saga
-    first, _ = replay(saga, FaultPlan())
-    second, _ = replay(saga, FaultPlan())
+    first, _ = replay(order_saga, FaultPlan(), runtime="asgi")
+    second, _ = replay(order_saga, FaultPlan(), runtime="asgi")
     assert [r.ref for r in first.rows()] == [r.ref for r in second.rows()] == ["res-1", "ch-1", "sh-1", "msg-1"]
 
 
 def test_refuse_reaches_the_service_as_its_own_refusal() -> None:
-    saga = _variant("order", "asgi").saga
     plan = FaultPlan.loads('{"faults": [{"kind": "refuse", "at": "payment.charge#1"}]}')
-    execution, violations = replay(saga, plan)
+    execution, violations = replay(order_saga, plan, runtime="asgi")
     assert violations == []
     assert execution.status == "compensated"
     assert execution.trace[1].reply == {"status": 402, "json": {"status": "refused", "reason": "card_declined"}}
 
 
-def test_http_plan_files_replay_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = explore(_variant("charge_without_key", "asgi").saga, settings=NO_DB, report_dir=tmp_path, max_examples=0)
+def test_plan_files_replay_on_the_runtime_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = explore(charge_without_key, settings=NO_DB, report_dir=tmp_path, max_examples=0, runtime="asgi")
     (failure,) = result.failures
     assert failure.plan_path is not None
     stored = json.loads(failure.plan_path.read_text())
-    assert stored["saga"] == "saga_verify._runtimes.asgi_reference:charge_without_key"
-    assert load_saga(stored["saga"]).name == "charge_without_key"
-    assert main(["replay", str(failure.plan_path)]) == 1
+    assert stored["saga"] == {"name": "charge_without_key", "ref": "saga_verify.reference:charge_without_key"}
+    assert main(["replay", str(failure.plan_path), "--runtime", "asgi"]) == 1
     out = capsys.readouterr().out
+    assert out.splitlines()[0] == "saga 'charge_without_key' under lose-reply at payment.charge#1 on asgi"
     assert "path=/charges" in out
     assert "REPLY LOST" in out
 
 
-def test_unknown_http_saga_name_is_a_clear_error() -> None:
-    with pytest.raises(Exception, match="no 'nope'"):
-        load_saga("saga_verify._runtimes.asgi_reference:nope")
-
-
 def test_unknown_runtime_is_refused() -> None:
     assert RUNTIMES == ("sim", "asgi", "process", "container")
-    with pytest.raises(OptionError, match="runtime 'kubernetes' is not available; choose from: sim, asgi, process, container"):
-        reference_variants("kubernetes")
+    with pytest.raises(OptionError, match="runtime 'kubernetes' does not exist; choose from: sim, asgi, process, container"):
+        explore(order_saga, runtime="kubernetes", report_dir=None)
+
+
+def _plain_saga() -> Saga:
+    class Stock:
+        def reserve(self, idempotency_key: str | None = None) -> str:
+            return "ok"
+
+    return Saga("plain", steps=[Step("stock", "reserve")], participants=lambda: {"stock": Stock()}, run=lambda s, _: s.stock.reserve() and "completed")
+
+
+def test_a_saga_that_builds_its_own_participants_runs_on_sim_only() -> None:
+    with pytest.raises(OptionError, match=r"saga 'plain' builds its participants itself, so it runs on sim only; to run it on 'asgi', declare its services with saga_verify.System"):
+        run_plan(_plain_saga(), runtime="asgi")
+    assert run_plan(_plain_saga()).status == "completed"
+
+
+def test_a_service_declared_without_an_app_cannot_run_in_this_process() -> None:
+    saga = Saga(
+        "modelled",
+        steps=[Step("stock", "reserve")],
+        participants=System(Service("stock", model=dict)),
+        run=lambda s, _: "completed",
+    )
+    with pytest.raises(OptionError, match=r"service 'stock' cannot run on 'asgi'; it is declared for sim \(give it an app factory\)"):
+        run_plan(saga, runtime="asgi")
+
+
+def test_an_app_factory_that_raises_is_named() -> None:
+    def broken_app() -> Any:
+        raise RuntimeError("no database")
+
+    saga = Saga(
+        "unbuildable",
+        steps=[Step("stock", "reserve")],
+        participants=System(Service("stock", app=broken_app, routes={"reserve": "POST /reservations"})),
+        run=lambda s, _: "completed",
+    )
+    with pytest.raises(ServiceSetupError, match=r"service 'stock': its app factory raised RuntimeError: no database"):
+        run_plan(saga, runtime="asgi")
 
 
 def test_sync_transport_serves_an_app_to_a_plain_client() -> None:
@@ -147,63 +193,6 @@ def test_sync_transport_lets_the_apps_errors_reach_the_caller() -> None:
 
     with httpx.Client(transport=SyncASGITransport(failing), base_url="http://app") as client, pytest.raises(LookupError):
         client.get("/")
-
-
-def _charge(client: httpx.Client, key: str, execution: int | None, delivery: int = 0) -> httpx.Response:
-    headers = {"Idempotency-Key": key, DELIVERY_HEADER: str(delivery)}
-    if execution is not None:
-        headers[EXECUTION_HEADER] = str(execution)
-    return client.post("/charges", json={"order_id": "o-1", "amount": 5}, headers=headers)
-
-
-def test_a_request_that_names_an_execution_is_served_within_it() -> None:
-    """The protocol the process runtime uses: a request of a new execution gets a new participant
-    first; every answer carries the rows its request recorded."""
-    app = create_app("payment", inspect=True)
-    with httpx.Client(transport=SyncASGITransport(app), base_url="http://payment") as client:
-        first = _charge(client, "k", execution=1)
-        assert first.status_code == 201
-        (row,) = json.loads(first.headers[ROWS_HEADER])
-        assert (row["action"], row["ref"], row["delivery"], row["seq"], row["participant"]) == ("charge", "ch-1", 0, 0, "payment")
-        again = _charge(client, "k", execution=1, delivery=1)
-        assert (again.headers["Idempotency-Replayed"], json.loads(again.headers[ROWS_HEADER])) == ("true", [])
-        other = _charge(client, "k2", execution=1, delivery=2)
-        assert [r["ref"] for r in json.loads(other.headers[ROWS_HEADER])] == ["ch-2"]
-        fresh = _charge(client, "k", execution=2)
-        assert "Idempotency-Replayed" not in fresh.headers  # a new participant, with a new dedupe store
-        assert [r["ref"] for r in json.loads(fresh.headers[ROWS_HEADER])] == ["ch-1"]
-        unnamed = _charge(client, "k3", execution=None)
-        assert ROWS_HEADER not in unnamed.headers
-        assert [r["ref"] for r in client.get("/_inspect/ledger").json()] == ["ch-1", "ch-2"]  # execution 2's participant
-
-
-def test_without_inspection_a_request_cannot_name_an_execution() -> None:
-    app = create_app("payment")
-    with httpx.Client(transport=SyncASGITransport(app), base_url="http://payment") as client:
-        assert _charge(client, "k", execution=1).status_code == 201
-        again = _charge(client, "k", execution=2)
-    assert again.headers["Idempotency-Replayed"] == "true"  # the same participant
-    assert ROWS_HEADER not in again.headers
-
-
-def test_a_service_that_cannot_start_an_execution_says_why() -> None:
-    class BuiltOnce:
-        def __init__(self) -> None:
-            if hasattr(type(self), "built"):
-                raise TypeError("built once already")
-            type(self).built = True
-
-        def charge(self, **fields: Any) -> dict[str, Any]:
-            return {"status": "ok", "charge_id": "ch-1"}
-
-        refund = charge
-
-    app = create_app("payment", participant=BuiltOnce(), inspect=True)
-    with httpx.Client(transport=SyncASGITransport(app), base_url="http://payment") as client:
-        reply = _charge(client, "k", execution=1)
-    assert reply.status_code == 501
-    assert reply.headers[EXECUTION_ERROR_HEADER] == "cannot start execution 1: a BuiltOnce cannot be built without arguments: built once already"
-    assert ROWS_HEADER not in reply.headers
 
 
 @pytest.mark.slow

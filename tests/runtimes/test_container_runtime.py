@@ -5,6 +5,7 @@ container, which comes back from its store; and it leaves nothing behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,14 +13,14 @@ from pathlib import Path
 import hypothesis
 import pytest
 
-from saga_verify import FaultPlan, explore, replay
+from saga_verify import FaultPlan, Saga, explore, replay, run_plan
 from saga_verify._cli import main
 from saga_verify._pytest_plugin import require_docker
-from saga_verify._runtimes import RUNTIMES, reference_variants
-from saga_verify._runtimes._container import ContainerServices, shared_containers
+from saga_verify._runtimes import _placements, stop_services
 from saga_verify.containers import session_leftovers
 from saga_verify.containers._engine import docker
 from saga_verify.errors import OptionError
+from saga_verify.reference import variants
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +28,15 @@ NO_DB = hypothesis.settings(database=None)
 CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "corpus"
 
 
-def _variant(name: str, runtime: str):  # type: ignore[no-untyped-def]
-    return next(v for v in reference_variants(runtime) if v.name == name)
+def _variant(name: str) -> Saga:
+    return next(v.saga for v in variants() if v.name == name)
+
+
+def _session() -> str | None:
+    """The id of the container session the runtime's services run in, if it made one."""
+    holder = _placements._containers
+    session = None if holder is None else holder._session
+    return None if session is None else str(session.id)
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +49,10 @@ def _nothing_left(docker_engine: None) -> Iterator[None]:
     """The tests share the runtime's containers; when the module is done they are removed, and
     nothing of their session may remain."""
     yield
-    containers = shared_containers()
-    session = containers.session.id
-    containers.close()
-    assert not any(session_leftovers(session).values()), session_leftovers(session)
+    session = _session()
+    stop_services()
+    if session is not None:
+        assert not any(session_leftovers(session).values()), session_leftovers(session)
 
 
 def _started_at(container_id: str) -> str:
@@ -59,16 +67,11 @@ def _supervisor_and_child(container_id: str) -> tuple[int, int]:
     return supervisor, child
 
 
-def test_the_runtime_is_registered() -> None:
-    assert RUNTIMES == ("sim", "asgi", "process", "container")
-    assert _variant("order", "container").saga.ref == "saga_verify._runtimes.container_reference:order"
-
-
-@pytest.mark.parametrize("name", [v.name for v in reference_variants() if v.broken])
+@pytest.mark.parametrize("name", [v.name for v in variants() if v.broken])
 def test_containers_find_the_same_minimal_plan_as_simulation(name: str, tmp_path: Path) -> None:
     found = {}
     for runtime in ("sim", "container"):
-        result = explore(_variant(name, runtime).saga, settings=NO_DB, report_dir=tmp_path / runtime, max_examples=0)
+        result = explore(_variant(name), settings=NO_DB, report_dir=tmp_path / runtime, max_examples=0, runtime=runtime)
         (failure, *_) = result.failures
         found[runtime] = (failure.plan.faults, failure.invariants, failure.examples)
     assert found["container"] == found["sim"]
@@ -76,19 +79,18 @@ def test_containers_find_the_same_minimal_plan_as_simulation(name: str, tmp_path
 
 @pytest.mark.parametrize("plan", sorted(CORPUS.glob("*.json")), ids=lambda p: p.stem)
 def test_the_correct_saga_holds_in_containers_under_every_corpus_plan(plan: Path) -> None:
-    _, violations = replay(_variant("order", "container").saga, FaultPlan.load(plan))
+    _, violations = replay(_variant("order"), dataclasses.replace(FaultPlan.load(plan), saga=None), runtime="container")
     assert violations == [], [str(v) for v in violations]
 
 
 def test_a_crash_kills_the_service_process_and_it_comes_back_from_its_store() -> None:
-    saga = _variant("volatile_dedupe", "container").saga
+    saga = _variant("volatile_dedupe")
     plan = FaultPlan.load(CORPUS / "volatile_dedupe.json")
-    replay(saga, FaultPlan())  # the containers run
-    wanted = ("payment", "saga_verify.reference._broken:VolatileDedupePayment")
-    payment = next(s for key, s in shared_containers()._services.items() if key == wanted)
+    run_plan(saga, runtime="container")  # the containers run
+    payment = _placements.get(saga.participants["payment"], "container")  # type: ignore[index]
     started = _started_at(payment.container.id)
     supervisor, child = _supervisor_and_child(payment.container.id)
-    execution, violations = replay(saga, plan)
+    execution, violations = replay(saga, plan, runtime="container")
     # The same container, running since it started; its supervisor forked a new service process
     # once the old one was killed.
     assert _started_at(payment.container.id) == started
@@ -99,7 +101,7 @@ def test_a_crash_kills_the_service_process_and_it_comes_back_from_its_store() ->
     assert (crashed.point, crashed.outcome, retry.point) == ("payment.charge#1", "crashed", "payment.charge#2")
     # It forgot the key (kept in memory only) and charged again; the correct payment does not.
     assert [v.invariant for v in violations] == ["no_double_charge"]
-    execution, violations = replay(_variant("order", "container").saga, plan)
+    execution, violations = replay(_variant("order"), dataclasses.replace(plan, saga=None), runtime="container")
     assert violations == []
     assert [r.action for r in execution.ledgers["payment"]] == ["charge"]
 
@@ -117,15 +119,15 @@ def test_demo_in_containers_matches_simulation(capsys: pytest.CaptureFixture[str
 def test_without_an_engine_the_runtime_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     with pytest.raises(OptionError) as caught:
-        reference_variants("container")
+        run_plan(_variant("order"), runtime="container")
     assert "runtime 'container' needs a Docker engine" in str(caught.value)
     assert "fixtures/containers/docker-engine.sh start" in str(caught.value)
 
 
-def test_a_closed_runtime_leaves_nothing(docker_engine: None) -> None:
-    containers = ContainerServices()
-    containers.serve({"payment": None})
-    session = containers.session.id
-    assert len(session_leftovers(session)["containers"]) == 1
-    containers.close()
+def test_stopped_services_leave_nothing(docker_engine: None) -> None:
+    run_plan(_variant("order"), runtime="container")
+    session = _session()
+    assert session is not None
+    assert len(session_leftovers(session)["containers"]) >= 4
+    stop_services()
     assert not any(session_leftovers(session).values())

@@ -10,8 +10,8 @@ from typing import Any
 import hypothesis
 import pytest
 
-from saga_verify import FaultPlan, Ledger, Saga, Step, run_plan
-from saga_verify._exploration import compare_traces, explore
+from saga_verify import FaultPlan, Ledger, Saga, Step, explore, run_plan
+from saga_verify._exploration import compare_traces
 from saga_verify._world import trace_to_json
 from saga_verify.errors import NondeterminismError
 from saga_verify.faults import Delay, DeliveryPoint, Duplicate, FailBeforeEffect, LoseReply, Outage, Refuse, Timeout

@@ -410,7 +410,7 @@ def test_a_fault_at_a_point_never_reached_is_not_injected() -> None:
 def test_execution_plan_replays_the_same_execution() -> None:
     first = run(LoseReply(P("payment.charge#1")), Delay(P("shipping.create#1"), seconds=30.0), seed=5)
     assert first.plan.seed == 5
-    assert first.plan.saga == "saga_verify.reference:order_saga"
+    assert (first.plan.saga, first.plan.saga_ref) == ("order", "saga_verify.reference:order_saga")
     again = run_plan(order_saga, first.plan)
     assert trace_to_json(again.trace) == trace_to_json(first.trace)
 

@@ -13,8 +13,7 @@ from typing import Any
 import hypothesis
 import pytest
 
-from saga_verify import FaultPlan, Ledger, Saga, SagaVerifyError, Step, load_saga, run_plan
-from saga_verify._exploration import explore
+from saga_verify import FaultPlan, Ledger, Saga, SagaVerifyError, Step, explore, load_saga, run_plan
 from saga_verify.errors import SagaCrashedError, SagaDefinitionError
 from saga_verify.reference import order_saga
 

@@ -15,11 +15,9 @@ import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
-from urllib.parse import unquote
 
 from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -29,15 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saga_verify import Ledger, LedgerRow
+from saga_verify.systems import EffectsMiddleware
 
-from ..._world._http import (
-    CORRELATION_HEADER,
-    DELIVERY_HEADER,
-    EXECUTION_ERROR_HEADER,
-    EXECUTION_HEADER,
-    ROWS_HEADER,
-    TIME_HEADER,
-)
 from .._participants import Inventory, Notification, Payment, Shipping
 from ._events import EventPage, events_for_rows
 from ._store import ParticipantState, StoreError
@@ -376,174 +367,9 @@ def _stored_reply(participant: object, key: str | None) -> object | None:
     return entry[1] if isinstance(entry, tuple) and len(entry) == 2 else None
 
 
-#: What the harness told about the request being served: (delivery, saga instance, virtual time).
-_STAMP: ContextVar[tuple[int, str, float]] = ContextVar("saga_verify_request_stamp", default=(-1, "", 0.0))
-_STAMP_HEADERS = (DELIVERY_HEADER.lower().encode(), CORRELATION_HEADER.lower().encode(), TIME_HEADER.lower().encode())
-
-
-def _read_stamp(headers: list[tuple[bytes, bytes]]) -> tuple[int, str, float] | None:
-    """The harness's headers of a request (``Saga-Verify-Delivery`` and friends), or None when it
-    carries none or they are malformed (a request that does not come from the harness)."""
-    delivery_name, correlation_name, time_name = _STAMP_HEADERS
-    delivery = correlation = when = None
-    for name, value in headers:
-        if name == delivery_name:
-            delivery = value
-        elif name == correlation_name:
-            correlation = value
-        elif name == time_name:
-            when = value
-    if delivery is None:
-        return None
-    try:
-        return (
-            int(delivery),
-            unquote(correlation.decode("latin-1")) if correlation is not None else "",
-            float(when) if when is not None else 0.0,
-        )
-    except ValueError:
-        return None
-
-
-class _StampHeaders:
-    """ASGI middleware: while a request is served, the harness's headers are what its ledger rows
-    are stamped with (see `_RowStamp`). With inspection on, a request that names its execution
-    is served within it (see `_Executions`)."""
-
-    def __init__(self, app: Any, executions: _Executions | None = None) -> None:
-        self.app = app
-        self.executions = executions
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = scope["headers"]
-        if self.executions is not None:
-            execution = _read_execution(headers)
-            if execution is not None:
-                send = await self.executions.enter(execution, scope, receive, send)
-                if send is None:
-                    return
-        stamp = _read_stamp(headers)
-        if stamp is None:
-            await self.app(scope, receive, send)
-            return
-        token = _STAMP.set(stamp)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            _STAMP.reset(token)
-
-
-_EXECUTION_NAME = EXECUTION_HEADER.lower().encode()
-_ROWS_NAME = ROWS_HEADER.lower().encode()
-#: Rows that would make a longer header are not sent: the harness then reads the ledger instead.
-_MAX_ROWS_HEADER = 8192
-
-
-def _read_execution(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name == _EXECUTION_NAME:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
 def _row_dicts(service: Service, rows: Iterable[LedgerRow]) -> list[dict[str, Any]]:
     """Ledger rows as the inspection endpoints serve them."""
     return [{**row._asdict(), "participant": row.participant or service.name} for row in rows]
-
-
-class _Executions:
-    """How a service with inspection on serves the harness's executions without a request of
-    their own (the ``process`` runtime; ``Saga-Verify-Execution`` and friends in
-    `saga_verify._world._http`). A request that names an execution other than the one being
-    served first puts a new participant of the same class behind the service, as ``POST
-    /_inspect/reset`` does; its answer then carries, in ``Saga-Verify-Rows``, the ledger rows the
-    request recorded (all of the new participant's, so the ones its constructor recorded too).
-    So the harness starts an execution with its first delivery and collects the rows from the
-    answers. An answer that cannot carry them (an error the app raised, rows too many for a
-    header) has no such header, and the harness reads ``GET /_inspect/ledger`` instead. A service
-    that cannot start the execution answers with ``Saga-Verify-Execution-Error`` and nothing else
-    happens."""
-
-    def __init__(self, served: _Served, renew: Callable[[int | None], None]) -> None:
-        self.served = served
-        self.renew = renew
-        #: The execution being served (None until a request names one). A service with a store
-        #: keeps it there: restarted (killed, say) in the middle of an execution, it goes on
-        #: serving that execution with the participant its store kept.
-        self.current: int | None = served.state.execution
-
-    async def enter(self, execution: int, scope: Any, receive: Any, send: Any) -> Any:
-        """The ``send`` that answers with the rows recorded; None if the request was answered
-        already (the execution could not be started)."""
-        renewed = execution != self.current
-        if renewed:
-            try:
-                self.renew(execution)
-            except HTTPException as error:
-                reason = f"cannot start execution {execution}: {error.detail}"
-                header = {EXECUTION_ERROR_HEADER: " ".join(reason.split()).encode("ascii", "replace").decode("ascii")}
-                await _JSON({"detail": reason}, status_code=error.status_code, headers=header)(scope, receive, send)
-                return None
-            self.current = execution
-        served = self.served
-        participant = served.participant
-        ledger = getattr(participant, "ledger", None)
-        rows: list[LedgerRow] = ledger.rows if isinstance(ledger, Ledger) else []
-        before = 0 if renewed else len(rows)
-
-        def unchanged() -> bool:
-            # Rows are only added while a request is served. Anything else (another participant
-            # put behind the service, its ledger's rows replaced, as a store does when it could
-            # not save them) and the rows are not this request's to tell.
-            if served.participant is not participant or getattr(participant, "ledger", None) is not ledger:
-                return False
-            return (not isinstance(ledger, Ledger) or ledger.rows is rows) and len(rows) >= before
-
-        async def send_rows(message: Any) -> None:
-            if message["type"] == "http.response.start" and unchanged():
-                text = json.dumps(_row_dicts(served.service, rows[before:]), ensure_ascii=True, separators=(",", ":"))
-                if len(text) <= _MAX_ROWS_HEADER:
-                    message = {**message, "headers": [*message.get("headers", ()), (_ROWS_NAME, text.encode("ascii"))]}
-            await send(message)
-
-        return send_rows
-
-
-class _RowStamp:
-    """Stamps a served participant's ledger rows when no `World` in this process does: with the
-    delivery, saga instance and virtual time of the request being served, as the harness's
-    headers tell them (over the network the harness cannot bind the ledger itself). Without
-    those headers a row is stamped as an unbound ledger stamps it: delivery -1, time 0."""
-
-    __slots__ = ("_ledger", "clock")
-
-    def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
-        self.clock = self
-
-    def now(self) -> float:
-        return _STAMP.get()[2]
-
-    def current_delivery(self) -> tuple[int, str]:
-        delivery, correlation, _ = _STAMP.get()
-        return delivery, correlation
-
-    def next_row_seq(self) -> int:
-        # The row's position in this participant's ledger; the harness orders rows across
-        # services by the delivery that caused them (saga_verify._runtimes._process.RemoteLedger).
-        return len(self._ledger.rows)
-
-
-def _stamp_rows(service: Service, participant: object) -> None:
-    ledger = getattr(participant, "ledger", None)
-    if isinstance(ledger, Ledger) and (ledger.binding is None or isinstance(ledger.binding, _RowStamp)):
-        ledger.bind(_RowStamp(ledger), service.name)
 
 
 class _Served:
@@ -555,7 +381,6 @@ class _Served:
         self.participant = participant
         self.state = state
         self.lock = threading.Lock()
-        _stamp_rows(service, participant)
 
     def replace(self, participant: object) -> None:
         _check_serves(self.service, participant)
@@ -564,7 +389,6 @@ class _Served:
                 f"this {self.service.name} app keeps its participant in {self.state.path}; "
                 "serve another participant with a new app"
             )
-        _stamp_rows(self.service, participant)
         with self.lock:
             self.participant = participant
             self.state = ParticipantState(participant, self.service.name, None)
@@ -573,7 +397,6 @@ class _Served:
         """Serve ``participant`` and make its state the store's (the saved state and the outbox
         of the one it replaces are dropped)."""
         _check_serves(self.service, participant)
-        _stamp_rows(self.service, participant)
         with self.lock:
             try:
                 state = ParticipantState(
@@ -761,10 +584,9 @@ def build_app(
     async def health() -> Health:
         return Health(status="ok", service=service.name)
 
-    executions: _Executions | None = None
     if inspect:
 
-        def renew(execution: int | None) -> None:
+        def renew() -> None:
             # A fresh participant of the same class: the process runtime starts every execution
             # from a new one, as the others do, without starting the service again.
             cls = type(served.participant)
@@ -776,15 +598,13 @@ def build_app(
                 # With a store, the new participant's state replaces the saved one (and its
                 # outbox starts empty): the container runtime's services keep a store, so that a
                 # participant killed within an execution comes back with what it had.
-                served.start_afresh(fresh, execution)
+                served.start_afresh(fresh)
                 app.state.participant = fresh
                 return
             try:
                 serve_participant(app, fresh)
             except ValueError as error:
                 raise HTTPException(409, str(error)) from error
-
-        executions = _Executions(served, renew)
 
         @app.get("/_inspect/ledger", include_in_schema=False)
         async def inspect_ledger() -> list[dict[str, Any]]:
@@ -813,14 +633,12 @@ def build_app(
             # execution. No await between reading the ledger and the swap: no request on this
             # event loop can record a row in between.
             rows = served.ledger()
-            renew(None)
-            if executions is not None:
-                executions.current = None
+            renew()
             return _JSON(rows)
 
-    # Ledger rows written while serving a request carry the delivery its harness headers name
-    # (and with inspection on, a request that names its execution is served within it).
-    app.add_middleware(_StampHeaders, executions=executions)
+        # The test build: the harness starts each execution with a fresh participant behind the
+        # service, and every effect recorded while serving its request goes back with the answer.
+        app.add_middleware(EffectsMiddleware, reset=renew)
 
     return app
 
