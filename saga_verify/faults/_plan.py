@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,8 @@ from ._kinds import Crash, DeliveryPoint, Fault, Outage, Refuse, fault_from_json
 if TYPE_CHECKING:
     from .._saga import Saga
 
-PLAN_FORMAT = "saga-verify/plan@1"
+_PLAN_VERSION = 1
+PLAN_FORMAT = f"saga-verify/plan@{_PLAN_VERSION}"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,12 @@ class FaultPlan:
             raise PlanError(f"{source}: a plan is a JSON object with 'faults', got {type(data).__name__}")
         fmt = data.get("format", PLAN_FORMAT)
         if fmt != PLAN_FORMAT:
+            newer = re.fullmatch(r"saga-verify/plan@([0-9]+)", fmt) if isinstance(fmt, str) else None
+            if newer and int(newer.group(1)) > _PLAN_VERSION:
+                raise PlanError(
+                    f"{source}: written in plan format {fmt!r}, newer than this saga-verify reads "
+                    f"({PLAN_FORMAT!r}); upgrade saga-verify to use it"
+                )
             raise PlanError(f"{source}: unknown plan format {fmt!r}; this version reads {PLAN_FORMAT!r}")
         known = {"format", "saga", "seed", "faults", "violated"}
         extra = set(data) - known
