@@ -258,7 +258,8 @@ def _entry(
 ) -> str:
     x_s = lanes.saga_x
     x_p = lanes.xs[entry.participant]
-    mid = (x_s + x_p) / 2
+    # "In the network": just before the participant, never on another participant's lifeline.
+    mid = x_p - _LANE * 0.42
     y_req = top + 18
     y_rep = top + 36
     compensation = _is_compensation(execution, entry.participant, entry.operation)
@@ -289,11 +290,12 @@ def _entry(
         else:
             kind, words = "late", "held request lands"
         # Out of the network, not from the saga: nobody sent it again.
-        start = x_p - _LANE * 0.42
+        start = mid
         out.append(f'<circle cx="{start:.1f}" cy="{y_req:.1f}" r="3.5" fill="{STYLES[kind][0]}"/>')
         out.append(_arrow(start, x_p - 3, y_req, kind, prefix))
         out.append(_text(start, y_req - 6, f"{call}: {words}", fill=STYLES[kind][0]))
-        out.append(f'<g class="consequence" data-consequence="{escape(_fault_label(entry), quote=True)}"></g>')
+        landing = "landed-late" if outcome == "late" else "landed-at-once"
+        out.append(f'<g class="consequence {kind} {landing}" data-consequence="{escape(_fault_label(entry), quote=True)}"></g>')
     elif outcome in ("failed", "timed-out"):
         stop = x_p - 14 if outcome == "failed" else mid
         out.append(_arrow(x_s, stop - 6, y_req, "fault", prefix, head=False))

@@ -210,9 +210,11 @@ def render_section(section: SagaSection) -> RenderedSection:
         "</dl>"
     )
     matrix = coverage_table(result.coverage) if result.coverage is not None else "<p>No coverage was recorded.</p>"
+    if not result.ok:
+        matrix += '<p class="context">The search stops at its first failure and minimises it: what it had not tried by then stays open.</p>'
     failures = "".join(_failure_html(f, f"{anchor}-f{i}", i) for i, f in enumerate(result.failures, 1))
     body = (
-        f'<section class="saga {state}" id="{anchor}"><h2>saga {escape(name)} <span class="verdict {state}">{state}</span></h2>'
+        f'<section class="saga {state}" id="{anchor}" data-saga="{escape(name, quote=True)}"><h2>saga {escape(name)} <span class="verdict {state}">{state}</span></h2>'
         f"{context}{facts}<h3>Fault coverage</h3>{matrix}{failures}</section>"
     )
     return RenderedSection(summary, body, not result.ok)

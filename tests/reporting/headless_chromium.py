@@ -93,14 +93,16 @@ class Page:
             raise BrowserError(f"{expression!r} raised: {reply['exceptionDetails']}")
         return reply["result"].get("value")
 
-    def screenshot(self, path: Path, selector: str | None = None) -> Path:
-        """A PNG of the whole page, or of the first element ``selector`` matches."""
+    def screenshot(self, path: Path, selector: str | None = None, until: str | None = None) -> Path:
+        """A PNG of the whole page, or of the first element ``selector`` matches (down to the bottom
+        of the first element ``until`` matches inside it, if given)."""
         if selector is None:
             box = self.evaluate("({x: 0, y: 0, width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight})")
         else:
+            end = f"e.querySelector({json.dumps(until)}).getBoundingClientRect().bottom + 12" if until else "r.bottom"
             box = self.evaluate(
-                f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-                " return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height}; })()"
+                f"(() => {{ const e = document.querySelector({json.dumps(selector)}); const r = e.getBoundingClientRect();"
+                f" return {{x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: {end} - r.top}}; }})()"
             )
         clip = {**{k: round(v) for k, v in box.items()}, "scale": 1}
         reply = self._browser.call("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True}, self.session)
@@ -262,12 +264,13 @@ def main() -> None:
     parser.add_argument("page", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--selector", help="screenshot only the first element this CSS selector matches")
+    parser.add_argument("--until", help="and only down to the first element inside it that this selector matches")
     parser.add_argument("--width", type=int, default=1100)
     args = parser.parse_args()
     with opened(args.page, width=args.width) as page:
         if page.problems:
             raise SystemExit(f"the page did not render cleanly: {page.problems}")
-        page.screenshot(args.out, args.selector)
+        page.screenshot(args.out, args.selector, args.until)
     print(f"{args.out}: {png_size(args.out)[0]}x{png_size(args.out)[1]}, {args.out.stat().st_size} bytes")
 
 
