@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench bench-containers images clean
+#: Where `make demo` writes its HTML report.
+DEMO_REPORT ?= .saga-verify/demo-report
+
+.PHONY: demo test test-fast lint browser bench bench-containers images report-screenshot clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +16,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(BIN)/saga-verify demo
+	$(BIN)/saga-verify demo --html $(DEMO_REPORT)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -23,7 +26,11 @@ lint: $(INSTALLED)
 test-fast: $(INSTALLED)
 	$(BIN)/pytest -q
 
-test: lint $(INSTALLED)
+# Debian's chromium, for the test that opens the HTML report in a real browser.
+browser:
+	fixtures/browser/install-chromium.sh
+
+test: lint $(INSTALLED) browser
 	$(BIN)/pytest -q -n 2
 	$(BIN)/pytest -q -m slow -n 2
 
@@ -39,6 +46,12 @@ bench-containers: $(INSTALLED)
 # (fixtures/containers/docker-engine.sh start).
 images: $(INSTALLED)
 	$(BIN)/python -c 'from saga_verify.containers import ensure_service_image as e; i = e(); print(i.tag, i.id, "built" if i.built else "reused", f"in {i.seconds:.1f} s")'
+
+# The README's picture of a report: the demo's report of one broken variant, down to its diagram.
+report-screenshot: $(INSTALLED) browser
+	$(BIN)/saga-verify demo --html .saga-verify/screenshot --report-dir .saga-verify/screenshot/plans >/dev/null
+	$(BIN)/python tests/reporting/headless_chromium.py .saga-verify/screenshot/report.html docs/report.png \
+		--width 1180 --selector 'section[data-saga="refund_forgets_charge"]' --until 'section.failure .diagram'
 
 clean:
 	rm -rf $(VENV) .saga-verify .hypothesis .pytest_cache .mypy_cache .ruff_cache

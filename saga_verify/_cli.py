@@ -1,18 +1,25 @@
 """The ``saga-verify`` command: ``demo`` runs the reference sagas, ``explore`` searches one of
-yours, ``replay`` re-runs a saved plan and prints its timeline."""
+yours, ``replay`` re-runs a saved plan and prints its timeline (and can pin it as a test)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._options import whole_number
 from ._runtimes import RUNTIMES
+
+if TYPE_CHECKING:
+    from ._exploration import ExplorationResult
+    from ._reporting import TerminalProgress
+    from ._saga import Saga
 
 
 def _runtime(text: str) -> str:
@@ -23,13 +30,14 @@ def _runtime(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saga-verify", description="Find the failure schedules under which a saga breaks its promises.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,explore,replay,plan-schema}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,explore,replay}")
 
     def search_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=whole_number(0), default=0, help="seed of the Hypothesis phase (default 0)")
         p.add_argument("--max-examples", type=whole_number(0), default=200, help="Hypothesis examples after the sweep (default 200; 0 skips)")
         p.add_argument("--sweep-faults", type=whole_number(0), default=2, help="faults per plan in the exhaustive sweep (default 2; 0 skips)")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        p.add_argument("--html", metavar="DIR", help="also write a self-contained HTML report, DIR/report.html")
 
     demo = sub.add_parser("demo", help="verify the reference order saga and catch every broken variant")
     search_options(demo)
@@ -44,9 +52,13 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="re-run a saved plan and print its timeline")
     replay.add_argument("plan", help="a plan file written by a search")
-    replay.add_argument("--saga", help="the saga to run it against, if the file does not name where it lives")
+    replay.add_argument("--saga", help="the saga to run it against, if the file does not say where its saga lives")
     replay.add_argument("--runtime", type=_runtime, default="sim", help="where its services run (default sim)")
-
+    replay.add_argument(
+        "--emit-test",
+        metavar="FILE",
+        help="append a pytest test to FILE that replays the plan and asserts that the invariants it broke hold",
+    )
     sub.add_parser("plan-schema", help="print the JSON Schema of plan files (contracts/plan.schema.json)")
     return parser
 
@@ -77,48 +89,77 @@ def _no_database() -> Any:
     return hypothesis.settings(database=None)
 
 
-def demo_rows(seed: int, max_examples: int, sweep_faults: int, runtime: str, report_dir: str | None) -> list[dict[str, Any]]:
-    """One row per reference saga: the shape ``saga-verify demo --json`` prints."""
-    from ._verify import explore
+@dataclass(frozen=True)
+class DemoRun:
+    """One reference saga searched by the demo."""
+
+    variant: Any
+    result: ExplorationResult
+    seconds: float
+
+    def row(self, runtime: str) -> dict[str, Any]:
+        """The shape ``saga-verify demo --json`` prints."""
+        variant, result, first = self.variant, self.result, (self.result.failures[0] if self.result.failures else None)
+        if variant.broken:
+            verdict = "caught" if first else "MISSED"
+        else:
+            verdict = "holds" if first is None else "FALSE ALARM"
+        return {
+            "saga": variant.name,
+            "kind": variant.kind,
+            "runtime": runtime,
+            "broken": variant.broken,
+            "bug": variant.bug,
+            "verdict": verdict,
+            "violated": list(first.invariants) if first else [],
+            "examples": first.examples if first else result.executions,
+            "found_by": first.found_by if first else None,
+            "plan": first.plan.to_json() if first else None,
+            "plan_file": str(first.plan_path) if first and first.plan_path else None,
+            "shrink_seconds": round(first.shrink_seconds, 4) if first else None,
+            "seconds": round(self.seconds, 4),
+            "coverage": result.coverage.to_json() if result.coverage is not None else None,
+        }
+
+
+def demo_runs(
+    seed: int,
+    max_examples: int,
+    sweep_faults: int,
+    runtime: str,
+    report_dir: str | None,
+    progress: TerminalProgress | None = None,
+) -> list[DemoRun]:
+    """Search every reference saga, the correct one first."""
+    from ._verify import explore_on
     from .reference import variants
 
-    rows = []
-    for variant in variants():
+    runs = []
+    found = variants()
+    for number, variant in enumerate(found, 1):
+        if progress is not None:
+            progress.start(f"{variant.name} ({number}/{len(found)})")
         started = time.perf_counter()
         # The demo shows the search itself, so it does not start from remembered failures.
-        result = explore(
+        result = explore_on(
             variant.saga,
+            runtime=runtime,
             seed=seed,
             max_examples=max_examples,
             sweep_faults=sweep_faults,
             settings=_no_database(),
             report_dir=report_dir,
-            runtime=runtime,
+            progress=progress,
         )
-        seconds = time.perf_counter() - started
-        first = result.failures[0] if result.failures else None
-        if variant.broken:
-            verdict = "caught" if first else "MISSED"
-        else:
-            verdict = "holds" if first is None else "FALSE ALARM"
-        rows.append(
-            {
-                "saga": variant.name,
-                "kind": variant.kind,
-                "runtime": runtime,
-                "broken": variant.broken,
-                "bug": variant.bug,
-                "verdict": verdict,
-                "violated": list(first.invariants) if first else [],
-                "examples": first.examples if first else result.executions,
-                "found_by": first.found_by if first else None,
-                "plan": first.plan.to_json() if first else None,
-                "plan_file": str(first.plan_path) if first and first.plan_path else None,
-                "shrink_seconds": round(first.shrink_seconds, 4) if first else None,
-                "seconds": round(seconds, 4),
-            }
-        )
-    return rows
+        runs.append(DemoRun(variant, result, time.perf_counter() - started))
+    if progress is not None:
+        progress.finish()
+    return runs
+
+
+def demo_rows(seed: int, max_examples: int, sweep_faults: int, runtime: str, report_dir: str | None) -> list[dict[str, Any]]:
+    """One row per reference saga: the shape ``saga-verify demo --json`` prints."""
+    return [run.row(runtime) for run in demo_runs(seed, max_examples, sweep_faults, runtime, report_dir)]
 
 
 def _plan_text(plan: dict[str, Any] | None) -> str:
@@ -131,11 +172,42 @@ def _plan_text(plan: dict[str, Any] | None) -> str:
     return str(FaultPlan.from_json(plan))
 
 
+def _check_html(args: argparse.Namespace) -> None:
+    """Refuse a report folder that cannot be written before any search runs."""
+    if args.html:
+        from ._reporting import check_report_dir
+
+        check_report_dir(args.html)
+
+
+def _write_html(args: argparse.Namespace, sections: list[Any], subtitle: str) -> None:
+    from ._reporting import write_report
+
+    path = write_report(args.html, sections, title=f"saga-verify {args.command}", subtitle=subtitle)
+    # Last, so that a person (and `make demo`) ends on where to look; beside JSON, on stderr.
+    print(f"HTML report: {path}", file=sys.stderr if args.json else sys.stdout)
+
+
 def _demo(args: argparse.Namespace) -> int:
-    rows = demo_rows(args.seed, args.max_examples, args.sweep_faults, args.runtime, args.report_dir)
+    from ._reporting import SagaSection, TerminalProgress
+
+    _check_html(args)
+    runs = demo_runs(args.seed, args.max_examples, args.sweep_faults, args.runtime, args.report_dir, TerminalProgress.on(sys.stderr))
+    rows = [run.row(args.runtime) for run in runs]
     good = all(r["verdict"] in ("holds", "caught") for r in rows)
+    subtitle = f"reference order saga ({args.runtime}), seed {args.seed}"
+    sections = [
+        SagaSection(
+            run.result,
+            (f"known bug: {run.variant.bug}" if run.variant.bug else "the correct saga", f"demo verdict: {row['verdict']}"),
+            key=run.variant.name,
+        )
+        for run, row in zip(runs, rows, strict=True)
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
+        if args.html:
+            _write_html(args, sections, subtitle)
         return 0 if good else 1
     header = ("variant", "verdict", "broken invariants", "examples", "minimal plan", "seconds")
     table = [
@@ -156,18 +228,34 @@ def _demo(args: argparse.Namespace) -> int:
     example = next((r for r in rows if r["plan_file"]), None)
     if example:
         print(f"Replay any minimal plan: saga-verify replay {example['plan_file']}")
+    if args.html:
+        _write_html(args, sections, subtitle)
     return 0 if good else 1
 
 
 def _explore(args: argparse.Namespace) -> int:
-    from ._reporting import render_result
+    from ._reporting import SagaSection, TerminalProgress, failure_annotation, in_github_actions, render_result
     from ._saga import load_saga
-    from ._verify import explore
+    from ._verify import explore_on
 
     saga = load_saga(args.saga)
-    result = explore(
-        saga, seed=args.seed, max_examples=args.max_examples, sweep_faults=args.sweep_faults, report_dir=args.report_dir, runtime=args.runtime
-    )
+    _check_html(args)
+    progress = TerminalProgress.on(sys.stderr)
+    if progress is not None:
+        progress.start(saga.name)
+    try:
+        result = explore_on(
+            saga,
+            runtime=args.runtime,
+            seed=args.seed,
+            max_examples=args.max_examples,
+            sweep_faults=args.sweep_faults,
+            report_dir=args.report_dir,
+            progress=progress,
+        )
+    finally:
+        if progress is not None:
+            progress.finish()
     if args.json:
         print(
             json.dumps(
@@ -180,13 +268,40 @@ def _explore(args: argparse.Namespace) -> int:
                         {"violated": list(f.invariants), "examples": f.examples, "plan": f.plan.to_json(), "plan_file": str(f.plan_path) if f.plan_path else None}
                         for f in result.failures
                     ],
+                    "coverage": result.coverage.to_json() if result.coverage is not None else None,
                 },
                 indent=2,
             )
         )
     else:
         print(render_result(result))
+        if in_github_actions():
+            file, line = _saga_location(saga, args.saga)
+            for failure in result.failures:
+                print(failure_annotation(failure, file=file, line=line))
+    if args.html:
+        _write_html(args, [SagaSection(result, (f"explored as {args.saga}",), key=args.saga)], f"{args.saga}, seed {args.seed}")
     return 0 if result.ok else 1
+
+
+def _saga_location(saga: Saga, ref: str) -> tuple[str, int]:
+    """Where the saga is defined, as an annotation wants it: a path relative to the working
+    folder and the line that assigns it (line 1 when that cannot be found)."""
+    import importlib
+
+    module_name, _, attribute = ref.partition(":")
+    source = getattr(importlib.import_module(module_name), "__file__", None) or module_name
+    path = Path(source).resolve()
+    try:
+        shown = str(path.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return shown, 1
+    assignment = re.compile(rf"^{re.escape(attribute)}\s*(:[^=]*)?=")
+    return shown, next((n for n, text in enumerate(lines, 1) if assignment.match(text)), 1)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -202,10 +317,23 @@ def _replay(args: argparse.Namespace) -> int:
         named = f" (it is for saga {plan.saga!r})" if plan.saga else ""
         raise PlanError(f"plan file {args.plan!r} does not say where its saga lives{named}; pass --saga package.module:attribute")
     saga = load_saga(ref)
+    if args.emit_test:
+        try:
+            plan.validate(saga)
+        except PlanError as exc:
+            raise PlanError(f"plan file {args.plan!r} does not fit saga {ref!r}: {exc}") from None
     execution, violations = replay(saga, plan, runtime=args.runtime)
+    emitted = None
+    if args.emit_test:
+        from ._reporting import append_regression
+
+        invariants = list(plan.violated) or list(dict.fromkeys(v.invariant for v in violations))
+        emitted = append_regression(args.emit_test, plan, saga_ref=ref, saga_name=saga.name, invariants=invariants, source=args.plan)
     where = "" if args.runtime == "sim" else f" on {args.runtime}"
     print(f"saga {saga.name!r} under {plan}{where}")
     print(render_execution(execution, violations))
+    if emitted:
+        print(f"Appended {emitted} to {args.emit_test}")
     return 1 if violations else 0
 
 

@@ -1,5 +1,5 @@
 """Writing files so that nothing is ever half-written: plans, pacts, reports and stores all go
-through here."""
+through here; and checking, before any work, that a folder can be written."""
 
 from __future__ import annotations
 
@@ -25,3 +25,18 @@ def write_atomically(path: Path, text: str) -> None:
         except OSError:
             pass  # nothing was written, or it is already gone: the original error matters
         raise
+
+
+def unwritable_folder(path: Path) -> str | None:
+    """Why files cannot be written into folder ``path`` (which may not exist yet), or None.
+    Creates nothing: a check made before any work must not leave an empty folder behind."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"{str(probe)!r} is a file, not a folder"
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        return f"no permission to write in {str(probe)!r}"
+    return None

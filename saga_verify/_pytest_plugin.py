@@ -1,11 +1,15 @@
 """The pytest plugin: ``--saga-*`` options, the seed in the report header, the ``saga`` marker
-and the ``saga_verify`` fixture. It imports nothing heavy until a test uses the fixture."""
+and the ``saga_verify`` fixture; JUnit properties of each search, GitHub Actions annotations of
+each failure, and the session's HTML report. It imports nothing heavy until a test uses the
+fixture."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shlex
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,11 +31,18 @@ REPORT_DIR_OPTION = "--saga-report-dir"
 RUNTIME_OPTION = "--saga-runtime"
 #: The runtimes (``saga_verify._runtimes.RUNTIMES``), named here so loading the plugin imports nothing.
 RUNTIMES = ("sim", "asgi", "process", "container")
+HTML_OPTION = "--saga-html"
 CACHE_KEY = "saga_verify/seed"
 MARKER = "saga"
 
 _seed_key = pytest.StashKey[int]()
 _verifier_key = pytest.StashKey["SagaVerifier"]()
+#: The HTML report's folder (None: no report), and the sections gathered for it: (test id, call
+#: number, summary row, body, broken), as plain values so that xdist workers can send them.
+_html_key = pytest.StashKey["Path | None"]()
+_sections_key = pytest.StashKey[list[tuple[str, int, str, str, bool]]]()
+_written_key = pytest.StashKey["Path | str"]()
+_WORKER_SECTIONS = "saga_verify_html_sections"
 
 
 def _seed(text: str) -> str:
@@ -101,6 +112,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="where failing plans are written as JSON files, relative to the rootdir (default: .saga-verify)",
     )
+    group.addoption(
+        HTML_OPTION,
+        default=None,
+        metavar="DIR",
+        help="write a self-contained HTML report of every saga search, DIR/report.html (relative to the rootdir)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -122,6 +139,19 @@ def pytest_configure(config: pytest.Config) -> None:
         if cache is not None:
             cache.set(CACHE_KEY, seed)
     config.stash[_seed_key] = seed
+    config.stash[_sections_key] = []
+    html = config.getoption(HTML_OPTION)
+    config.stash[_html_key] = None
+    if html:
+        from ._files import unwritable_folder
+
+        folder = Path(str(config.rootpath)) / html
+        problem = unwritable_folder(folder)
+        if problem is None and (folder / "report.html").is_dir():
+            problem = f"{str(folder / 'report.html')!r} is a folder"
+        if problem is not None:
+            raise pytest.UsageError(f"{HTML_OPTION}: report folder {str(folder)!r} cannot be written: {problem}")
+        config.stash[_html_key] = folder
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -135,6 +165,58 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"saga-verify: seed={seed} (reproduce the search with {SEED_OPTION}={seed})"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """Gather the HTML report's sections that a pytest-xdist worker rendered."""
+    sections = getattr(node, "workeroutput", {}).get(_WORKER_SECTIONS, [])
+    node.config.stash[_sections_key].extend(tuple(s) for s in sections)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the services the session placed on a runtime (processes, containers), and write the
+    HTML report when one is asked for."""
+    runtimes = sys.modules.get("saga_verify._runtimes")
+    if runtimes is not None:  # only if a test placed any: the plugin imports nothing by itself
+        runtimes.stop_services()
+    config = session.config
+    folder = config.stash.get(_html_key, None)
+    if folder is None:
+        return
+    sections = config.stash[_sections_key]
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[_WORKER_SECTIONS] = [list(s) for s in sections]  # the controller writes the page
+        return
+    from ._reporting import RenderedSection, write_report
+    from .errors import SagaVerifyError
+
+    rendered = [RenderedSection(summary, body, broken) for _test, _n, summary, body, broken in sorted(sections, key=lambda s: (s[0], s[1]))]
+    try:
+        config.stash[_written_key] = write_report(
+            folder,
+            rendered,
+            title="saga-verify: pytest session",
+            subtitle=f"seed {config.stash[_seed_key]}, {len(rendered)} saga search{'es' if len(rendered) != 1 else ''}",
+        )
+    except SagaVerifyError as exc:
+        config.stash[_written_key] = str(exc)
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    written = config.stash.get(_written_key, None)
+    if isinstance(written, Path):
+        terminalreporter.write_line(f"saga-verify: HTML report written to {written}")
+    elif written is not None:
+        terminalreporter.write_line(f"saga-verify: error: {written}", red=True)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        from ._reporting import annotations_from_properties
+
+        for report in terminalreporter.stats.get("failed", []):
+            for line in annotations_from_properties(getattr(report, "user_properties", ())):
+                terminalreporter.write_line(line)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "saga_verify" in getattr(item, "fixturenames", ()):
@@ -145,9 +227,11 @@ class SagaVerifier:
     """What the ``saga_verify`` fixture gives a test: call it with a saga to explore it under the
     session's options; it raises `SagaViolationError` with the minimal timeline when one breaks."""
 
-    def __init__(self, config: pytest.Config, nodeid: str) -> None:
+    def __init__(self, config: pytest.Config, nodeid: str, properties: list[tuple[str, object]] | None = None) -> None:
         self._config = config
         self._nodeid = nodeid
+        # The test's user properties: what JUnit XML writes (pytest's record_property adds to them).
+        self._properties = properties if properties is not None else []
         #: The result of each call, in order.
         self.results: list[ExplorationResult] = []
         #: Under --saga-replay: the sagas this test asked to verify, and whether the plan was one's.
@@ -186,6 +270,8 @@ class SagaVerifier:
         option_examples = self._config.getoption(MAX_EXAMPLES_OPTION)
         option_sweep = self._config.getoption(SWEEP_OPTION)
         report_dir = Path(str(self._config.rootpath)) / self._config.getoption(REPORT_DIR_OPTION)
+        caller = sys._getframe(1)
+        location = f"{self._relative(caller.f_code.co_filename)}:{caller.f_lineno}"
         result = explore(
             saga,
             invariants=invariants,
@@ -199,6 +285,8 @@ class SagaVerifier:
         if not result.ok:
             failures = tuple(replace(f, pytest_replay=self._replay_line(f.plan_path)) for f in result.failures)
             result = replace(result, failures=failures)
+        self._record(result, location)
+        if not result.ok:
             raise SagaViolationError(render_result(result), result)
         return result
 
@@ -217,6 +305,23 @@ class SagaVerifier:
             "Run the test the plan's replay line names.",
             pytrace=False,
         )
+    def _record(self, result: ExplorationResult, location: str) -> None:
+        """JUnit properties of the search, and its section of the HTML report if one is asked for."""
+        from ._reporting import SagaSection, junit_properties, render_section
+
+        self._properties.extend(junit_properties(result, location))
+        if self._config.stash.get(_html_key, None) is not None:
+            sections = self._config.stash[_sections_key]
+            number = len(self.results)
+            summary, body, broken = render_section(SagaSection(result, (f"test: {self._nodeid}",), key=f"{self._nodeid}#{number}"))
+            sections.append((self._nodeid, number, summary, body, broken))
+
+    def _relative(self, filename: str) -> str:
+        path = Path(filename)
+        try:
+            return str(path.resolve().relative_to(Path(str(self._config.rootpath)).resolve()))
+        except ValueError:
+            return filename
 
     def _replay_line(self, path: Path | None) -> str | None:
         if path is None:
@@ -227,7 +332,7 @@ class SagaVerifier:
 @pytest.fixture
 def saga_verify(request: pytest.FixtureRequest) -> SagaVerifier:
     """Explore a saga under failure schedules: ``saga_verify(my_saga)``."""
-    verifier = SagaVerifier(request.config, request.node.nodeid)
+    verifier = SagaVerifier(request.config, request.node.nodeid, request.node.user_properties)
     request.node.stash[_verifier_key] = verifier
     return verifier
 
@@ -241,13 +346,6 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     return result
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Stop the services the session placed on a runtime (processes, containers)."""
-    import sys
-
-    runtimes = sys.modules.get("saga_verify._runtimes")
-    if runtimes is not None:  # only if a test placed any: the plugin imports nothing by itself
-        runtimes.stop_services()
 
 
 REQUIRE_DOCKER = "REQUIRE_DOCKER"

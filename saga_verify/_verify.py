@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._exploration import DEFAULT_REPORT_DIR, DEFAULT_SWEEP_BUDGET, DEFAULT_SWEEP_FAULTS, ExplorationResult, Failure
 from ._exploration import explore as _explore
@@ -47,10 +47,9 @@ def explore(
     when None), seeded with ``seed``. A failure's minimal plan is saved to the database and, when
     ``report_dir`` is set, written there as a JSON file that ``saga-verify replay`` runs. Raises
     nothing for a violation: read ``result.failures``."""
-    if not isinstance(saga, Saga):
-        raise OptionError(f"explore() takes a saga_verify.Saga, got {type(saga).__name__}")
-    result = _explore(
-        place(saga, runtime),
+    return explore_on(
+        saga,
+        runtime=runtime,
         invariants=invariants,
         seed=seed,
         max_examples=max_examples,
@@ -59,6 +58,13 @@ def explore(
         settings=settings,
         report_dir=report_dir,
     )
+
+
+def explore_on(saga: Saga, *, runtime: str, progress: Any = None, **options: Any) -> ExplorationResult:
+    """`explore` on ``runtime``, showing ``progress`` (the command line's terminal display)."""
+    if not isinstance(saga, Saga):
+        raise OptionError(f"explore() takes a saga_verify.Saga, got {type(saga).__name__}")
+    result = _explore(place(saga, runtime), progress=progress, **options)
     # The result speaks of the saga the caller gave, not of its copy placed on the runtime.
     failures = tuple(dataclasses.replace(f, saga=saga) for f in result.failures)
     return dataclasses.replace(result, saga=saga, failures=failures)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -314,3 +315,127 @@ def test_explore_a_saga_that_holds_exits_0(tmp_path, capsys) -> None:
     assert code == 0
     assert out.startswith("saga 'order' held every invariant over 46 executions (39 in the sweep, 5 from Hypothesis)")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- reports, coverage and progress ------------------------------------------------------------
+def test_demo_json_rows_carry_their_coverage(demo_json) -> None:
+    rows = {r["saga"]: r for r in json.loads(demo_json[0].stdout)}
+    coverage = rows["order"]["coverage"]
+    assert coverage["operations"][:2] == ["inventory.reserve", "inventory.release"]
+    assert coverage["cells"]["lose-reply"]["payment.charge"]["plans"] > 0
+    assert coverage["cells"]["lose-reply"]["payment.charge"]["broke"] == 0
+    assert coverage["cells"]["pause"]["payment.charge"] is None  # the reference saga does not search pauses
+    caught = rows["charge_without_key"]["coverage"]
+    assert caught["cells"]["lose-reply"]["payment.charge"]["broke"] >= 1
+
+
+def test_explore_json_carries_the_coverage(tmp_path, capsys) -> None:
+    code = run(["explore", "saga_verify.reference:order_saga", "--json", "--max-examples", "0", "--sweep-faults", "1", "--report-dir", str(tmp_path)])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert data["coverage"]["executions"] == 40  # the fault-free run and 39 one-fault plans
+    assert "lose-reply at shipping.cancel" in data["coverage"]["never_tried"]
+
+
+def test_explore_html_writes_the_report_and_says_where(tmp_path, capsys) -> None:
+    html = tmp_path / "html"
+    code = run(["explore", "saga_verify.reference:fresh_key_on_retry", "--html", str(html), "--report-dir", str(tmp_path / "plans")])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err == ""
+    assert out.splitlines()[-1] == f"HTML report: {html / 'report.html'}"
+    text = (html / "report.html").read_text(encoding="utf-8")
+    assert 'data-saga="fresh_key_on_retry"' in text
+    assert 'data-fault="lose-reply at shipping.create#1"' in text
+    assert "explored as saga_verify.reference:fresh_key_on_retry" in text
+
+
+def test_demo_html_ends_with_the_report_path(tmp_path, capsys) -> None:
+    html = tmp_path / "html"
+    assert run(["demo", "--html", str(html), "--report-dir", str(tmp_path / "plans")]) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[-1] == f"HTML report: {html / 'report.html'}"
+    text = (html / "report.html").read_text(encoding="utf-8")
+    assert "12 sagas, 11 broken" in text
+    assert text.count('class="sequence"') == 11  # one diagram per caught variant
+
+
+@pytest.mark.parametrize("command", [["demo"], ["explore", "saga_verify.reference:charge_without_key"]])
+def test_html_folder_that_cannot_be_written_is_refused_before_searching(tmp_path, capsys, command) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("x", encoding="utf-8")
+    plans = tmp_path / "plans"
+    assert run([*command, "--html", str(blocker / "html"), "--report-dir", str(plans)]) == 2
+    assert _error(capsys) == (
+        f"saga-verify: error: report folder {str(blocker / 'html')!r} cannot be written: {str(blocker)!r} is a file, not a folder\n"
+    )
+    assert not plans.exists()  # no search ran
+    assert blocker.read_text(encoding="utf-8") == "x"
+
+
+def test_explore_annotates_failures_under_github_actions(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    code = run(["explore", "saga_verify.reference:charge_without_key", "--report-dir", str(tmp_path)])
+    out, _ = capsys.readouterr()
+    assert code == 1
+    (plan,) = tmp_path.iterdir()
+    line = next(n for n, text in enumerate(Path(saga_verify_reference_file()).read_text().splitlines(), 1) if text.startswith("charge_without_key ="))
+    annotations = [text for text in out.splitlines() if text.startswith("::")]
+    assert annotations == [
+        f"::error file=saga_verify/reference/__init__.py,line={line},title=saga charge_without_key broke no_double_charge::"
+        f"saga 'charge_without_key' broke no_double_charge under: lose-reply at payment.charge#1%0AReproduce with: saga-verify replay {plan}"
+    ]
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    run(["explore", "saga_verify.reference:charge_without_key", "--report-dir", str(tmp_path)])
+    assert "::error" not in capsys.readouterr().out
+
+
+def saga_verify_reference_file() -> str:
+    import saga_verify.reference
+
+    return str(saga_verify.reference.__file__)
+
+
+def _on_a_terminal(argv: list[str], cwd: Path) -> tuple[int, str, str]:
+    """Run the command with its standard error on a pseudo-terminal; return its exit code, stdout
+    and what the terminal showed."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen([str(SCRIPT), *argv], stdout=subprocess.PIPE, stderr=slave, cwd=cwd)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal's other side closed: the command ended
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    out, _ = process.communicate(timeout=120)
+    return process.returncode, out.decode(), shown.decode()
+
+
+def test_progress_shows_on_a_terminal_and_goes_away(tmp_path) -> None:
+    code, out, shown = _on_a_terminal(["explore", "saga_verify.reference:fresh_key_on_retry", "--report-dir", str(tmp_path)], tmp_path)
+    assert code == 1
+    assert "fresh_key_on_retry: preflight, 0 plans tried, 0 failures so far" in shown
+    assert re.search(r"fresh_key_on_retry: (sweep|shrinking), \d+ plans tried, [01] failures? so far", shown)
+    assert shown.endswith("\r\x1b[K")  # the line is cleared before the report is printed
+    assert out.startswith("saga 'fresh_key_on_retry' broke no_double_create\n")  # stdout is untouched
+    code, _, shown = _on_a_terminal(["demo", "--max-examples", "0", "--report-dir", str(tmp_path)], tmp_path)
+    assert code == 0  # the sweep alone catches every broken variant
+    assert "order (1/12): sweep" in shown
+    assert "volatile_dedupe (12/12)" in shown
+
+
+def test_no_progress_when_not_a_terminal(tmp_path) -> None:
+    completed = subprocess.run(
+        [str(SCRIPT), "explore", "saga_verify.reference:fresh_key_on_retry", "--report-dir", str(tmp_path)],
+        capture_output=True, text=True, check=False, cwd=tmp_path, timeout=120,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr == ""

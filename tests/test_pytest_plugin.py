@@ -269,3 +269,53 @@ def test_plugin_loads_without_importing_the_library(pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:hypothesispytest", "-p", "no:schemathesis")
     result.assert_outcomes(passed=1)
     assert _seed(result) >= 0
+
+
+# -- the HTML report -----------------------------------------------------------------------------
+def test_html_option_writes_one_report_of_every_search(project) -> None:
+    result = project.runpytest("--saga-html=out", "--saga-report-dir=plans", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1)
+    report = project.path / "out" / "report.html"
+    result.stdout.fnmatch_lines([f"saga-verify: HTML report written to {report}"])
+    text = report.read_text(encoding="utf-8")
+    assert "2 sagas, 1 broken" in text
+    assert "test: test_sagas.py::test_correct" in text
+    assert "test: test_sagas.py::test_broken" in text
+    assert text.count('<svg xmlns="http://www.w3.org/2000/svg" class="sequence"') == 1
+    assert "lose-reply at payment.charge#1" in text
+
+
+def test_html_report_gathers_the_searches_of_xdist_workers(project) -> None:
+    result = project.runpytest_subprocess("-n", "2", "--saga-html=out", "-p", "no:cacheprovider", "-p", "no:schemathesis")
+    result.assert_outcomes(passed=2, failed=1)
+    text = (project.path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "2 sagas, 1 broken" in text
+    assert text.index("test: test_sagas.py::test_broken") < text.index("test: test_sagas.py::test_correct")  # by test id, whichever worker ran it
+
+
+def test_html_folder_that_cannot_be_written_is_a_usage_error(project) -> None:
+    result = project.runpytest("--saga-html=test_sagas.py/out", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    folder = project.path / "test_sagas.py" / "out"
+    result.stderr.fnmatch_lines(
+        [f"*--saga-html: report folder {str(folder)!r} cannot be written: {str(project.path / 'test_sagas.py')!r} is a file, not a folder"]
+    )
+    assert not (project.path / ".saga-verify").exists()  # refused before any search
+
+
+def test_no_html_report_unless_asked(project) -> None:
+    result = project.runpytest("-k", "correct", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "HTML report" not in result.stdout.str()
+    assert not list(project.path.rglob("report.html"))
+
+
+def test_the_readme_documents_every_option(pytester) -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(--saga-[a-z-]+)", readme, re.M))
+    result = pytester.runpytest("--help")
+    registered = set(re.findall(r"^\s+(--saga-[a-z-]+)", result.stdout.str(), re.M))
+    assert documented == registered
+    assert "--saga-html" in registered

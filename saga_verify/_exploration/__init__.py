@@ -1,12 +1,14 @@
 """Exploration: the database replay, the exhaustive bounded sweep, the Hypothesis search,
-minimisation and replay."""
+minimisation and replay; what a search covered."""
 
+from ._coverage import Cell, Coverage
 from ._search import (
     DEFAULT_REPORT_DIR,
     DEFAULT_SWEEP_BUDGET,
     DEFAULT_SWEEP_FAULTS,
     ExplorationResult,
     Failure,
+    Progress,
     compare_traces,
     decision_strategies,
     explore,
@@ -15,11 +17,14 @@ from ._search import (
 from ._sweep import reached_points, run_plan_unchecked, sweep
 
 __all__ = [
+    "Cell",
+    "Coverage",
     "DEFAULT_REPORT_DIR",
     "DEFAULT_SWEEP_BUDGET",
     "DEFAULT_SWEEP_FAULTS",
     "ExplorationResult",
     "Failure",
+    "Progress",
     "compare_traces",
     "decision_strategies",
     "explore",

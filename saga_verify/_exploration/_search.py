@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from ..faults import DeliveryPoint, Fault, FaultPlan, FaultTemplate
 from ..faults._alphabet import alphabet
 from ..faults._kinds import FAULT_KINDS, Outage
 from ..invariants import Invariant, Violation, check, invariants_for
+from ._coverage import Coverage
 from ._sweep import run_plan_unchecked, sweep
 
 #: Share of delivery points at which the Hypothesis phase draws a fault: few faults per plan, so
@@ -31,6 +32,10 @@ FAULT_RATE = 0.25
 DEFAULT_SWEEP_FAULTS = 2
 DEFAULT_SWEEP_BUDGET = 3000
 DEFAULT_REPORT_DIR = ".saga-verify"
+
+#: Told of each execution the search checks: (phase, executions so far, failures found so far).
+#: The phases: ``preflight``, ``database``, ``sweep``, ``hypothesis``, ``shrinking``.
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,13 @@ class ExplorationResult:
     seed: int | None
     sweep_executions: int = 0
     hypothesis_examples: int = 0
+    coverage: Coverage | None = None
+    """Per fault kind and operation, the plans that put that fault there (every phase counted)."""
+    sweep_faults: int = 0
+    """The sweep's bound: faults per plan (0: no sweep)."""
+    sweep_complete: bool = False
+    """Whether the sweep tried every plan within its bound (it did not stop at its budget or at a
+    failure)."""
 
     @property
     def ok(self) -> bool:
@@ -90,10 +102,23 @@ class ExplorationResult:
 
 
 class _Counter:
-    def __init__(self) -> None:
+    def __init__(self, coverage: Coverage | None = None, progress: Progress | None = None) -> None:
         self.executions = 0
         self.first_violation: int | None = None
         self.first_violation_at = 0.0
+        self.coverage = coverage
+        self.progress = progress
+        self.phase = "preflight"
+        self.failures = 0
+
+    def check(self, execution: Execution, invariants: Sequence[Invariant]) -> list[Violation]:
+        """Check the invariants, and note what the execution covered."""
+        violations = check(execution, invariants)
+        if self.coverage is not None:
+            self.coverage.record(execution.faults, bool(violations))
+        if self.progress is not None:
+            self.progress(self.phase, self.executions, self.failures)
+        return violations
 
 
 class _Found(Exception):
@@ -219,7 +244,7 @@ def _minimize(saga: Saga, plan: FaultPlan, invariants: Sequence[Invariant], targ
     def breaks(candidate: FaultPlan) -> tuple[Execution, list[Violation]] | None:
         counter.executions += 1
         execution = execute(candidate)
-        violations = check(execution, invariants)
+        violations = counter.check(execution, invariants)
         return (execution, violations) if any(v.invariant == target for v in violations) else None
 
     current = plan
@@ -273,6 +298,7 @@ def explore(
     sweep_budget: int | None = DEFAULT_SWEEP_BUDGET,
     settings: hypothesis.settings | None = None,
     report_dir: str | Path | None = DEFAULT_REPORT_DIR,
+    progress: Progress | None = None,
 ) -> ExplorationResult:
     """Search for fault plans under which ``saga`` breaks an invariant.
 
@@ -280,13 +306,14 @@ def explore(
     ``sweep_faults`` faults over the points executions reach (at most ``sweep_budget``
     executions); then Hypothesis with ``max_examples`` examples (its settings profile decides
     when None), seeded with ``seed``. A failure's minimal plan is saved to the database and, when
-    ``report_dir`` is set, written there as a JSON file that ``saga-verify replay`` runs."""
+    ``report_dir`` is set, written there as a JSON file that ``saga-verify replay`` runs.
+    ``progress``, if given, is told of every execution checked (see `Progress`)."""
     if not isinstance(saga, Saga):
         raise OptionError(f"explore() takes a saga_verify.Saga, got {type(saga).__name__}")
     _check_options(max_examples, sweep_faults, sweep_budget, seed)
     invs = tuple(invariants) if invariants is not None else invariants_for(saga)
     started = time.perf_counter()
-    counter = _Counter()
+    counter = _Counter(Coverage(saga), progress)
     base_settings = settings if settings is not None else hypothesis.settings()
     db = base_settings.database
     key = database_key(saga, invs)
@@ -301,14 +328,17 @@ def explore(
             counter.first_violation_at = time.perf_counter()
         t0 = time.perf_counter()
         target = violations[0].invariant
+        phase, counter.phase = counter.phase, "shrinking"
         plan, execution, violations = _minimize(saga, plan, invs, target, counter)
+        counter.phase = phase
         if any(f.plan.faults == plan.faults for f in failures):
             return  # two broken invariants shrank to one plan: report it once, with all it breaks
         shrink = time.perf_counter() - counter.first_violation_at if how == "hypothesis" else time.perf_counter() - t0
         counter.executions += 1  # _finish runs the plan once more to prove it replays
         failures.append(_finish(saga, plan, execution, violations, how, counter.first_violation, shrink, report_dir, db, key))
+        counter.failures = len(failures)
 
-    baseline_violations = check(base, invs)
+    baseline_violations = counter.check(base, invs)
     if baseline_violations:
         counter.first_violation = counter.executions
         counter.first_violation_at = time.perf_counter()
@@ -316,6 +346,7 @@ def explore(
         failures.append(_finish(saga, FaultPlan(), base, baseline_violations, "baseline", counter.first_violation, 0.0, report_dir, db, key))
 
     if not failures and db is not None:
+        counter.phase = "database"
         for stored in list(db.fetch(key)):
             try:
                 plan = FaultPlan.loads(stored.decode("utf-8"), source="example database")
@@ -325,25 +356,31 @@ def explore(
                 continue
             counter.executions += 1
             execution = run_plan_unchecked(saga)(plan)
-            violations = check(execution, invs)
+            violations = counter.check(execution, invs)
             if violations:
                 found(plan, execution, violations, "database")
                 break
             db.delete(key, stored)  # fixed: forget it, as Hypothesis forgets examples that pass
 
     sweep_count = 0
+    sweep_complete = False
     if not failures and sweep_faults > 0:
+        counter.phase = "sweep"
         for plan, execution in sweep(saga, run_plan_unchecked(saga), max_faults=sweep_faults, budget=sweep_budget, base=base):
             counter.executions += 1
             sweep_count += 1
-            violations = check(execution, invs)
+            violations = counter.check(execution, invs)
             if violations:
                 found(plan, execution, violations, "sweep")
                 break
+        # Claimed only when the sweep ran out of plans below its budget: a sweep that used its
+        # whole budget may have had more to try.
+        sweep_complete = not failures and (sweep_budget is None or sweep_count < sweep_budget)
 
     hypothesis_examples = 0
     if not failures and (max_examples is None or max_examples > 0):
         before = counter.executions
+        counter.phase = "hypothesis"
         for plan, execution, violations in _hypothesis_phase(saga, invs, seed, max_examples, base_settings, key, counter):
             found(plan, execution, violations, "hypothesis")
         hypothesis_examples = counter.executions - before
@@ -358,6 +395,9 @@ def explore(
         seed=seed,
         sweep_executions=sweep_count,
         hypothesis_examples=hypothesis_examples,
+        coverage=counter.coverage,
+        sweep_faults=sweep_faults,
+        sweep_complete=sweep_complete,
     )
 
 
@@ -376,8 +416,9 @@ def _hypothesis_phase(
         chooser = _DrawingChooser(data, strategies)
         execution = World(saga, chooser).run()
         counter.executions += 1
-        violations = check(execution, invariants)
+        violations = counter.check(execution, invariants)
         if violations:
+            counter.phase = "shrinking"  # Hypothesis shrinks what broke before it reports it
             if counter.first_violation is None:
                 counter.first_violation = counter.executions
                 counter.first_violation_at = time.perf_counter()

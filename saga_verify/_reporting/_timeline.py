@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .._exploration import ExplorationResult, Failure
     from .._world import Execution
 
-_OUTCOME_TEXT = {
+OUTCOME_TEXT = {
     "ok": "ok",
     "failed": "FAILED (connection error, not delivered)",
     "timed-out": "TIMED OUT (not delivered)",
@@ -26,23 +26,24 @@ _OUTCOME_TEXT = {
 }
 
 
-def _compact(value: Any) -> str:
+def compact(value: Any) -> str:
+    """A request or reply on one line: ``status=ok charge_id=ch-1``."""
     if isinstance(value, dict):
         parts = []
         for k, v in value.items():
             name = "key" if k == "idempotency_key" else str(k)
-            parts.append(f"{name}={_compact(v)}")
+            parts.append(f"{name}={compact(v)}")
         return " ".join(parts)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_compact(v) for v in value) + "]"
+        return "[" + ", ".join(compact(v) for v in value) + "]"
     return str(value)
 
 
 def render_entry(entry: TraceEntry) -> str:
-    outcome = _OUTCOME_TEXT.get(entry.outcome, entry.outcome)
-    reply = "" if entry.reply is None else f": {_compact(entry.reply)}"
+    outcome = OUTCOME_TEXT.get(entry.outcome, entry.outcome)
+    reply = "" if entry.reply is None else f": {compact(entry.reply)}"
     fault = f"   <- {entry.fault}" if entry.fault else ""
-    request = _compact(entry.request)
+    request = compact(entry.request)
     if entry.key is not None and not (isinstance(entry.request, dict) and "idempotency_key" in entry.request):
         request += f" key={entry.key}"  # an HTTP header: not part of the request body
     return (
@@ -69,7 +70,7 @@ def _evidence(items: Iterable[Any]) -> list[str]:
         if isinstance(item, LedgerRow):
             out.append(f"      ledger  {item}")
         elif isinstance(item, TraceEntry):
-            out.append(f"      trace   #{item.seq} {item.point} -> {_OUTCOME_TEXT.get(item.outcome, item.outcome)}")
+            out.append(f"      trace   #{item.seq} {item.point} -> {OUTCOME_TEXT.get(item.outcome, item.outcome)}")
         else:
             out.append(f"      {item}")
     return out

@@ -18,7 +18,8 @@ from ._kinds import FAULT_KINDS, POINT_PATTERN, Crash, DeliveryPoint, Fault, Out
 if TYPE_CHECKING:
     from .._saga import Saga
 
-PLAN_FORMAT = "saga-verify/plan@2"
+_PLAN_VERSION = 2
+PLAN_FORMAT = f"saga-verify/plan@{_PLAN_VERSION}"
 #: Plans written before a plan named its saga by name: ``saga`` is where it lives, if anything.
 _OLDER_FORMAT = "saga-verify/plan@1"
 _REF_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -91,6 +92,12 @@ class FaultPlan:
                 raise PlanError(f"{source}: missing {name!r} ({_FIELDS[name][1]})")
         fmt = data.get("format", PLAN_FORMAT)
         if fmt not in (PLAN_FORMAT, _OLDER_FORMAT):
+            newer = re.fullmatch(r"saga-verify/plan@([0-9]+)", fmt) if isinstance(fmt, str) else None
+            if newer and int(newer.group(1)) > _PLAN_VERSION:
+                raise PlanError(
+                    f"{source}: written in plan format {fmt!r}, newer than this saga-verify reads "
+                    f"({PLAN_FORMAT!r}); upgrade saga-verify to use it"
+                )
             raise PlanError(f"{source}: unknown plan format {fmt!r}; this version reads {PLAN_FORMAT!r} (and {_OLDER_FORMAT!r})")
         extra = set(data) - set(_FIELDS)
         if extra:

@@ -136,7 +136,11 @@ def test_from_json_defaults() -> None:
     ("data", "expected"),
     [
         ([], "a plan is a JSON object with 'faults', got list"),
-        ({"format": "saga-verify/plan@9", "faults": []}, "unknown plan format 'saga-verify/plan@9'"),
+        (
+            {"format": "saga-verify/plan@9", "faults": []},
+            "written in plan format 'saga-verify/plan@9', newer than this saga-verify reads ('saga-verify/plan@2'); upgrade",
+        ),
+        ({"format": "saga-verify/plan@0", "faults": []}, "unknown plan format 'saga-verify/plan@0'"),
         ({"faults": [], "fautls": []}, "unknown field(s) ['fautls']"),
         ({"faults": {"kind": "fail"}}, "'faults' must be a list, got dict"),
         ({"faults": [], "saga": 3}, "'saga' must be an object with the saga's 'name' and where it lives"),
