@@ -437,7 +437,8 @@ def _hypothesis_phase(
     if seed is not None:
         test = hypothesis.seed(seed)(test)
     # Each saga (and set of invariants) gets its own entries in the example database.
-    test._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
+    # Hypothesis reads it from the inner test (as its own pytest plugin sets it), not the wrapper.
+    test.hypothesis.inner_test._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
     try:
         test()
     except _Found as exc:
