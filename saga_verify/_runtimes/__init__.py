@@ -124,7 +124,7 @@ _WHAT_RUNS = {
 
 
 def _participants(saga: Saga, system: System, runtime: str) -> Callable[[], dict[str, object]]:
-    from ..systems._remote import ExecutionLink
+    from ..systems._remote import ExecutionLink, ServiceSetupError
 
     asynchronous = saga.is_async
 
@@ -135,7 +135,12 @@ def _participants(saga: Saga, system: System, runtime: str) -> Callable[[], dict
             if runtime == "sim" and service.model is not None:
                 made[name] = service.model()
                 continue
-            placed = _placements.get(service, "asgi" if runtime == "sim" else runtime)
+            try:
+                placed = _placements.get(service, "asgi" if runtime == "sim" else runtime)
+            except ServiceSetupError:
+                # The search ends here: whatever it started for it is stopped, not left running.
+                stop_services()
+                raise
             made[name] = ExecutionLink(placed, name, asynchronous).handle()
         return made
 

@@ -78,9 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"saga_verify.systems: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    try:
+        app = mounted(args.factory)
+    except Exception as exc:
+        print(f"saga_verify.systems: error: the app factory raised {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     import uvicorn
 
-    config = uvicorn.Config(mounted(args.factory), log_level=args.log_level, access_log=False, lifespan="off", timeout_keep_alive=3600)
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="off", timeout_keep_alive=3600)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

@@ -131,3 +131,16 @@ def test_stopped_services_leave_nothing(docker_engine: None) -> None:
     assert len(session_leftovers(session)["containers"]) >= 4
     stop_services()
     assert not any(session_leftovers(session).values())
+
+
+def test_an_image_that_does_not_build_is_named_and_nothing_is_left(tmp_path: Path) -> None:
+    from saga_verify import Step
+    from saga_verify.systems import Service, ServiceSetupError, System
+
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM scratch\nRUN exit 7\n", encoding="utf-8")
+    service = Service("ledger", routes={"post": "POST /entries"}, dockerfile=str(dockerfile))
+    saga = Saga("unbuildable", steps=[Step("ledger", "post")], participants=System(service), run=lambda services, order: "completed")
+    with pytest.raises(ServiceSetupError, match=r"service 'ledger': the image of .*Dockerfile could not be built"):
+        run_plan(saga, runtime="container")
+    assert _session() is None  # the session made for it was removed with it

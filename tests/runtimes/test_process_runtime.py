@@ -199,3 +199,23 @@ def test_demo_over_processes_matches_simulation(capsys: pytest.CaptureFixture[st
     assert all(r["runtime"] == "process" for r in rows["process"])
     shape = [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["sim"]]
     assert shape == [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["process"]]
+
+
+def test_a_service_that_cannot_start_stops_the_ones_started_for_the_same_search() -> None:
+    shop = str(ROOT / "fixtures" / "shop")
+    good = Service("stock", routes={"reserve": "POST /reservations", "release": "POST /releases"}, app="shop.stock:create_app", env={"PYTHONPATH": shop})
+    bad = Service("payment", routes={"charge": "POST /charges"}, command=[sys.executable, "-c", "raise SystemExit(4)"])
+
+    def run(services: Any, order: Any) -> str:
+        return "completed"
+
+    saga = Saga("two", steps=[Step("stock", "reserve", "release"), Step("payment", "charge")], participants=System(good, bad), run=run)
+    with pytest.raises(ServiceSetupError, match=r"service 'payment' .* exited with status 4"):
+        run_plan(saga, runtime="process")
+    assert not _placements._placed  # the stock service started first was stopped with it
+
+
+def test_an_app_factory_that_raises_in_its_process_says_so() -> None:
+    service = _stock(app="saga_verify.reference.services:create_app")  # it wants the service's name
+    with pytest.raises(ServiceSetupError, match=r"exited with status 2 .*\nsaga_verify.systems: error: the app factory raised TypeError: create_app\(\) missing 1 required positional argument: 'service'"):
+        run_plan(_saga(service), runtime="process")
