@@ -34,6 +34,13 @@ Schemathesis is imported only when a conformance run starts.
 from __future__ import annotations
 
 from ._conformance import ConformanceError, ConformanceFailure, ConformanceResult, SpecError, check_conformance
+from ._errors import (
+    ContractError,
+    PactConflictError,
+    PactFileError,
+    ProviderStateError,
+    ProviderUnreachableError,
+)
 from ._idempotency import (
     IDEMPOTENCY_CHECKS,
     IdempotencyError,
@@ -42,27 +49,24 @@ from ._idempotency import (
     IdempotentOperation,
     check_idempotency,
 )
-from ._pact import (
-    ContractError,
+from ._pact_files import pact_path
+from ._pact_verification import (
+    BrokerSource,
     InteractionResult,
     MessageProducer,
-    PactConflictError,
-    PactFileError,
     ProviderState,
-    ProviderStateError,
-    ProviderUnreachableError,
     ProviderVerification,
     ProviderVerificationError,
+    PublishResults,
     StateHandler,
-    consumer_pact,
-    pact_path,
     serve_asgi,
     verify_provider,
-    write_pact,
 )
+from ._pact_writing import consumer_pact, write_pact
 
 __all__ = [
     "IDEMPOTENCY_CHECKS",
+    "BrokerSource",
     "ConformanceError",
     "ConformanceFailure",
     "ConformanceResult",
@@ -80,6 +84,7 @@ __all__ = [
     "ProviderUnreachableError",
     "ProviderVerification",
     "ProviderVerificationError",
+    "PublishResults",
     "SpecError",
     "StateHandler",
     "check_conformance",

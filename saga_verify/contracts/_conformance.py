@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..errors import OptionError
-from ._pact import ContractError, ProviderUnreachableError
+from ._errors import ContractError, ProviderUnreachableError
 
 if TYPE_CHECKING:
     from schemathesis.generation.case import Case
