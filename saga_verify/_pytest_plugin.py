@@ -177,10 +177,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Stop the services the session placed on a runtime (processes, containers), remove what
     renamed or deleted consumer tests left in the pacts, and write the HTML report when one is
     asked for."""
-    if _testrun.RUN.pact_dirs:
-        from .contracts._pact_writing import prune_stale_interactions
+    run = _testrun.current()
+    try:
+        if run.pact_dirs:
+            from .contracts._pact_writing import prune_stale_interactions
 
-        prune_stale_interactions()
+            prune_stale_interactions(run)
+    finally:
+        _testrun.session_finished()
     runtimes = sys.modules.get("saga_verify._runtimes")
     if runtimes is not None:  # only if a test placed any: the plugin imports nothing by itself
         runtimes.stop_services()
@@ -234,6 +238,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _testrun.note_report(report.nodeid, report.when, report.outcome)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _testrun.session_started()
 
 
 class SagaVerifier:

@@ -1,6 +1,9 @@
 """What the running pytest session knows about its tests, kept for the pact writer: which tests
 were collected (and from which whole modules), which passed, and which pact interactions each
-wrote. The plugin fills it in; stdlib only, so the plugin stays light."""
+wrote. The plugin fills it in; stdlib only, so the plugin stays light.
+
+Sessions nest (pytester runs one inside another in the same process), so each has its own
+record, on a stack: what an inner session knows never leaks into the outer one's."""
 
 from __future__ import annotations
 
@@ -27,8 +30,22 @@ class TestRun:
     """The pact folders written to in this process."""
 
 
-#: This process's session; empty outside pytest.
-RUN = TestRun()
+_OUTSIDE = TestRun()
+_SESSIONS: list[TestRun] = []
+
+
+def current() -> TestRun:
+    """The record of the innermost running session (an empty one outside pytest)."""
+    return _SESSIONS[-1] if _SESSIONS else _OUTSIDE
+
+
+def session_started() -> None:
+    _SESSIONS.append(TestRun())
+
+
+def session_finished() -> TestRun | None:
+    """Close the innermost session's record and give it back."""
+    return _SESSIONS.pop() if _SESSIONS else None
 
 
 def current_test() -> str | None:
@@ -44,11 +61,12 @@ def note_collection(config: Any, items: list[Any]) -> None:
     """Record what a session collected. A module counts as collected whole when a path given to
     pytest (or its test paths) is the module or a folder holding it; ``--lf`` narrows modules at
     collection, so under it none does."""
+    run = current()
     rootdir = Path(str(config.rootpath))
-    RUN.rootdir = rootdir
-    RUN.collected = {item.nodeid for item in items}
+    run.rootdir = rootdir
+    run.collected = {item.nodeid for item in items}
     if getattr(config.option, "lf", False):
-        RUN.whole_modules = set()
+        run.whole_modules = set()
         return
     invocation = Path(str(config.invocation_params.dir))
     given = [(invocation / arg).resolve() for arg in config.args if "::" not in arg]
@@ -60,12 +78,12 @@ def note_collection(config: Any, items: list[Any]) -> None:
                 whole.add(module.relative_to(rootdir.resolve()).as_posix())
             except ValueError:
                 continue  # outside the rootdir: its node ids are not relative to it
-    RUN.whole_modules = whole
+    run.whole_modules = whole
 
 
 def note_report(nodeid: str, when: str, outcome: str) -> None:
     """Record a test phase's outcome: a test passed when its call passed and no phase failed."""
     if outcome == "failed":
-        RUN.failed.add(nodeid)
+        current().failed.add(nodeid)
     elif when == "call" and outcome == "passed":
-        RUN.passed.add(nodeid)
+        current().passed.add(nodeid)

@@ -33,6 +33,8 @@ Schemathesis is imported only when a conformance run starts.
 
 from __future__ import annotations
 
+from ._broker_api import serve_store
+from ._broker_client import BrokerError, PactBroker
 from ._conformance import ConformanceError, ConformanceFailure, ConformanceResult, SpecError, check_conformance
 from ._errors import (
     ContractError,
@@ -41,6 +43,8 @@ from ._errors import (
     ProviderStateError,
     ProviderUnreachableError,
 )
+from ._event_compat import EventCheck, EventSchema, Finding, check_event_schemas, load_event_schema
+from ._gate import Decision, Pair, can_i_deploy
 from ._idempotency import (
     IDEMPOTENCY_CHECKS,
     IdempotencyError,
@@ -49,6 +53,7 @@ from ._idempotency import (
     IdempotentOperation,
     check_idempotency,
 )
+from ._openapi_diff import Change, OpenApiDiff, diff_openapi
 from ._pact_files import pact_path
 from ._pact_verification import (
     BrokerSource,
@@ -63,22 +68,37 @@ from ._pact_verification import (
     verify_provider,
 )
 from ._pact_writing import consumer_pact, write_pact
+from ._selection import VerifiablePact, select_pacts
+from ._store import ContractStore, Deployment, Environment, Pact, StoreError, UnknownError, Verification, Version
 
 __all__ = [
     "IDEMPOTENCY_CHECKS",
+    "BrokerError",
     "BrokerSource",
+    "Change",
     "ConformanceError",
     "ConformanceFailure",
     "ConformanceResult",
     "ContractError",
+    "ContractStore",
+    "Decision",
+    "Deployment",
+    "Environment",
+    "EventCheck",
+    "EventSchema",
+    "Finding",
     "IdempotencyError",
     "IdempotencyFinding",
     "IdempotencyResult",
     "IdempotentOperation",
     "InteractionResult",
     "MessageProducer",
+    "OpenApiDiff",
+    "Pact",
+    "PactBroker",
     "PactConflictError",
     "PactFileError",
+    "Pair",
     "ProviderState",
     "ProviderStateError",
     "ProviderUnreachableError",
@@ -87,11 +107,22 @@ __all__ = [
     "PublishResults",
     "SpecError",
     "StateHandler",
+    "StoreError",
+    "UnknownError",
+    "VerifiablePact",
+    "Verification",
+    "Version",
+    "can_i_deploy",
     "check_conformance",
+    "check_event_schemas",
     "check_idempotency",
     "consumer_pact",
+    "diff_openapi",
+    "load_event_schema",
     "pact_path",
+    "select_pacts",
     "serve_asgi",
+    "serve_store",
     "verify_provider",
     "write_pact",
 ]

@@ -25,3 +25,8 @@ class ProviderStateError(ContractError):
 
 class ProviderUnreachableError(ContractError):
     """The provider under verification does not answer."""
+
+
+class SpecError(ContractError, ValueError):
+    """An OpenAPI document or JSON Schema is missing, unreadable, or not what it should be; the
+    message names it."""

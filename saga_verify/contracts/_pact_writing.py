@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .._files import write_atomically
-from .._testrun import RUN, current_test
+from .._testrun import TestRun, current, current_test
 from ._errors import ContractError, PactConflictError, PactFileError
 from ._pact_files import HTTP, MESSAGE, SYNC_MESSAGE, dump, interactions_of, load_pact, pact_path, pacts_in, read_pact
 from ._pact_files import parse_pact as _parse_pact
@@ -233,9 +233,10 @@ def write_pact(pact: Pact, pact_dir: str | os.PathLike[str], *, run_id: str | No
     _merge_into(target, fresh, run_id or _default_run_id())
     test = current_test()
     key = str(target.resolve())
-    RUN.pact_dirs.add(target.parent.resolve())
+    run = current()
+    run.pact_dirs.add(target.parent.resolve())
     if test is not None:
-        RUN.written.setdefault(test, set()).update((key, i["description"]) for i in fresh["interactions"])
+        run.written.setdefault(test, set()).update((key, i["description"]) for i in fresh["interactions"])
     return target
 
 
@@ -310,26 +311,26 @@ def _writer(interaction: Mapping[str, Any]) -> str | None:
     return test if isinstance(test, str) and "::" in test else None
 
 
-def _stale(test: str, path: Path, description: str) -> bool:
+def _stale(run: TestRun, test: str, path: Path, description: str) -> bool:
     """Whether the interaction ``test`` wrote into ``path`` is left over: its test module is gone,
     its module was collected whole and the test is not in it any more, or it ran, passed and did
     not write the interaction this time."""
     module = test.split("::", 1)[0]
-    if RUN.rootdir is not None and not (RUN.rootdir / module).exists():
+    if run.rootdir is not None and not (run.rootdir / module).exists():
         return True
-    if module in RUN.whole_modules and test not in RUN.collected:
+    if module in run.whole_modules and test not in run.collected:
         return True
-    ran_clean = test in RUN.passed and test not in RUN.failed
-    return ran_clean and (str(path.resolve()), description) not in RUN.written.get(test, set())
+    ran_clean = test in run.passed and test not in run.failed
+    return ran_clean and (str(path.resolve()), description) not in run.written.get(test, set())
 
 
-def prune_stale_interactions() -> list[Path]:
-    """At the end of a pytest session: drop, from every pact in the folders this process wrote to,
-    the interactions a renamed or deleted test left behind (see `consumer_pact`), and delete a pact
-    left with none. Interactions without a test name (written outside pytest) are kept. Returns
-    the pact files changed."""
+def prune_stale_interactions(run: TestRun) -> list[Path]:
+    """At the end of a pytest session: drop, from every pact in the folders the session wrote to
+    (in this process), the interactions a renamed or deleted test left behind (see
+    `consumer_pact`), and delete a pact left with none. Interactions without a test name (written
+    outside pytest) are kept. Returns the pact files changed."""
     changed: list[Path] = []
-    for folder in sorted(RUN.pact_dirs):
+    for folder in sorted(run.pact_dirs):
         if not folder.is_dir():
             continue
         try:
@@ -338,12 +339,12 @@ def prune_stale_interactions() -> list[Path]:
             warnings.warn(f"saga-verify: stale pact interactions were not removed from {folder}: {exc}", stacklevel=2)
             continue
         for path, _ in pacts:
-            if _prune(path):
+            if _prune(run, path):
                 changed.append(path)
     return changed
 
 
-def _prune(path: Path) -> bool:
+def _prune(run: TestRun, path: Path) -> bool:
     with _locked(path):
         try:
             document = load_pact(path)
@@ -355,7 +356,7 @@ def _prune(path: Path) -> bool:
                 continue
             entries = document[key]
             document[key] = [
-                i for i in entries if (test := _writer(i)) is None or not _stale(test, path, i["description"])
+                i for i in entries if (test := _writer(i)) is None or not _stale(run, test, path, i["description"])
             ]
             stale += len(entries) - len(document[key])
         if not stale:

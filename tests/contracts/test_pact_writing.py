@@ -284,3 +284,10 @@ def test_a_consumer_whose_tests_are_all_gone_leaves_no_pact(tmp_path: Path) -> N
     run_pytest(tmp_path)
     assert not pact_path(tmp_path / "pacts", "order", "shipping").exists()
     assert descriptions(tmp_path) == ["a charge"]
+
+
+def test_a_session_run_inside_this_one_leaves_this_ones_pacts_alone(tmp_path: Path, pytester: pytest.Pytester) -> None:
+    add_interaction(tmp_path, "a charge")
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert [i["description"] for i in interactions(tmp_path)] == ["a charge"]
