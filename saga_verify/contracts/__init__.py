@@ -29,6 +29,21 @@ OpenAPI conformance and the Idempotency-Key contract:
   `IdempotentOperation`s it is given, and raises `IdempotencyError` listing what broke.
 
 Schemathesis is imported only when a conformance run starts.
+
+Deployment gates:
+
+- `ContractStore` keeps pacts, verification results, OpenAPI documents and event schemas per
+  participant version and branch, and environments with what is deployed there, in one SQLite
+  file (``.saga-verify/contracts.db`` by default); every change is one transaction.
+- `can_i_deploy` answers whether a version may go to an environment, as a `Decision` naming each
+  blocking `Pair` (never verified, failed, pending); `select_pacts` picks what a provider verifies
+  (consumer version selectors, pending and work-in-progress pacts).
+- `serve_store` serves a store with the Pact Broker API the official clients use; `BrokerSource`
+  and `PublishResults` make `verify_provider` take its pacts from there (or a Pact Broker) and
+  publish the results; `PactBroker` runs the ``pact broker`` CLI against a real one.
+- `diff_openapi` classifies the changes between two OpenAPI documents (`OpenApiDiff`, `Change`),
+  naming the consumers each breaks; `check_event_schemas` checks event schema versions per
+  producer-consumer edge (`EventCheck`, `Finding`).
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def test_the_pact_cli_publishes_into_the_store(served: tuple[ContractStore, str]
     assert shipping.provider == "shipping"
 
 
-def test_the_pact_cli_creates_environments_and_records_deployments(served: tuple[ContractStore, str]) -> None:
+def test_the_pact_cli_creates_environments_and_records_deployments_and_releases(served: tuple[ContractStore, str]) -> None:
     store, url = served
     store.add_version("payment", "1.0.0")
     assert "Created production environment" in ok(pact(url, "create-environment", "--name", "production", "--production"))
@@ -111,10 +111,15 @@ def test_the_pact_cli_creates_environments_and_records_deployments(served: tuple
     refused = pact(url, "record-deployment", "--pacticipant", "payment", "--version", "1.0.0", "--environment", "staging")
     assert refused.returncode != 0
     assert "Environment staging does not exist" in refused.stdout
+    ok(pact(url, "create-environment", "--name", "app-store"))
+    assert "Recorded release of payment version 1.0.0 to app-store" in ok(
+        pact(url, "record-release", "--pacticipant", "payment", "--version", "1.0.0", "--environment", "app-store")
+    )
+    assert [(d.version, d.kind) for d in store.deployed("app-store")] == [("1.0.0", "released")]
     twice = pact(url, "create-environment", "--name", "production")
     assert twice.returncode != 0
     assert "an environment named 'production' exists already" in twice.stdout
-    assert len(store.environments()) == 1
+    assert [e.name for e in store.environments()] == ["app-store", "production"]
 
 
 def test_the_verifier_gets_its_pacts_from_the_store_and_publishes_its_results(served: tuple[ContractStore, str]) -> None:
