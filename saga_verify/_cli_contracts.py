@@ -472,7 +472,7 @@ def _consumer_pacts(args: argparse.Namespace, provider: str | None) -> list[Any]
     """The consumers' pacts: from ``--pacts`` if given, and the store's (each consumer's latest and
     whatever is deployed) when it exists."""
     from .contracts._pact_files import pacts_in
-    from .contracts._store import Pact, pact_sha
+    from .contracts._records import Pact, pact_sha
 
     found: dict[tuple[str, str], Any] = {}
     if args.pacts:

@@ -20,7 +20,7 @@ import pytest
 from saga_verify._cli import main
 from saga_verify.contracts import ContractStore
 from saga_verify.contracts._broker_client import pact_cli
-from saga_verify.contracts._store import SCHEMA_VERSION
+from saga_verify.contracts._store_file import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 PACTS = ROOT / "contracts" / "pacts"

@@ -83,8 +83,9 @@ from ._pact_verification import (
     verify_provider,
 )
 from ._pact_writing import consumer_pact, write_pact
+from ._records import Deployment, Environment, Pact, StoreError, UnknownError, Verification, Version
 from ._selection import VerifiablePact, select_pacts
-from ._store import ContractStore, Deployment, Environment, Pact, StoreError, UnknownError, Verification, Version
+from ._store import ContractStore
 
 __all__ = [
     "IDEMPOTENCY_CHECKS",

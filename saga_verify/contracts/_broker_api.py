@@ -27,8 +27,9 @@ from . import _hal as hal
 from ._errors import PactFileError
 from ._gate import decide
 from ._pact_files import check_pact
+from ._records import StoreError, UnknownError, Version, check_name
 from ._selection import check_selectors, select_pacts
-from ._store import ContractStore, StoreError, UnknownError, Version, check_name
+from ._store import ContractStore
 
 #: The largest request body taken (a pact of many interactions is well under it).
 MAX_BODY = 16 * 1024 * 1024

@@ -20,7 +20,7 @@ import httpx
 from ._errors import ContractError
 from ._gate import Decision, Pair, Status
 from ._pact_files import telemetry_off
-from ._store import Verification
+from ._records import Verification
 
 
 class BrokerError(ContractError):

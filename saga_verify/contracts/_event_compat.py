@@ -14,7 +14,7 @@ from typing import Any, Literal
 from ._errors import SpecError
 from ._openapi_diff import bare, compatible, schema_changes
 from ._pact_files import MESSAGE
-from ._store import Pact
+from ._records import Pact
 
 MODES = (
     "backward",

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._store import ContractStore, Pact, UnknownError, Verification, Version
+from ._records import Pact, UnknownError, Verification, Version
+from ._store import ContractStore
 
 Status = Literal["verified", "failed", "pending", "never verified"]
 

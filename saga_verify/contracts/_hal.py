@@ -11,8 +11,9 @@ from typing import Any
 from urllib.parse import quote
 
 from ._gate import Decision, Pair
+from ._records import Deployment, Environment, Pact, StoreError, Verification, Version
 from ._selection import VerifiablePact
-from ._store import ContractStore, Deployment, Environment, Pact, StoreError, Verification, Version
+from ._store import ContractStore
 
 
 def q(segment: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from ._errors import SpecError
 from ._pact_files import HTTP
-from ._store import Pact
+from ._records import Pact
 
 Level = Literal["breaking", "potentially breaking", "safe"]
 Direction = Literal["request", "response"]

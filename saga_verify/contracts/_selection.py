@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from ._store import ContractStore, Pact, StoreError, Version
+from ._records import Pact, StoreError, Version
+from ._store import ContractStore
 
 #: The selector keys understood, as the broker API spells them.
 SELECTOR_KEYS = (

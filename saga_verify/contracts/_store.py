@@ -1,6 +1,7 @@
 """The contract store: pacts, verification results, OpenAPI documents and event schemas, each
 recorded against a participant version and its branch; environments and what is deployed or
-released in each. One SQLite file, every change one transaction.
+released in each. One SQLite file, every change one transaction (the values it gives back are in
+`_records`).
 
 The store checks what it is given (names, versions, pact documents) before it writes anything,
 refuses a file that is not one of its own or that a newer saga-verify wrote, and never leaves a
@@ -10,28 +11,30 @@ change half-made.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
 import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._errors import ContractError
 from ._pact_files import check_pact, interactions_of
-
-#: ``PRAGMA application_id`` of a contract store: "SVCS" (saga-verify contract store).
-APPLICATION_ID = 0x53564353
-#: The schema this code writes; a store with a higher one was written by a newer saga-verify.
-SCHEMA_VERSION = 1
-#: Where the CLI keeps the store unless told otherwise.
-DEFAULT_STORE = Path(".saga-verify") / "contracts.db"
+from ._records import (
+    Deployment,
+    Document,
+    Environment,
+    Pact,
+    StoreError,
+    UnknownError,
+    Verification,
+    Version,
+    check_name,
+    pact_sha,
+)
+from ._store_file import DEFAULT_STORE, connect
 
 #: The kinds of document a participant version can publish besides pacts.
 DOCUMENT_KINDS = ("openapi", "event-schema")
@@ -39,235 +42,12 @@ DOCUMENT_KINDS = ("openapi", "event-schema")
 #: Branch names taken as a participant's main branch when it publishes on one first.
 _MAIN_BRANCHES = ("main", "master", "develop", "trunk")
 
-_NAME = re.compile(r"[^\x00-\x1f\x7f/]{1,200}")
-
-_SCHEMA = """
-CREATE TABLE pacticipants (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    main_branch TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE versions (
-    id INTEGER PRIMARY KEY,
-    pacticipant_id INTEGER NOT NULL REFERENCES pacticipants(id),
-    number TEXT NOT NULL,
-    build_url TEXT,
-    created_at TEXT NOT NULL,
-    UNIQUE (pacticipant_id, number)
-);
-CREATE TABLE branch_versions (
-    version_id INTEGER NOT NULL REFERENCES versions(id),
-    branch TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (version_id, branch)
-);
-CREATE TABLE tags (
-    version_id INTEGER NOT NULL REFERENCES versions(id),
-    name TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (version_id, name)
-);
-CREATE TABLE pact_versions (
-    id INTEGER PRIMARY KEY,
-    consumer_id INTEGER NOT NULL REFERENCES pacticipants(id),
-    provider_id INTEGER NOT NULL REFERENCES pacticipants(id),
-    sha TEXT NOT NULL,
-    content TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    UNIQUE (consumer_id, provider_id, sha)
-);
-CREATE TABLE pact_publications (
-    id INTEGER PRIMARY KEY,
-    consumer_version_id INTEGER NOT NULL REFERENCES versions(id),
-    provider_id INTEGER NOT NULL REFERENCES pacticipants(id),
-    pact_version_id INTEGER NOT NULL REFERENCES pact_versions(id),
-    created_at TEXT NOT NULL,
-    UNIQUE (consumer_version_id, provider_id)
-);
-CREATE TABLE verifications (
-    id INTEGER PRIMARY KEY,
-    pact_version_id INTEGER NOT NULL REFERENCES pact_versions(id),
-    provider_version_id INTEGER NOT NULL REFERENCES versions(id),
-    success INTEGER NOT NULL,
-    pending INTEGER NOT NULL,
-    wip INTEGER NOT NULL,
-    results TEXT NOT NULL,
-    build_url TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE environments (
-    id INTEGER PRIMARY KEY,
-    uuid TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL UNIQUE,
-    display_name TEXT NOT NULL,
-    production INTEGER NOT NULL,
-    contacts TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE deployments (
-    id INTEGER PRIMARY KEY,
-    uuid TEXT NOT NULL UNIQUE,
-    version_id INTEGER NOT NULL REFERENCES versions(id),
-    environment_id INTEGER NOT NULL REFERENCES environments(id),
-    application_instance TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    undeployed_at TEXT
-);
-CREATE TABLE releases (
-    id INTEGER PRIMARY KEY,
-    uuid TEXT NOT NULL UNIQUE,
-    version_id INTEGER NOT NULL REFERENCES versions(id),
-    environment_id INTEGER NOT NULL REFERENCES environments(id),
-    created_at TEXT NOT NULL,
-    support_ended_at TEXT
-);
-CREATE TABLE documents (
-    id INTEGER PRIMARY KEY,
-    version_id INTEGER NOT NULL REFERENCES versions(id),
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    content TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    UNIQUE (version_id, kind, name)
-);
-"""
 
 
-class StoreError(ContractError, ValueError):
-    """The store file cannot be used (not a store, a newer schema, unreadable), or a request names
-    something the store does not hold or cannot take (an unknown participant, a bad name)."""
-
-
-class UnknownError(StoreError, LookupError):
-    """A participant, version, environment or pact the store does not hold."""
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def check_name(what: str, value: object) -> str:
-    """A participant, branch, tag or environment name, or a version number: 1-200 characters, no
-    control characters and no '/' (they appear in URLs)."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value) or value != value.strip():
-        raise StoreError(
-            f"{what} {value!r} cannot be used: give 1-200 characters without '/', control characters "
-            "or surrounding spaces"
-        )
-    return value
-
-
-def pact_sha(document: Mapping[str, Any]) -> str:
-    """What identifies a pact's content: the hash of what affects its verification, so the same
-    expectations published twice (by two consumer versions, by two clients that write different
-    metadata or test names) are one pact version, verified once."""
-    content = {k: v for k, v in document.items() if k not in ("metadata", "_links")}
-    for key in ("interactions", "messages"):
-        if isinstance(content.get(key), list):
-            content[key] = [
-                {k: v for k, v in i.items() if k not in ("comments", "_id")} if isinstance(i, dict) else i
-                for i in content[key]
-            ]
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:40]
-
-
-@dataclass(frozen=True)
-class Version:
-    """A version of a participant, with its branches and tags."""
-
-    pacticipant: str
-    number: str
-    branches: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    build_url: str | None = None
-    created_at: str = ""
-    id: int = field(default=0, compare=False, repr=False)
-
-    @property
-    def branch(self) -> str | None:
-        """The branch it was last recorded on."""
-        return self.branches[-1] if self.branches else None
-
-
-@dataclass(frozen=True)
-class Pact:
-    """A pact one consumer version published for one provider."""
-
-    consumer: str
-    consumer_version: str
-    provider: str
-    sha: str
-    content: Mapping[str, Any] = field(repr=False)
-    created_at: str = ""
-    pact_version_id: int = field(default=0, compare=False, repr=False)
-
-    def interactions(self) -> list[tuple[dict[str, Any], str]]:
-        return interactions_of(self.content)
-
-
-@dataclass(frozen=True)
-class Verification:
-    """A provider version's verification of one pact version."""
-
-    consumer: str
-    provider: str
-    provider_version: str
-    sha: str
-    success: bool
-    pending: bool
-    wip: bool
-    results: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
-    build_url: str | None = None
-    created_at: str = ""
-    id: int = field(default=0, compare=False, repr=False)
-
-    def failed_interactions(self) -> tuple[str, ...]:
-        """The descriptions (or ids) of the interactions the results say failed."""
-        return tuple(
-            str(r.get("interactionDescription") or r.get("interactionId") or "?")
-            for r in self.results
-            if r.get("success") is False
-        )
-
-
-@dataclass(frozen=True)
-class Environment:
-    name: str
-    uuid: str
-    display_name: str
-    production: bool
-    contacts: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
-    created_at: str = ""
-    id: int = field(default=0, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """A version deployed (or released) to an environment."""
-
-    uuid: str
-    pacticipant: str
-    version: str
-    environment: str
-    application_instance: str
-    current: bool
-    created_at: str = ""
-    kind: str = "deployed"
-    """``deployed`` (one per application instance at a time) or ``released`` (supported until ended)."""
-
-
-@dataclass(frozen=True)
-class Document:
-    """An OpenAPI document or event schema a participant version published."""
-
-    pacticipant: str
-    version: str
-    kind: str
-    name: str
-    content: str = field(repr=False)
-    created_at: str = ""
 
 
 class ContractStore:
@@ -287,54 +67,7 @@ class ContractStore:
         """Open the store at ``path``, creating it (and its folder) when ``create`` and it does not
         exist. A file that is not a contract store, or one a newer saga-verify wrote, is refused."""
         where = Path(path)
-        if where.is_dir():
-            raise StoreError(f"the contract store {where} is a folder; give a file (default {DEFAULT_STORE})")
-        if not where.exists():
-            if not create:
-                raise StoreError(f"there is no contract store at {where}: publish something first")
-            try:
-                where.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the contract store {where}: {exc}") from exc
-        elif where.stat().st_size > 0:
-            with open(where, "rb") as handle:
-                if handle.read(16) != b"SQLite format 3\x00":
-                    raise StoreError(f"{where} is not a saga-verify contract store (not an SQLite database)")
-        try:
-            connection = sqlite3.connect(where, timeout=30, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the contract store {where}: {exc}") from exc
-        store = cls(where, connection)
-        try:
-            store._check_or_create()
-        except BaseException:
-            connection.close()
-            raise
-        return store
-
-    def _check_or_create(self) -> None:
-        try:
-            application_id = self._db.execute("PRAGMA application_id").fetchone()[0]
-            schema = self._db.execute("PRAGMA user_version").fetchone()[0]
-            tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a saga-verify contract store ({exc})") from exc
-        if application_id == 0 and tables == 0:
-            with self._write():
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            return
-        if application_id != APPLICATION_ID:
-            raise StoreError(f"{self.path} is an SQLite database but not a saga-verify contract store")
-        if schema > SCHEMA_VERSION:
-            raise StoreError(
-                f"the contract store {self.path} was written by a newer saga-verify (store schema {schema}; "
-                f"this one reads up to {SCHEMA_VERSION}): upgrade saga-verify"
-            )
-        self._db.execute("PRAGMA foreign_keys = ON")
+        return cls(where, connect(where, create=create))
 
     def close(self) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from saga_verify.contracts import EventSchema, SpecError, check_event_schemas, load_event_schema
-from saga_verify.contracts._store import Pact, pact_sha
+from saga_verify.contracts._records import Pact, pact_sha
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARGED = ROOT / "contracts" / "events" / "payment.charged.schema.json"

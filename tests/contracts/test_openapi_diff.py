@@ -13,7 +13,7 @@ import pytest
 
 from saga_verify.contracts import SpecError, diff_openapi
 from saga_verify.contracts._openapi_diff import load_openapi, parse_openapi
-from saga_verify.contracts._store import Pact, pact_sha
+from saga_verify.contracts._records import Pact, pact_sha
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from saga_verify.contracts import ContractStore, PactFileError, StoreError, UnknownError
-from saga_verify.contracts._store import APPLICATION_ID, SCHEMA_VERSION
+from saga_verify.contracts._store_file import APPLICATION_ID, SCHEMA_VERSION
 
 PACTS = Path(__file__).resolve().parents[2] / "contracts" / "pacts"
 
