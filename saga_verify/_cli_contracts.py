@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -265,13 +266,14 @@ def _verify(args: argparse.Namespace) -> int:
             )
 
     try:
-        if args.broker:
-            verification = run_against(args.broker.rstrip("/"))
-        else:
-            with _store(args) as store:
-                store.main_branch(args.provider)  # an unknown provider is bad input, not a failed verification
-                with serve_store(store) as url:
-                    verification = run_against(url)
+        with _native_output_to_stderr():
+            if args.broker:
+                verification = run_against(args.broker.rstrip("/"))
+            else:
+                with _store(args) as store:
+                    store.main_branch(args.provider)  # an unknown provider is bad input, not a failed verification
+                    with serve_store(store) as url:
+                        verification = run_against(url)
         failed = False
     except ProviderVerificationError as exc:
         verification, failed = exc.verification, True
@@ -282,6 +284,21 @@ def _verify(args: argparse.Namespace) -> int:
 @contextmanager
 def _given(url: str) -> Iterator[str]:
     yield url
+
+
+@contextmanager
+def _native_output_to_stderr() -> Iterator[None]:
+    """pact's native verifier writes its report to the process's standard output; send it to
+    standard error, so that standard output holds only this command's answer (``--output json``)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _app(value: Any) -> Any:

@@ -207,3 +207,26 @@ def test_serve_runs_until_stopped_and_the_official_cli_uses_it(tmp_path: Path) -
     assert code == 0
     with ContractStore.open(store) as opened:
         assert [e.name for e in opened.environments()] == ["staging"]
+
+
+def test_verify_prints_only_its_answer_on_standard_output(store: str, tmp_path: Path) -> None:
+    """pact's own report goes to standard error, so ``--output json`` is JSON a CI step can read."""
+    providers = ROOT / "fixtures" / "contracts" / "payment_versions.py"
+    junit = tmp_path / "pacts.xml"
+    completed = subprocess.run(
+        [str(SCRIPT), "contracts", "verify", "--provider", "payment", "--provider-version", "1.0.0", "--branch", "main",
+         "--app", f"{providers}:payment_1_0_0", "--states", f"{providers}:STATES", "--store", store,
+         "--output", "json", "--junit", str(junit)],
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "PACT_DO_NOT_TRACK": "true"},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    answer = json.loads(completed.stdout)
+    assert answer["ok"] is True
+    assert answer["results"] == f"published to {store}"
+    assert {i["description"] for i in answer["interactions"]} >= {"a charge", "a refund of a charge"}
+    assert "Verifying a pact between order and payment" in completed.stderr
+    suite = ElementTree.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures")) == (str(len(answer["interactions"])), "0")
+    with ContractStore.open(store) as opened:
+        [verification] = opened.verifications("order", "payment", opened.pact("order", "1.0.0", "payment").sha)
+        assert verification.success
