@@ -322,6 +322,8 @@ def _show_verification(args: argparse.Namespace, verification: ProviderVerificat
             "ok": not failed,
             "results": published,
             "state_errors": list(verification.state_errors),
+            "errors": list(verification.errors),
+            "notes": list(verification.notes),
             "interactions": [
                 {"consumer": i.consumer, "description": i.description, "ok": i.ok, "pending": i.pending, "mismatches": list(i.mismatches)}
                 for i in verification.interactions
@@ -330,8 +332,10 @@ def _show_verification(args: argparse.Namespace, verification: ProviderVerificat
     else:
         verdict = "FAILED" if failed else "verified"
         print(f"{args.provider} {args.provider_version}: {verdict} against {len(verification.interactions)} interaction(s); results {published}")
-        for error in verification.state_errors:
+        for error in (*verification.state_errors, *verification.errors):
             print(f"  {error}")
+        for note in verification.notes:
+            print(f"  note: {note}")
         for interaction in verification.interactions:
             print(f"  {interaction.line()}")
             for mismatch in interaction.mismatches:

@@ -70,7 +70,20 @@ def check_pact(document: Any, path: Path | str) -> dict[str, Any]:
             if not isinstance(interaction, dict) or not isinstance(interaction.get("description"), str):
                 raise PactFileError(f"pact file {path}: {key} #{index} has no description")
             states(interaction, path)
+            if key == "interactions" and interaction.get("type", HTTP) == HTTP:
+                _check_http(interaction, path)
     return document
+
+
+def _check_http(interaction: dict[str, Any], path: Path | str) -> None:
+    """An HTTP interaction names a request (method, path) and a numeric status: pact's own core
+    stops without a word on one that does not."""
+    where = f"pact file {path}: {interaction['description']!r}"
+    request, response = interaction.get("request"), interaction.get("response", {})
+    if not isinstance(request, dict) or not isinstance(request.get("method"), str) or not isinstance(request.get("path"), str):
+        raise PactFileError(f"{where} has no request method and path")
+    if not isinstance(response, dict) or not isinstance(response.get("status", 200), int) or isinstance(response.get("status"), bool):
+        raise PactFileError(f"{where}: its response status is not a number")
 
 
 def looks_like_a_pact(document: Any) -> bool:

@@ -154,6 +154,10 @@ class ProviderVerification:
     """The verifier's own report, without colour."""
     broker: str | None = None
     """The broker the pacts came from (and the results went to, when published)."""
+    errors: tuple[str, ...] = ()
+    """What failed outside any interaction: a pact that could not be loaded, say."""
+    notes: tuple[str, ...] = ()
+    """What the verifier said that fails nothing: that a broker had no pact for the provider."""
 
     @property
     def failures(self) -> tuple[InteractionResult, ...]:
@@ -519,13 +523,21 @@ def _run_verifier(
             verifier.set_publish_options(
                 publish.version, url=publish.build_url, branch=publish.branch, tags=list(publish.tags)
             )
-        with contextlib.suppress(RuntimeError):  # failures are read from the results below
+        stopped = False
+        try:
             verifier.verify()
+        except RuntimeError:  # failures are read from the results below
+            stopped = True
         results = verifier.results
         output = verifier.output(strip_ansi=True)
 
     interactions = tuple(_interaction_result(r) for r in results.get("interactionResults", []))
     expected = sum(len(interactions_of(d)) for d in source.files.values()) if source.broker is None else None
+    errors, notes = _outside_interactions(results, interactions)
+    if stopped and not (errors or notes or state_errors or any(not i.ok for i in interactions)):
+        # Seen when pact's native core panics on a pact it cannot read: it stops, reports nothing
+        # and calls the (empty) result a success. Unknown is not a pass.
+        errors += ("pact's verifier stopped without a result (a pact it could not read?): see its log on standard error",)
     verification = ProviderVerification(
         provider,
         url,
@@ -534,12 +546,31 @@ def _run_verifier(
         tuple(state_errors),
         output,
         broker=source.broker.url if source.broker else None,
+        errors=errors,
+        notes=notes,
     )
     failing = [i for i in interactions if not i.ok and (fail_on_pending or not i.pending)]
     counted = expected is None or len(interactions) == expected
-    if failing or state_errors or not counted:
+    if failing or state_errors or errors or not counted:
         raise ProviderVerificationError(_failure_report(verification, failing, expected), verification)
     return verification
+
+
+def _outside_interactions(
+    results: Mapping[str, Any], interactions: tuple[InteractionResult, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The verifier's errors that belong to no interaction (a pact it could not load), and apart
+    from them the note that a broker had no pact to verify: nothing to verify fails nothing."""
+    described = {i.description for i in interactions}
+    found = []
+    for error in results.get("errors", []):
+        if not isinstance(error, Mapping) or error.get("interaction") in described:
+            continue
+        mismatch = error.get("mismatch")
+        message = mismatch.get("message") if isinstance(mismatch, Mapping) else None
+        found.append(f"{error.get('interaction') or 'error'}: {message or mismatch}")
+    notes = tuple(f for f in found if "No pacts found for provider" in f)
+    return tuple(f for f in found if f not in notes), notes
 
 
 def _add_broker(verifier: Any, broker: BrokerSource) -> None:
@@ -614,7 +645,7 @@ def _failure_report(
         f"provider {verification.provider!r} at {verification.url} fails {len(failing)} of "
         f"{len(verification.interactions)} interaction(s) in {files}"
     ]
-    lines += [f"  {error}" for error in verification.state_errors]
+    lines += [f"  {error}" for error in (*verification.state_errors, *verification.errors)]
     for result in failing:
         lines.append(f"  {result.line()}")
         lines += [f"      {m}" for m in result.mismatches]

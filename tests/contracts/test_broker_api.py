@@ -9,6 +9,7 @@ import copy
 import importlib.util
 import json
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from datetime import date
@@ -239,6 +240,28 @@ def test_selectors_choose_which_pacts_and_wip_pacts_come_too(served: tuple[Contr
     assert "a charge in a currency, on a feature branch" in {i.description for i in branch.interactions}
     assert "a charge" in {i.description for i in branch.interactions}
     assert store.verifications("order", "payment", sha)[-1].success
+
+
+def test_a_provider_that_no_consumer_has_a_pact_with_has_nothing_to_verify(served: tuple[ContractStore, str]) -> None:
+    store, url = served
+    store.add_version("payment", "1.0.0")
+    result = verify_provider("payment", create_app("payment"), BrokerSource(url), publish=PublishResults("1.0.0"))
+    assert result.interactions == ()
+    assert result.errors == ()
+    assert ["No pacts found for provider 'payment'" in note for note in result.notes] == [True]
+
+
+def test_a_pact_the_verifier_cannot_read_fails_the_verification(served: tuple[ContractStore, str]) -> None:
+    store, url = served
+    published = store.publish_pact(json.loads((PACTS / "order-payment.json").read_text()), "1.0.0")
+    # A pact written into the store by something that did not check it: pact's core stops on it
+    # and calls the empty result a success.
+    broken = copy.deepcopy(dict(published.content))
+    broken["interactions"][0]["response"]["status"] = "two hundred"
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE pact_versions SET content = ? WHERE sha = ?", (json.dumps(broken), published.sha))
+    with pytest.raises(ProviderVerificationError, match="pact's verifier stopped without a result"):
+        verify_provider("payment", create_app("payment", inspect=True), BrokerSource(url), provider_states("payment"))
 
 
 BAD_REQUESTS = [

@@ -112,6 +112,10 @@ def test_a_malformed_pact_is_refused_naming_it_and_nothing_is_written(store: Con
     empty["interactions"] = []
     with pytest.raises(StoreError, match="has no interactions"):
         store.publish_pact(empty, "1.0.0")
+    odd = pact()
+    odd["interactions"][0]["response"]["status"] = "two hundred"
+    with pytest.raises(PactFileError, match="'a charge': its response status is not a number"):
+        store.publish_pact(odd, "1.0.0")
     assert store.pacticipants() == []
 
 
