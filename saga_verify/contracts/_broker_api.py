@@ -498,9 +498,17 @@ class _Server(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Requests the base class refuses itself (a malformed request line, headers too long) are
+    # answered in JSON too: the clients print what they are given.
+    error_content_type = "application/json"
+    error_message_format = '{"error": "%(code)d %(message)s: %(explain)s"}'
 
     def _serve(self) -> None:
         split = urlsplit(self.path)
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True  # what follows on the connection is a body not read
+            self._send(411, {"error": "send the request body with a Content-Length, not chunked"})
+            return
         length = self.headers.get("Content-Length") or "0"
         if not length.isdigit() or int(length) > MAX_BODY:
             self._send(413 if length.isdigit() else 400, {"error": f"a request body of {length!r} bytes is not taken"})
@@ -527,9 +535,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", HAL)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the clients say what they did."""

@@ -16,9 +16,12 @@ from datetime import date
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from saga_verify._runtimes._asgi import SyncASGITransport
 from saga_verify.contracts import (
@@ -325,3 +328,47 @@ def test_bad_requests_get_a_4xx_that_says_why(
     assert says in answer.text
     assert answer.json()  # always JSON, which the clients print
     assert store.pacticipants() == ["order", "payment"]  # and nothing was written
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client() as shared:  # a new client each request costs tens of milliseconds
+        yield shared
+
+
+SEGMENTS = ["pacticipants", "pacts", "provider", "consumer", "payment", "order", "versions", "1.0.0", "branches", "main",
+            "environments", "matrix", "for-verification", "pact-version", "metadata", "verification-results", "latest",
+            "contracts", "publish", "deployed-versions", "environment", "tags", "%00", "%2F", "..", "x" * 300, "\u00e9"]  # fmt: skip
+
+
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+    segments=st.lists(st.sampled_from(SEGMENTS) | st.text(min_size=1, max_size=8).map(lambda t: quote(t, safe="")), max_size=9),
+    query=st.lists(st.tuples(st.sampled_from(["q[][pacticipant]", "q[][version]", "q[][latest]", "environment", "ignore[][pacticipant]", "x"]),
+                             st.text(max_size=6)), max_size=4),
+    body=st.none() | st.binary(max_size=64) | st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+            ["name", "success", "providerApplicationVersion", "pacticipantName", "pacticipantVersionNumber", "contracts",
+             "consumerVersionSelectors", "includePendingStatus", "production", "testResults", "content", "specification"]), inner, max_size=4),
+        max_leaves=8,
+    ).map(lambda v: json.dumps(v).encode()),
+)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_no_request_gets_a_5xx(
+    served: tuple[ContractStore, str],
+    client: httpx.Client,
+    method: str,
+    segments: list[str],
+    query: list[tuple[str, str]],
+    body: bytes | None,
+) -> None:
+    store, url = served
+    if not store.pacticipants():
+        store.publish_pact(json.loads((PACTS / "order-payment.json").read_text()), "1.0.0", branch="main")
+        store.create_environment("production")
+    path = "/" + "/".join(segments) + ("?" + urlencode(query) if query else "")
+    answer = client.request(method, url + path, content=body)
+    assert answer.status_code < 500, (method, path, body, answer.text)
+    if method != "HEAD":
+        assert isinstance(answer.json(), dict)
