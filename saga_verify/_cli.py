@@ -31,7 +31,7 @@ def _runtime(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saga-verify", description="Find the failure schedules under which a saga breaks its promises.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,explore,replay,contracts}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,explore,replay,plan-schema,contracts}")
 
     def search_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=whole_number(0), default=0, help="seed of the Hypothesis phase (default 0)")
