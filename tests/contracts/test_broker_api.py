@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from saga_verify._runtimes._asgi import SyncASGITransport
+from saga_verify._world._asgi import SyncASGITransport
 from saga_verify.contracts import (
     BrokerSource,
     ContractStore,
