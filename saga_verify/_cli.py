@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _cli_contracts
 from ._options import whole_number
 from ._runtimes import RUNTIMES
 
@@ -30,7 +31,7 @@ def _runtime(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saga-verify", description="Find the failure schedules under which a saga breaks its promises.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,explore,replay}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,explore,replay,plan-schema,contracts}")
 
     def search_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=whole_number(0), default=0, help="seed of the Hypothesis phase (default 0)")
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         help="append a pytest test to FILE that replays the plan and asserts that the invariants it broke hold",
     )
     sub.add_parser("plan-schema", help="print the JSON Schema of plan files (contracts/plan.schema.json)")
+    _cli_contracts.add_parser(sub)
     return parser
 
 
@@ -77,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _explore(args)
         if args.command == "plan-schema":
             return _plan_schema()
+        if args.command == "contracts":
+            return _cli_contracts.run(args)
         return _replay(args)
     except SagaVerifyError as exc:
         print(f"saga-verify: error: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from . import _testrun
 from ._options import whole_number
 
 if TYPE_CHECKING:
@@ -173,8 +174,17 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Stop the services the session placed on a runtime (processes, containers), and write the
-    HTML report when one is asked for."""
+    """Stop the services the session placed on a runtime (processes, containers), remove what
+    renamed or deleted consumer tests left in the pacts, and write the HTML report when one is
+    asked for."""
+    run = _testrun.current()
+    try:
+        if run.pact_dirs:
+            from .contracts._pact_writing import prune_stale_interactions
+
+            prune_stale_interactions(run)
+    finally:
+        _testrun.session_finished()
     runtimes = sys.modules.get("saga_verify._runtimes")
     if runtimes is not None:  # only if a test placed any: the plugin imports nothing by itself
         runtimes.stop_services()
@@ -217,10 +227,21 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                 terminalreporter.write_line(line)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "saga_verify" in getattr(item, "fixturenames", ()):
             item.add_marker(MARKER)
+    # Before -k, -m and --deselect take theirs out: the tests that exist, for the pact writer.
+    _testrun.note_collection(config, items)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _testrun.note_report(report.nodeid, report.when, report.outcome)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _testrun.session_started()
 
 
 class SagaVerifier:

@@ -29,11 +29,37 @@ OpenAPI conformance and the Idempotency-Key contract:
   `IdempotentOperation`s it is given, and raises `IdempotencyError` listing what broke.
 
 Schemathesis is imported only when a conformance run starts.
+
+Deployment gates:
+
+- `ContractStore` keeps pacts, verification results, OpenAPI documents and event schemas per
+  participant version and branch, and environments with what is deployed there, in one SQLite
+  file (``.saga-verify/contracts.db`` by default); every change is one transaction.
+- `can_i_deploy` answers whether a version may go to an environment, as a `Decision` naming each
+  blocking `Pair` (never verified, failed, pending); `select_pacts` picks what a provider verifies
+  (consumer version selectors, pending and work-in-progress pacts).
+- `serve_store` serves a store with the Pact Broker API the official clients use; `BrokerSource`
+  and `PublishResults` make `verify_provider` take its pacts from there (or a Pact Broker) and
+  publish the results; `PactBroker` runs the ``pact broker`` CLI against a real one.
+- `diff_openapi` classifies the changes between two OpenAPI documents (`OpenApiDiff`, `Change`),
+  naming the consumers each breaks; `check_event_schemas` checks event schema versions per
+  producer-consumer edge (`EventCheck`, `Finding`).
 """
 
 from __future__ import annotations
 
+from ._broker_api import serve_store
+from ._broker_client import BrokerError, PactBroker
 from ._conformance import ConformanceError, ConformanceFailure, ConformanceResult, SpecError, check_conformance
+from ._errors import (
+    ContractError,
+    PactConflictError,
+    PactFileError,
+    ProviderStateError,
+    ProviderUnreachableError,
+)
+from ._event_compat import EventCheck, EventSchema, Finding, check_event_schemas, load_event_schema
+from ._gate import Decision, Pair, can_i_deploy
 from ._idempotency import (
     IDEMPOTENCY_CHECKS,
     IdempotencyError,
@@ -42,51 +68,77 @@ from ._idempotency import (
     IdempotentOperation,
     check_idempotency,
 )
-from ._pact import (
-    ContractError,
+from ._openapi_diff import Change, OpenApiDiff, diff_openapi
+from ._pact_files import pact_path
+from ._pact_verification import (
+    BrokerSource,
     InteractionResult,
     MessageProducer,
-    PactConflictError,
-    PactFileError,
     ProviderState,
-    ProviderStateError,
-    ProviderUnreachableError,
     ProviderVerification,
     ProviderVerificationError,
+    PublishResults,
     StateHandler,
-    consumer_pact,
-    pact_path,
     serve_asgi,
     verify_provider,
-    write_pact,
 )
+from ._pact_writing import consumer_pact, write_pact
+from ._records import Deployment, Environment, Pact, StoreError, UnknownError, Verification, Version
+from ._selection import VerifiablePact, select_pacts
+from ._store import ContractStore
 
 __all__ = [
     "IDEMPOTENCY_CHECKS",
+    "BrokerError",
+    "BrokerSource",
+    "Change",
     "ConformanceError",
     "ConformanceFailure",
     "ConformanceResult",
     "ContractError",
+    "ContractStore",
+    "Decision",
+    "Deployment",
+    "Environment",
+    "EventCheck",
+    "EventSchema",
+    "Finding",
     "IdempotencyError",
     "IdempotencyFinding",
     "IdempotencyResult",
     "IdempotentOperation",
     "InteractionResult",
     "MessageProducer",
+    "OpenApiDiff",
+    "Pact",
+    "PactBroker",
     "PactConflictError",
     "PactFileError",
+    "Pair",
     "ProviderState",
     "ProviderStateError",
     "ProviderUnreachableError",
     "ProviderVerification",
     "ProviderVerificationError",
+    "PublishResults",
     "SpecError",
     "StateHandler",
+    "StoreError",
+    "UnknownError",
+    "VerifiablePact",
+    "Verification",
+    "Version",
+    "can_i_deploy",
     "check_conformance",
+    "check_event_schemas",
     "check_idempotency",
     "consumer_pact",
+    "diff_openapi",
+    "load_event_schema",
     "pact_path",
+    "select_pacts",
     "serve_asgi",
+    "serve_store",
     "verify_provider",
     "write_pact",
 ]

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..errors import OptionError
-from ._pact import ContractError, ProviderUnreachableError
+from ._errors import ContractError, ProviderUnreachableError, SpecError
 
 if TYPE_CHECKING:
     from schemathesis.generation.case import Case
@@ -62,10 +62,6 @@ _ANNOTATIONS = frozenset({"type", "minLength", "maxLength", "description", "titl
 
 
 # --- errors and results ---------------------------------------------------------------------------
-
-
-class SpecError(ContractError, ValueError):
-    """An OpenAPI document is missing, unreadable, or not an OpenAPI document; the message names it."""
 
 
 class ConformanceError(ContractError, AssertionError):

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from ..errors import OptionError
-from ._pact import ContractError, ProviderUnreachableError
+from ._errors import ContractError, ProviderUnreachableError
 
 __all__ = [
     "IDEMPOTENCY_CHECKS",

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from saga_verify.contracts import PactConflictError, PactFileError, consumer_pact, pact_path
+from saga_verify.contracts import ContractError, PactConflictError, PactFileError, consumer_pact, pact_path
 
 
 def add_interaction(pact_dir: Path, description: str, amount: int = 1, *, run_id: str = "run-1") -> None:
@@ -62,6 +62,8 @@ def test_one_description_declared_twice_in_a_pact_fails_at_once(tmp_path: Path) 
         pact.upon_receiving("a charge").with_request("POST", "/charges").will_respond_with(201)
         with pytest.raises(PactConflictError, match=r"already has an interaction 'a charge'.*silently replace"):
             pact.upon_receiving("a charge")
+        with pact.serve(addr="127.0.0.1") as server:
+            httpx.post(f"{server.url}/charges")
     assert [i["response"] for i in interactions(tmp_path)] == [{"status": 201}]
 
 
@@ -147,3 +149,145 @@ def test_pact_writing_is_safe_under_pytest_xdist(tmp_path: Path, repetition: int
     assert run.returncode == 0, run.stdout + run.stderr
     assert "40 passed" in run.stdout
     assert [i["description"] for i in interactions(pact_dir)] == [f"charge {n:02d}" for n in range(40)]
+
+
+def test_an_interaction_no_consumer_code_exercised_is_not_written(tmp_path: Path) -> None:
+    with (
+        pytest.raises(ContractError, match=r"(?s)never exercised.*'a charge' \(HTTP: serve it with pact\.serve\(\)"),
+        consumer_pact("order", "payment", tmp_path) as pact,
+    ):
+        pact.upon_receiving("a charge").with_request("POST", "/charges").will_respond_with(201)
+    assert not pact_path(tmp_path, "order", "payment").exists()
+
+
+def test_a_message_the_consumer_never_handled_is_not_written(tmp_path: Path) -> None:
+    with (
+        pytest.raises(ContractError, match=r"'a payment\.charged event' \(Async: .*pact\.verify\(handler, 'Async'\)"),
+        consumer_pact("audit", "payment", tmp_path) as pact,
+    ):
+        pact.upon_receiving("a payment.charged event", "Async").with_body({"type": "payment.charged"}, "application/json")
+    assert not pact_path(tmp_path, "audit", "payment").exists()
+
+
+def test_handling_the_messages_does_not_count_for_an_http_interaction(tmp_path: Path) -> None:
+    def messages_only() -> None:
+        with consumer_pact("audit", "payment", tmp_path) as pact:
+            pact.upon_receiving("a payment.charged event", "Async").with_body({"type": "payment.charged"}, "application/json")
+            pact.upon_receiving("a charge").with_request("POST", "/charges").will_respond_with(201)
+            pact.verify(lambda body, metadata: None, "Async")
+
+    with pytest.raises(ContractError, match=r"(?s)never exercised.*'a charge' \(HTTP"):
+        messages_only()
+    assert not pact_path(tmp_path, "audit", "payment").exists()
+
+
+def test_a_message_handler_gets_a_json_body_as_a_dict(tmp_path: Path) -> None:
+    received: list[object] = []
+    with consumer_pact("audit", "payment", tmp_path) as pact:
+        pact.upon_receiving("a payment.charged event", "Async").with_body(
+            {"type": "payment.charged", "data": {"amount": 100}}, "application/json"
+        )
+        pact.verify(lambda body, metadata: received.append(body), "Async")
+    assert received == [{"type": "payment.charged", "data": {"amount": 100}}]
+
+
+def test_a_pact_folder_that_is_a_file_is_named_before_the_test_runs(tmp_path: Path) -> None:
+    taken = tmp_path / "pacts"
+    taken.write_text("not a folder")
+    ran = False
+
+    def consumer_test() -> None:
+        nonlocal ran
+        with consumer_pact("order", "payment", taken):
+            ran = True
+
+    with pytest.raises(PactFileError, match=rf"the pact folder {taken} is a file"):
+        consumer_test()
+    assert not ran
+    assert taken.read_text() == "not a folder"
+
+
+CONSUMER_TESTS = """
+    import httpx
+
+    from saga_verify.contracts import consumer_pact
+
+
+    def charge(description):
+        with consumer_pact("order", "payment", "pacts") as pact:
+            pact.upon_receiving(description).with_request("POST", "/charges").will_respond_with(201)
+            with pact.serve(addr="127.0.0.1") as server:
+                httpx.post(f"{{server.url}}/charges")
+
+"""
+
+
+def write_tests(folder: Path, name: str, tests: dict[str, str]) -> None:
+    """A test module of consumer tests: test name -> the description it writes."""
+    body = "".join(f"\ndef {test}():\n    charge({description!r})\n\n" for test, description in tests.items())
+    (folder / name).write_text(textwrap.dedent(CONSUMER_TESTS.format()) + body)
+
+
+def run_pytest(folder: Path, *args: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=folder,
+        env={**os.environ, "PACT_DO_NOT_TRACK": "true"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def descriptions(folder: Path) -> list[str]:
+    return [str(i["description"]) for i in interactions(folder / "pacts")]
+
+
+def test_a_run_of_the_consumer_suite_leaves_only_what_it_wrote(tmp_path: Path) -> None:
+    write_tests(tmp_path, "test_charges.py", {"test_charge": "a charge", "test_declined": "a declined charge"})
+    write_tests(tmp_path, "test_refunds.py", {"test_refund": "a charge to refund"})
+    run_pytest(tmp_path)
+    assert descriptions(tmp_path) == ["a charge", "a charge to refund", "a declined charge"]
+    written = interactions(tmp_path / "pacts")
+    assert written[0]["comments"] == {"testname": "test_charges.py::test_charge"}
+
+    # A description renamed, a test deleted, a whole module deleted: none of them leaves a trace.
+    write_tests(tmp_path, "test_charges.py", {"test_charge": "a charge of 100"})
+    (tmp_path / "test_refunds.py").unlink()
+    run_pytest(tmp_path)
+    assert descriptions(tmp_path) == ["a charge of 100"]
+
+
+@pytest.mark.slow
+def test_a_partial_run_keeps_what_the_tests_it_did_not_run_wrote(tmp_path: Path) -> None:
+    write_tests(tmp_path, "test_charges.py", {"test_charge": "a charge", "test_declined": "a declined charge"})
+    write_tests(tmp_path, "test_refunds.py", {"test_refund": "a charge to refund"})
+    run_pytest(tmp_path)
+    run_pytest(tmp_path, "test_charges.py::test_charge")
+    run_pytest(tmp_path, "-k", "declined")
+    run_pytest(tmp_path, "test_refunds.py")
+    assert descriptions(tmp_path) == ["a charge", "a charge to refund", "a declined charge"]
+
+
+@pytest.mark.slow
+def test_a_consumer_whose_tests_are_all_gone_leaves_no_pact(tmp_path: Path) -> None:
+    write_tests(tmp_path, "test_charges.py", {"test_charge": "a charge"})
+    (tmp_path / "test_other.py").write_text(
+        textwrap.dedent(CONSUMER_TESTS.format()).replace('"order", "payment"', '"order", "shipping"')
+        + "\ndef test_ship():\n    charge('a shipment')\n"
+    )
+    run_pytest(tmp_path)
+    assert pact_path(tmp_path / "pacts", "order", "shipping").exists()
+    (tmp_path / "test_other.py").unlink()
+    run_pytest(tmp_path)
+    assert not pact_path(tmp_path / "pacts", "order", "shipping").exists()
+    assert descriptions(tmp_path) == ["a charge"]
+
+
+def test_a_session_run_inside_this_one_leaves_this_ones_pacts_alone(tmp_path: Path, pytester: pytest.Pytester) -> None:
+    add_interaction(tmp_path, "a charge")
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert [i["description"] for i in interactions(tmp_path)] == ["a charge"]

@@ -203,3 +203,49 @@ def test_a_failing_pending_interaction_is_reported_and_can_be_let_through(tmp_pa
     [failure] = result.failures
     assert failure.pending
     assert failure.description == "a refund replayed with its idempotency key"
+
+
+def v3_message_pact(v4: dict[str, Any]) -> dict[str, Any]:
+    """The same message pact in the V3 format: top-level ``messages``, each body under ``contents``."""
+    messages = [
+        {
+            "description": i["description"],
+            "contents": i["contents"]["content"],
+            "metadata": i.get("metadata", {}),
+            "matchingRules": i.get("matchingRules", {}),
+            "providerStates": i.get("providerStates", []),
+        }
+        for i in v4["interactions"]
+    ]
+    return {
+        "consumer": v4["consumer"],
+        "provider": v4["provider"],
+        "messages": messages,
+        "metadata": {"pactSpecification": {"version": "3.0.0"}},
+    }
+
+
+def test_a_v3_message_pact_is_verified(tmp_path: Path) -> None:
+    audit = json.loads((PACTS / "audit-payment.json").read_text())
+    path = write_pact(tmp_path, v3_message_pact(audit), "audit-payment.json")
+    app = create_app("payment", inspect=True)
+    with httpx.Client(transport=SyncASGITransport(app), base_url="http://payment") as client:
+        result = verify_provider("payment", app, path, messages=event_producer("payment", client))
+    assert sorted(i.description for i in result.interactions) == ["a payment.charged event", "a payment.refunded event"]
+    assert result.failures == ()
+
+
+def test_a_v3_message_pact_without_a_producer_fails_fast_naming_its_messages(tmp_path: Path) -> None:
+    audit = json.loads((PACTS / "audit-payment.json").read_text())
+    write_pact(tmp_path, v3_message_pact(audit), "audit-payment.json")
+    with pytest.raises(ProviderStateError, match=r"'a payment\.charged event' in .*audit-payment\.json"):
+        verify_provider("payment", create_app("payment"), tmp_path)
+
+
+def test_a_json_file_that_is_not_a_pact_does_not_stop_the_verification(tmp_path: Path) -> None:
+    write_pact(tmp_path, pact_of("payment"))
+    (tmp_path / "package.json").write_text(json.dumps({"name": "shop-frontend", "version": "1.0.0"}))
+    (tmp_path / "list.json").write_text("[1, 2, 3]")
+    result = verify_provider("payment", create_app("payment", inspect=True), tmp_path, STATES["payment"])
+    assert result.pact_files == (tmp_path / "order-payment.json",)
+    assert result.failures == ()

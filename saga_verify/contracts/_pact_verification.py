@@ -1,6 +1,6 @@
-"""Pact on both sides, made safe: consumer pacts written without losing or silently replacing
-interactions (one private file per writer, merged under a file lock), and provider verification
-that fails fast and says what broke.
+"""Provider verification that fails fast and says what broke: a provider (an ASGI app or a URL)
+replayed against its pacts from files or from a broker (pact-python's own broker support:
+consumer version selectors, pending and WIP pacts, publishing the results).
 
 pact-python (4.x, FFI based) is imported only inside the functions that use it.
 """
@@ -9,274 +9,27 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
-import functools
-import hashlib
 import http.server
 import json
 import os
 import socket
-import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from .._files import write_atomically
-from ..errors import SagaVerifyError
-
-if TYPE_CHECKING:
-    from pact import Pact
-    from pact.interaction import AsyncMessageInteraction, HttpInteraction, SyncMessageInteraction
-
-
-
-# --- errors -------------------------------------------------------------------------------------
-
-
-class ContractError(SagaVerifyError):
-    """Root of the errors the contract layer raises on purpose."""
-
-
-class PactFileError(ContractError, ValueError):
-    """A pact file (or folder of pacts) is missing, malformed, or holds no pact for the provider."""
-
-
-class PactConflictError(ContractError):
-    """Two interactions of one pact share a description but differ: pact-python would silently
-    keep only the last one."""
-
-
-class ProviderStateError(ContractError):
-    """A pact needs a provider state that has no handler."""
-
-
-class ProviderUnreachableError(ContractError):
-    """The provider under verification does not answer."""
-
-
-class ProviderVerificationError(ContractError, AssertionError):
-    """The provider does not honour its pacts; the message lists every failing interaction."""
-
-    def __init__(self, message: str, verification: ProviderVerification) -> None:
-        super().__init__(message)
-        #: The whole result, for programmatic use.
-        self.verification = verification
-
-
-def _telemetry_off() -> None:
-    # The native library sends usage events unless told not to; set before pact initialises it.
-    os.environ["PACT_DO_NOT_TRACK"] = "true"
-
-
-# --- consumer side: writing pacts ---------------------------------------------------------------
-
-#: Interactions written by one test run are checked against each other for conflicts; those left
-#: in the file by an earlier run are simply replaced. pytest-xdist gives its workers one run id.
-_PROCESS_RUN = f"process-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-
-
-def _default_run_id() -> str:
-    return os.environ.get("PYTEST_XDIST_TESTRUNUID") or _PROCESS_RUN
-
-
-def pact_path(pact_dir: str | os.PathLike[str], consumer: str, provider: str) -> Path:
-    """Where the pact between ``consumer`` and ``provider`` lives: ``<pact_dir>/<consumer>-<provider>.json``."""
-    return Path(pact_dir) / f"{consumer}-{provider}.json"
-
-
-@functools.cache
-def _checked_pact_class() -> type[Pact]:
-    from pact import Pact
-
-    class CheckedPact(Pact):
-        """A Pact that refuses a second interaction with a description it already holds, where
-        pact-python would silently replace the first."""
-
-        @overload
-        def upon_receiving(self, description: str, interaction: Literal["HTTP"] = ...) -> HttpInteraction: ...
-        @overload
-        def upon_receiving(self, description: str, interaction: Literal["Async"]) -> AsyncMessageInteraction: ...
-        @overload
-        def upon_receiving(self, description: str, interaction: Literal["Sync"]) -> SyncMessageInteraction: ...
-
-        def upon_receiving(
-            self, description: str, interaction: Literal["HTTP", "Sync", "Async"] = "HTTP"
-        ) -> HttpInteraction | AsyncMessageInteraction | SyncMessageInteraction:
-            seen: set[str] = self.__dict__.setdefault("_saga_verify_descriptions", set())
-            if description in seen:
-                raise PactConflictError(
-                    f"the pact {self.consumer}-{self.provider} already has an interaction {description!r}; "
-                    "pact-python would silently replace it: give each interaction its own description"
-                )
-            seen.add(description)
-            return super().upon_receiving(description, interaction)
-
-    CheckedPact.__module__ = __name__
-    return CheckedPact
-
-
-@contextlib.contextmanager
-def consumer_pact(
-    consumer: str, provider: str, pact_dir: str | os.PathLike[str], *, run_id: str | None = None
-) -> Iterator[Pact]:
-    """A fresh V4 ``pact.Pact`` for one consumer test, merged into ``<pact_dir>/<consumer>-<provider>.json``
-    when the block ends without an exception (a mock server with unmatched requests raises, so
-    nothing is written then).
-
-    Safe under pytest-xdist and across processes: see `write_pact`. Declaring one description
-    twice in the block raises `PactConflictError` at once.
-    """
-    _telemetry_off()
-    pact = _checked_pact_class()(consumer, provider)
-    yield pact
-    write_pact(pact, pact_dir, run_id=run_id)
-
-
-def write_pact(pact: Pact, pact_dir: str | os.PathLike[str], *, run_id: str | None = None) -> Path:
-    """Merge ``pact``'s interactions into ``<pact_dir>/<consumer>-<provider>.json`` and return its path.
-
-    pact-python's own writer loses interactions and fails when several processes write one file.
-    Here the pact is first written to a private folder, then merged under an exclusive lock
-    (``fcntl.flock``) and replaced atomically (temporary file + ``os.replace``). Interactions are
-    deduplicated by description and sorted by it; the JSON has sorted keys and an indent of 2, so
-    a regenerated pact diffs cleanly.
-
-    Within one run (``run_id``; by default the pytest-xdist run, else this process), the same
-    description with different content raises `PactConflictError`. An interaction an earlier run
-    left in the file is replaced by this run's version; one no test writes any more stays until
-    the file is deleted and regenerated.
-    """
-    _telemetry_off()
-    with tempfile.TemporaryDirectory(prefix="saga-verify-pact-") as private:
-        pact.write_file(private, overwrite=True)
-        written = sorted(Path(private).glob("*.json"))
-        if len(written) != 1:
-            raise ContractError(f"pact-python wrote {len(written)} files for {pact.consumer}-{pact.provider}, not 1")
-        fresh = _load_pact(written[0])
-    target = pact_path(pact_dir, pact.consumer, pact.provider)
-    _merge_into(target, fresh, run_id or _default_run_id())
-    return target
-
-
-def _digest(interaction: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(interaction, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _dump(document: Any) -> str:
-    return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-
-
-@contextlib.contextmanager
-def _locked(target: Path) -> Iterator[Path]:
-    """Hold an exclusive lock for ``target``; yield the path of this run's record for it. The lock
-    lives in the temporary folder, not beside the pact, so the pacts folder holds only pacts."""
-    name = hashlib.sha256(str(target.resolve()).encode()).hexdigest()[:24]
-    folder = Path(tempfile.gettempdir()) / "saga-verify-pact-locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{name}.lock", "a+b") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield folder / f"{name}.run.json"
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-
-
-def _merge_into(target: Path, fresh: dict[str, Any], run_id: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(target) as record_path:
-        before = _read_pact(target) if target.exists() else None
-        existing = None if before is None else _parse_pact(before, target)
-        if existing is not None:
-            for side in ("consumer", "provider"):
-                if existing[side].get("name") != fresh[side].get("name"):
-                    raise PactFileError(
-                        f"{target}: its {side} is {existing[side].get('name')!r}, not {fresh[side].get('name')!r}"
-                    )
-        record = _read_record(record_path, run_id)
-        merged = {i["description"]: i for i in (existing or {}).get("interactions", [])}
-        for interaction in fresh["interactions"]:
-            description = interaction["description"]
-            digest = _digest(interaction)
-            if record.setdefault(description, digest) != digest:
-                raise PactConflictError(
-                    f"{target}: two interactions are both described {description!r} but differ; "
-                    "pact-python would silently keep only the last: give each its own description"
-                )
-            merged[description] = interaction
-        document = {**(existing or {}), **{k: v for k, v in fresh.items() if k != "interactions"}}
-        document["interactions"] = [merged[d] for d in sorted(merged)]
-        text = _dump(document)
-        if text != before:
-            write_atomically(target, text)
-        write_atomically(record_path, _dump({"run": run_id, "interactions": record}))
-
-
-def _read_record(path: Path, run_id: str) -> dict[str, str]:
-    """The descriptions (and content digests) this run has written so far; empty for a new run."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("run") != run_id or not isinstance(data.get("interactions"), dict):
-        return {}
-    return dict(data["interactions"])
-
-
-def _load_pact(path: Path) -> dict[str, Any]:
-    """A pact file's JSON, checked enough to be merged and verified; errors name the file."""
-    return _parse_pact(_read_pact(path), path)
-
-
-def _read_pact(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PactFileError(f"pact file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PactFileError(f"pact file {path} cannot be read: {exc}") from exc
-
-
-def _parse_pact(text: str, path: Path) -> dict[str, Any]:
-    try:
-        document = json.loads(text)
-    except ValueError as exc:
-        raise PactFileError(f"pact file {path} is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise PactFileError(f"pact file {path} is not a JSON object")
-    for side in ("consumer", "provider"):
-        part = document.get(side)
-        if not isinstance(part, dict) or not isinstance(part.get("name"), str):
-            raise PactFileError(f"pact file {path} has no {side} name")
-    interactions = document.get("interactions", [])
-    if not isinstance(interactions, list):
-        raise PactFileError(f"pact file {path}: 'interactions' is not a list")
-    for index, interaction in enumerate(interactions):
-        if not isinstance(interaction, dict) or not isinstance(interaction.get("description"), str):
-            raise PactFileError(f"pact file {path}: interaction #{index} has no description")
-        _states(interaction, path)
-    return document
-
-
-def _states(interaction: Mapping[str, Any], path: Path) -> list[str]:
-    """The provider states an interaction is given (V3/V4 ``providerStates``, V2 ``providerState``)."""
-    if "providerState" in interaction and "providerStates" not in interaction:
-        state = interaction["providerState"]
-        if not isinstance(state, str):
-            raise PactFileError(f"pact file {path}: {interaction['description']!r} has a malformed providerState")
-        return [state]
-    states = interaction.get("providerStates", [])
-    if not isinstance(states, list) or not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in states):
-        raise PactFileError(f"pact file {path}: {interaction['description']!r} has malformed providerStates")
-    return [s["name"] for s in states]
-
-
-# --- provider side: verification ----------------------------------------------------------------
+from ._errors import (
+    ContractError,
+    PactFileError,
+    ProviderStateError,
+    ProviderUnreachableError,
+)
+from ._pact_files import HTTP, MESSAGE, interactions_of, load_pact, pacts_in, states, telemetry_off
 
 
 @dataclass(frozen=True)
@@ -317,6 +70,75 @@ class InteractionResult:
         return f"{flag}  {self.consumer}: {self.description!r}{given}"
 
 
+class ProviderVerificationError(ContractError, AssertionError):
+    """The provider does not honour its pacts; the message lists every failing interaction."""
+
+    def __init__(self, message: str, verification: ProviderVerification) -> None:
+        super().__init__(message)
+        #: The whole result, for programmatic use.
+        self.verification = verification
+
+
+_SELECTOR_KEYS = {
+    "consumer": "consumer",
+    "tag": "tag",
+    "fallbackTag": "fallback_tag",
+    "latest": "latest",
+    "deployedOrReleased": "deployed_or_released",
+    "deployed": "deployed",
+    "released": "released",
+    "environment": "environment",
+    "mainBranch": "main_branch",
+    "branch": "branch",
+    "matchingBranch": "matching_branch",
+    "fallbackBranch": "fallback_branch",
+}
+
+
+@dataclass(frozen=True)
+class BrokerSource:
+    """Pacts to verify from a Pact Broker (or ``saga-verify contracts serve``), chosen by the broker
+    the way pact's own verifier asks for them."""
+
+    url: str
+    selectors: tuple[Mapping[str, Any], ...] = ()
+    """Consumer version selectors, as the broker spells them: ``{"mainBranch": True}``,
+    ``{"deployedOrReleased": True}``, ``{"branch": "feat-x", "consumer": "order"}``. None: the broker's default."""
+    include_pending: bool = True
+    """Ask the broker which pacts are pending: a pending pact's failure does not fail the build."""
+    wip_since: date | str | None = None
+    """Also verify work-in-progress pacts published since this date (``"2024-01-31"``)."""
+    provider_branch: str | None = None
+    """The branch of the provider version being verified: pending is decided per branch."""
+    token: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for selector in self.selectors:
+            unknown = sorted(set(selector) - set(_SELECTOR_KEYS))
+            if unknown:
+                raise ValueError(
+                    f"consumer version selector {dict(selector)!r} has unknown key(s) {', '.join(unknown)}; "
+                    f"known: {', '.join(_SELECTOR_KEYS)}"
+                )
+        if isinstance(self.wip_since, str):
+            try:
+                date.fromisoformat(self.wip_since)
+            except ValueError:
+                raise ValueError(f"wip_since {self.wip_since!r} is not a date (YYYY-MM-DD)") from None
+
+
+@dataclass(frozen=True)
+class PublishResults:
+    """Publish the verification results to the broker the pacts came from, as this provider version."""
+
+    version: str
+    branch: str | None = None
+    build_url: str | None = None
+    tags: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class ProviderVerification:
     """The result of verifying one provider against its pacts."""
@@ -324,11 +146,18 @@ class ProviderVerification:
     provider: str
     url: str
     pact_files: tuple[Path, ...]
+    """The pact files verified; empty when the pacts came from a broker."""
     interactions: tuple[InteractionResult, ...]
     state_errors: tuple[str, ...] = ()
     """State handlers that raised (reported instead of letting pact retry them for minutes)."""
     output: str = field(default="", repr=False)
     """The verifier's own report, without colour."""
+    broker: str | None = None
+    """The broker the pacts came from (and the results went to, when published)."""
+    errors: tuple[str, ...] = ()
+    """What failed outside any interaction: a pact that could not be loaded, say."""
+    notes: tuple[str, ...] = ()
+    """What the verifier said that fails nothing: that a broker had no pact for the provider."""
 
     @property
     def failures(self) -> tuple[InteractionResult, ...]:
@@ -338,45 +167,93 @@ class ProviderVerification:
 def verify_provider(
     provider: str,
     app_or_url: Any,
-    pacts: str | os.PathLike[str],
+    pacts: str | os.PathLike[str] | BrokerSource,
     state_handlers: Mapping[str, StateHandler] | None = None,
     *,
-    fail_on_pending: bool = True,
+    fail_on_pending: bool | None = None,
     timeout: float = 5.0,
     messages: MessageProducer | Mapping[str, MessageProducer] | None = None,
+    publish: PublishResults | None = None,
 ) -> ProviderVerification:
-    """Verify ``provider`` against every pact for it in ``pacts`` (a folder or one file).
+    """Verify ``provider`` against every pact for it in ``pacts``: a folder, one file, or a
+    `BrokerSource` (a Pact Broker, or the contract store served by ``saga-verify contracts serve``).
 
     ``app_or_url`` is an ASGI app, served with uvicorn on 127.0.0.1 (a free port, ``TCP_NODELAY``)
     for the length of the verification, or the base URL of a running provider. Every provider
-    state the pacts name needs a handler in ``state_handlers``; a missing one raises
-    `ProviderStateError` before anything runs. A handler that raises is reported, not retried.
+    state the pacts name needs a handler in ``state_handlers``; with pact files a missing one
+    raises `ProviderStateError` before anything runs, with a broker it fails the interactions that
+    need it. A handler that raises is reported, not retried.
 
     Returns the result when every interaction passes; otherwise raises `ProviderVerificationError`
-    listing each failing interaction, pending ones included unless ``fail_on_pending`` is False.
-    A missing or malformed pact raises `PactFileError`; a provider URL that does not answer within
-    ``timeout`` seconds raises `ProviderUnreachableError`.
+    listing each failing interaction. A failing pending interaction fails too unless
+    ``fail_on_pending`` is False; by default it is True for pact files and False for a broker
+    (the broker says which pacts are pending: a consumer's new expectation does not fail the
+    provider's build until it has passed once). A missing or malformed pact raises
+    `PactFileError`; a provider URL or a broker that does not answer within ``timeout`` seconds
+    raises `ProviderUnreachableError`.
 
     Message pacts (asynchronous message interactions: the events a provider publishes) need
     ``messages``: one function that makes the message a description names, or a dict of them by
     description. Each must produce the message the way the provider really does (drive the
-    provider, then read what it published), or the verification proves nothing. A message
-    interaction no producer covers raises `ProviderStateError` before anything runs.
+    provider, then read what it published), or the verification proves nothing. With pact files,
+    a message interaction no producer covers raises `ProviderStateError` before anything runs.
+
+    ``publish`` sends the results to the broker as that provider version (pact's own publishing).
     """
-    _telemetry_off()
+    telemetry_off()
     handlers = dict(state_handlers or {})
-    pact_files = _pacts_for(provider, Path(pacts))
-    _check_states(pact_files, handlers)
-    producer = _check_messages(pact_files, messages)
+    if isinstance(pacts, BrokerSource):
+        source: _Source = _Source(broker=pacts)
+        _check_broker(pacts, timeout)
+        producer = _producer(messages)
+        strict = False if fail_on_pending is None else fail_on_pending
+    else:
+        if publish is not None:
+            raise PactFileError("verification results can be published only to a broker: give a BrokerSource")
+        pact_files = _pacts_for(provider, Path(pacts))
+        _check_states(pact_files, handlers)
+        producer = _check_messages(pact_files, messages)
+        source = _Source(files=pact_files)
+        strict = True if fail_on_pending is None else fail_on_pending
     if isinstance(app_or_url, str):
         url = app_or_url.rstrip("/")
         _check_answers(provider, url, timeout)
-        return _run_verifier(provider, url, pact_files, handlers, fail_on_pending, timeout, producer)
+        return _run_verifier(provider, url, source, handlers, strict, timeout, producer, publish)
     with serve_asgi(app_or_url, timeout=timeout) as url:
-        return _run_verifier(provider, url, pact_files, handlers, fail_on_pending, timeout, producer)
+        return _run_verifier(provider, url, source, handlers, strict, timeout, producer, publish)
 
 
-_MESSAGE = "Asynchronous/Messages"
+@dataclass(frozen=True)
+class _Source:
+    files: Mapping[Path, Mapping[str, Any]] = field(default_factory=dict)
+    broker: BrokerSource | None = None
+
+
+def _producer(
+    messages: MessageProducer | Mapping[str, MessageProducer] | None,
+) -> Callable[[str], Mapping[str, Any] | bytes] | None:
+    if messages is None or callable(messages):
+        return messages
+    table = dict(messages)
+
+    def produce(description: str) -> Mapping[str, Any] | bytes:
+        if description not in table:
+            known = ", ".join(repr(d) for d in sorted(table)) or "none"
+            raise LookupError(f"no message producer for {description!r} (producers given: {known})")
+        return table[description](description)
+
+    return produce
+
+
+def _check_broker(broker: BrokerSource, timeout: float) -> None:
+    if urlsplit(broker.url).hostname is None:
+        raise ProviderUnreachableError(f"broker {broker.url!r} is not a URL")
+    try:
+        httpx.get(broker.url, timeout=timeout, headers={"Accept": "application/hal+json"})
+    except httpx.TransportError as exc:
+        raise ProviderUnreachableError(
+            f"the broker at {broker.url} does not answer (waited up to {timeout:g} s): {exc or type(exc).__name__}"
+        ) from exc
 
 
 def _check_messages(
@@ -386,8 +263,8 @@ def _check_messages(
     wanted = {
         interaction["description"]: path
         for path, document in pact_files.items()
-        for interaction in document["interactions"]
-        if interaction.get("type") == _MESSAGE
+        for interaction, kind in interactions_of(document)
+        if kind == MESSAGE
     }
     if not wanted:
         return None
@@ -413,12 +290,12 @@ def _check_messages(
 
 def _pacts_for(provider: str, source: Path) -> dict[Path, dict[str, Any]]:
     if source.is_dir():
-        files = sorted(source.glob("*.json"))
-        found = {f: doc for f in files if (doc := _load_pact(f))["provider"]["name"] == provider}
+        # Only pacts are read: a stray JSON file among them (a package.json, a schema) is not one.
+        found = {path: doc for path, doc in pacts_in(source) if doc["provider"]["name"] == provider}
         if not found:
             raise PactFileError(f"no pact for provider {provider!r} in {source}")
     elif source.exists():
-        document = _load_pact(source)
+        document = load_pact(source)
         if document["provider"]["name"] != provider:
             raise PactFileError(
                 f"pact file {source} is for provider {document['provider']['name']!r}, not {provider!r}"
@@ -427,11 +304,10 @@ def _pacts_for(provider: str, source: Path) -> dict[Path, dict[str, Any]]:
     else:
         raise PactFileError(f"pact file {source} does not exist")
     for path, document in found.items():
-        if not document["interactions"]:
+        if not interactions_of(document):
             raise PactFileError(f"pact file {path} has no interactions")
-        for interaction in document["interactions"]:
-            kind = interaction.get("type", "Synchronous/HTTP")
-            if kind not in ("Synchronous/HTTP", _MESSAGE):
+        for interaction, kind in interactions_of(document):
+            if kind not in (HTTP, MESSAGE):
                 raise PactFileError(
                     f"pact file {path}: {interaction['description']!r} is a {kind} interaction; "
                     "verify_provider verifies HTTP interactions and asynchronous messages"
@@ -442,8 +318,8 @@ def _pacts_for(provider: str, source: Path) -> dict[Path, dict[str, Any]]:
 def _check_states(pact_files: Mapping[Path, Mapping[str, Any]], handlers: Mapping[str, StateHandler]) -> None:
     missing: dict[str, dict[Path, list[str]]] = {}
     for path, document in pact_files.items():
-        for interaction in document["interactions"]:
-            for state in _states(interaction, path):
+        for interaction, _ in interactions_of(document):
+            for state in states(interaction, path):
                 if state not in handlers:
                     missing.setdefault(state, {}).setdefault(path, []).append(repr(interaction["description"]))
     if missing:
@@ -599,11 +475,12 @@ def _state_change_server(
 def _run_verifier(
     provider: str,
     url: str,
-    pact_files: Mapping[Path, Mapping[str, Any]],
+    source: _Source,
     handlers: Mapping[str, StateHandler],
     fail_on_pending: bool,
     timeout: float,
     producer: Callable[[str], Mapping[str, Any] | bytes] | None = None,
+    publish: PublishResults | None = None,
 ) -> ProviderVerification:
     from pact import Verifier
 
@@ -613,6 +490,10 @@ def _run_verifier(
         # pact asks for the state "" around every interaction. It retries a state change that
         # fails with back-off for about two minutes, so an error is recorded and reported instead.
         if state == "" or action != "setup":
+            return
+        if state not in handlers:
+            known = ", ".join(repr(h) for h in sorted(handlers)) or "none"
+            state_errors.append(f"no state handler for {state!r} (handlers given: {known})")
             return
         try:
             handlers[state](ProviderState(state, dict(params), client))
@@ -634,20 +515,76 @@ def _run_verifier(
         )
         if produce is not None:
             verifier.add_transport(protocol="message", port=urlsplit(state_url).port, path=_MESSAGE_PATH)
-        for path in pact_files:
+        for path in source.files:
             verifier.add_source(path)
-        with contextlib.suppress(RuntimeError):  # failures are read from the results below
+        if source.broker is not None:
+            _add_broker(verifier, source.broker)
+        if publish is not None:
+            verifier.set_publish_options(
+                publish.version, url=publish.build_url, branch=publish.branch, tags=list(publish.tags)
+            )
+        stopped = False
+        try:
             verifier.verify()
+        except RuntimeError:  # failures are read from the results below
+            stopped = True
         results = verifier.results
         output = verifier.output(strip_ansi=True)
 
     interactions = tuple(_interaction_result(r) for r in results.get("interactionResults", []))
-    expected = sum(len(d["interactions"]) for d in pact_files.values())
-    verification = ProviderVerification(provider, url, tuple(pact_files), interactions, tuple(state_errors), output)
+    expected = sum(len(interactions_of(d)) for d in source.files.values()) if source.broker is None else None
+    errors, notes = _outside_interactions(results, interactions)
+    if stopped and not (errors or notes or state_errors or any(not i.ok for i in interactions)):
+        # Seen when pact's native core panics on a pact it cannot read: it stops, reports nothing
+        # and calls the (empty) result a success. Unknown is not a pass.
+        errors += ("pact's verifier stopped without a result (a pact it could not read?): see its log on standard error",)
+    verification = ProviderVerification(
+        provider,
+        url,
+        tuple(source.files),
+        interactions,
+        tuple(state_errors),
+        output,
+        broker=source.broker.url if source.broker else None,
+        errors=errors,
+        notes=notes,
+    )
     failing = [i for i in interactions if not i.ok and (fail_on_pending or not i.pending)]
-    if failing or state_errors or len(interactions) != expected:
+    counted = expected is None or len(interactions) == expected
+    if failing or state_errors or errors or not counted:
         raise ProviderVerificationError(_failure_report(verification, failing, expected), verification)
     return verification
+
+
+def _outside_interactions(
+    results: Mapping[str, Any], interactions: tuple[InteractionResult, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The verifier's errors that belong to no interaction (a pact it could not load), and apart
+    from them the note that a broker had no pact to verify: nothing to verify fails nothing."""
+    described = {i.description for i in interactions}
+    found = []
+    for error in results.get("errors", []):
+        if not isinstance(error, Mapping) or error.get("interaction") in described:
+            continue
+        mismatch = error.get("mismatch")
+        message = mismatch.get("message") if isinstance(mismatch, Mapping) else None
+        found.append(f"{error.get('interaction') or 'error'}: {message or mismatch}")
+    notes = tuple(f for f in found if "No pacts found for provider" in f)
+    return tuple(f for f in found if f not in notes), notes
+
+
+def _add_broker(verifier: Any, broker: BrokerSource) -> None:
+    """Point pact's verifier at the broker with its own selector support."""
+    credentials: dict[str, Any] = {"token": broker.token} if broker.token else {"username": broker.username, "password": broker.password}
+    builder = verifier.broker_source(broker.url, selector=True, use_env=False, **credentials)
+    builder = builder.include_pending() if broker.include_pending else builder.exclude_pending()
+    if broker.wip_since is not None:
+        builder = builder.include_wip_since(broker.wip_since)
+    if broker.provider_branch:
+        builder = builder.provider_branch(broker.provider_branch)
+    for selector in broker.selectors:
+        builder = builder.consumer_version(**{_SELECTOR_KEYS[k]: v for k, v in selector.items()})
+    builder.build()
 
 
 def _local_address(host: str | None) -> str:
@@ -700,17 +637,19 @@ def _mismatch_lines(mismatch: Any) -> Iterator[str]:
         yield f"{kind} {where}: {text}".replace(" :", ":")
 
 
-def _failure_report(verification: ProviderVerification, failing: list[InteractionResult], expected: int) -> str:
-    files = ", ".join(str(p) for p in verification.pact_files)
+def _failure_report(
+    verification: ProviderVerification, failing: list[InteractionResult], expected: int | None
+) -> str:
+    files = ", ".join(str(p) for p in verification.pact_files) or f"the pacts from {verification.broker}"
     lines = [
         f"provider {verification.provider!r} at {verification.url} fails {len(failing)} of "
         f"{len(verification.interactions)} interaction(s) in {files}"
     ]
-    lines += [f"  {error}" for error in verification.state_errors]
+    lines += [f"  {error}" for error in (*verification.state_errors, *verification.errors)]
     for result in failing:
         lines.append(f"  {result.line()}")
         lines += [f"      {m}" for m in result.mismatches]
-    if len(verification.interactions) != expected:
+    if expected is not None and len(verification.interactions) != expected:
         lines.append(
             f"  the verifier reported {len(verification.interactions)} interaction(s), the pacts hold {expected}"
         )
