@@ -18,7 +18,8 @@ For each request it calls ``decide(request: ProxiedRequest) -> ProxyAction``, on
 thread (see `FaultProxy` for what that asks of the function). The actions:
 
 - `Pass`: forward it and answer with the reply;
-- `Delay` ``(seconds)``: hold it for real seconds, then forward it;
+- `Delay` ``(seconds, until=None)``: hold it for real seconds (or until ``until()`` is true, at
+  most those seconds), then forward it;
 - `DropRequest`: never forward it; the client connection ends without a reply;
 - `Stall`: never forward it and never answer; the client connection stays open until the client
   gives up (its own timeout);

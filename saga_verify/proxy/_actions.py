@@ -60,14 +60,22 @@ class Pass(ProxyAction):
 class Delay(ProxyAction):
     """Hold the request ``seconds`` real seconds on the proxy's loop, then forward it. The hold
     goes on if the client gives up meanwhile: the request lands late all the same, after whatever
-    the caller did next (the reply then has no one to go to)."""
+    the caller did next (the reply then has no one to go to).
+
+    With ``until``, the hold ends as soon as ``until()`` is true (asked every hundredth of a second
+    on the proxy's loop: keep it quick, as ``decide``), and ``seconds`` only caps it: a request held
+    until something else has happened lands after it however slow the machine is. ``until`` takes
+    no part in comparing, hashing or printing the action."""
 
     seconds: float
+    until: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
 
     kind: ClassVar[str] = "delay"
 
     def __post_init__(self) -> None:
         check_seconds(self.seconds, "Delay(seconds=...)")
+        if self.until is not None and not callable(self.until):
+            raise OptionError(f"Delay(until=...) must be a function answering whether to forward now, got {self.until!r}")
 
     def __str__(self) -> str:
         return f"delay seconds={_seconds_text(self.seconds)}"

@@ -341,7 +341,7 @@ class FaultProxy:
             self._record(ProxyRecord(seq, method, request.target, action, status, copy_status, error))
 
         if isinstance(action, Delay):
-            await asyncio.sleep(action.seconds)
+            await _hold(action)
         if isinstance(action, DropRequest):
             record(None)
             return False
@@ -409,6 +409,16 @@ class FaultProxy:
     def _record(self, record: ProxyRecord) -> None:
         with self._records_lock:
             self._records.append(record)
+
+
+async def _hold(delay: Delay) -> None:
+    """Wait out a `Delay`: its seconds, or until its ``until`` is true (its seconds at most)."""
+    if delay.until is None:
+        await asyncio.sleep(delay.seconds)
+        return
+    deadline = asyncio.get_running_loop().time() + delay.seconds
+    while not delay.until() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
 
 
 def _reply_headers(reply: Reply, method: str) -> Headers:

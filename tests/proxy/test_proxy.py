@@ -194,6 +194,33 @@ def test_delay_holds_the_request_while_others_overtake_it(payment: ServiceProces
     ]
 
 
+def test_a_delay_until_holds_the_request_until_something_else_happened(payment: ServiceProcess) -> None:
+    """Held until another request has been answered, whatever the time that takes; with nothing
+    to wait for, its seconds end the hold."""
+
+    def refunded() -> bool:
+        return any(r.path == "/refunds" and r.status is not None for r in proxy.records)
+
+    held = Delay(30, until=refunded)
+    with FaultProxy(payment.url, scripted({1: held, 3: Delay(0.2, until=lambda: False)})) as proxy:
+        with httpx.Client(base_url=proxy.url, timeout=0.2) as client, pytest.raises(httpx.ReadTimeout):
+            _charge(client, "o-1", "k-1")
+        assert proxy.in_flight == 1
+        assert _charges(payment) == []
+        with _client(proxy) as client:
+            refund = client.post("/refunds", json={"charge_key": "k-1"}, headers={KEY: "k-1:refund"})
+            assert proxy.settle(5)
+            assert _charge(client, "o-2", "k-2").status_code == 201  # #3: held its 0.2 s, then forwarded
+
+    assert refund.status_code == 200
+    # The refund came first; the charge held until then landed after it, and was refused.
+    assert [(r.seq, r.path, r.status) for r in proxy.records] == [(2, "/refunds", 200), (1, "/charges", 402), (3, "/charges", 201)]
+    assert held == Delay(30)
+    assert str(held) == "delay seconds=30"
+    with pytest.raises(OptionError, match="until"):
+        Delay(1, until=True)  # type: ignore[arg-type]
+
+
 def test_a_delay_longer_than_the_callers_timeout_lands_after_it_gave_up(payment: ServiceProcess) -> None:
     with FaultProxy(payment.url, scripted({1: Delay(0.3)})) as proxy:
         with httpx.Client(base_url=proxy.url, timeout=0.05) as client, pytest.raises(httpx.ReadTimeout):
