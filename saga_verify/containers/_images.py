@@ -409,11 +409,8 @@ def _imported_id(output: str) -> str | None:
 
 
 def _failed_instruction(output: str) -> str:
-    """The Dockerfile instruction a failed ``docker build`` stopped at, from its output."""
-    buildkit = re.findall(r"^\s*> \[([^\]]+)\] (.+?):?\s*$", output, re.MULTILINE)
-    if buildkit:
-        where, instruction = buildkit[-1]
-        return f"Dockerfile step [{where}] {_short(instruction)}"
+    """The Dockerfile instruction a failed build stopped at, from its output (the engine's API
+    builds with the classic builder, which prints ``Step N/M : INSTRUCTION``)."""
     legacy = re.findall(r"^Step (\d+/\d+) : (.+)$", output, re.MULTILINE)
     if legacy:
         where, instruction = legacy[-1]

@@ -162,7 +162,10 @@ class _EngineOverTcp:
         self.socket_path = socket_path
         self._listener = socket.create_server((host, 0))
         self.url = f"tcp://{host}:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._sockets: list[socket.socket] = []
+        self._pipes: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
 
     def _accept(self) -> None:
         while True:
@@ -171,9 +174,12 @@ class _EngineOverTcp:
             except OSError:
                 return
             engine_side = socket.socket(socket.AF_UNIX)
+            self._sockets += [client, engine_side]
             engine_side.connect(self.socket_path)
             for source, target in ((client, engine_side), (engine_side, client)):
-                threading.Thread(target=self._pipe, args=(source, target), daemon=True).start()
+                pipe = threading.Thread(target=self._pipe, args=(source, target), daemon=True)
+                self._pipes.append(pipe)
+                pipe.start()
 
     @staticmethod
     def _pipe(source: socket.socket, target: socket.socket) -> None:
@@ -184,7 +190,17 @@ class _EngineOverTcp:
             target.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() that waits
         self._listener.close()
+        self._accepting.join(5)
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for pipe in self._pipes:
+            pipe.join(5)
+        for sock in self._sockets:
+            sock.close()
 
 
 def test_an_engine_reached_over_tcp_publishes_where_it_is_reached(service_image: ServiceImage, monkeypatch: pytest.MonkeyPatch) -> None:
