@@ -64,8 +64,9 @@ class Delay(ProxyAction):
 
     With ``until``, the hold ends as soon as ``until()`` is true (asked every hundredth of a second
     on the proxy's loop: keep it quick, as ``decide``), and ``seconds`` only caps it: a request held
-    until something else has happened lands after it however slow the machine is. ``until`` takes
-    no part in comparing, hashing or printing the action."""
+    until something else has happened lands after it however slow the machine is. If ``until``
+    raises, nothing is forwarded: the client gets 500 and the record's ``error`` says why. ``until``
+    takes no part in comparing, hashing or printing the action."""
 
     seconds: float
     until: Callable[[], bool] | None = field(default=None, compare=False, repr=False)

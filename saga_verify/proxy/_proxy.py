@@ -79,8 +79,8 @@ class FaultProxy:
     It serves on ``host``:``port`` (port 0: a free one) from its own asyncio loop in a daemon
     thread: `start` returns once it listens, `close` (idempotent) stops it and closes every client
     and upstream connection; ``with FaultProxy(...) as proxy`` does both. ``retarget`` points it at
-    another upstream (a restarted service on a new port); connections to the old one are dropped
-    as they are next used. ``timeout`` bounds each upstream exchange (connect, send, whole reply).
+    another upstream (a restarted service on a new port); connections to the old one are not used
+    again, and close with their client connections. ``timeout`` bounds each upstream exchange (connect, send, whole reply).
     `settle` waits (from another thread) until no request is in flight: none being decided, held
     by a ``Delay``, awaiting its upstream reply, in a ``DropResponse``'s ``then``, and no lagged
     copy pending; `in_flight` counts them.
@@ -341,7 +341,12 @@ class FaultProxy:
             self._record(ProxyRecord(seq, method, request.target, action, status, copy_status, error))
 
         if isinstance(action, Delay):
-            await _hold(action)
+            problem = await _hold(action)
+            if problem is not None:  # nothing forwarded: the client gets 500, as when decide fails
+                record(None, error=problem)
+                client.answer_json(500, {"error": "delay failed", "reason": problem}, method=method)
+                await client.drain()
+                return client.reusable
         if isinstance(action, DropRequest):
             record(None)
             return False
@@ -411,14 +416,21 @@ class FaultProxy:
             self._records.append(record)
 
 
-async def _hold(delay: Delay) -> None:
-    """Wait out a `Delay`: its seconds, or until its ``until`` is true (its seconds at most)."""
+async def _hold(delay: Delay) -> str | None:
+    """Wait out a `Delay`: its seconds, or until its ``until`` is true (its seconds at most);
+    why not, if ``until`` raised."""
     if delay.until is None:
         await asyncio.sleep(delay.seconds)
-        return
+        return None
     deadline = asyncio.get_running_loop().time() + delay.seconds
-    while not delay.until() and asyncio.get_running_loop().time() < deadline:
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            if delay.until():
+                return None
+        except Exception as exc:  # reported to the client and in the record
+            return f"until raised {type(exc).__name__}: {exc}"
         await asyncio.sleep(0.01)
+    return None
 
 
 def _reply_headers(reply: Reply, method: str) -> Headers:

@@ -221,6 +221,20 @@ def test_a_delay_until_holds_the_request_until_something_else_happened(payment: 
         Delay(1, until=True)  # type: ignore[arg-type]
 
 
+def test_a_delay_whose_until_raises_forwards_nothing_and_says_why(payment: ServiceProcess) -> None:
+    def broken() -> bool:
+        raise LookupError("no such record")
+
+    with FaultProxy(payment.url, scripted({1: Delay(5, until=broken)})) as proxy, _client(proxy) as client:
+        reply = _charge(client, "o-1", "k-1")
+        assert client.get("/health").status_code == 200  # the connection goes on
+
+    assert reply.status_code == 500
+    assert "until raised LookupError: no such record" in reply.json()["reason"]
+    assert _charges(payment) == []
+    assert proxy.records[0] == ProxyRecord(1, "POST", "/charges", Delay(5), None, error="until raised LookupError: no such record")
+
+
 def test_a_delay_longer_than_the_callers_timeout_lands_after_it_gave_up(payment: ServiceProcess) -> None:
     with FaultProxy(payment.url, scripted({1: Delay(0.3)})) as proxy:
         with httpx.Client(base_url=proxy.url, timeout=0.05) as client, pytest.raises(httpx.ReadTimeout):
