@@ -91,7 +91,7 @@ class _Published(httpx.HTTPTransport):
         self._placed = placed
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        request.url = request.url.copy_with(host="127.0.0.1", port=self._placed.container.host_port)
+        request.url = request.url.copy_with(host=self._placed.container.host, port=self._placed.container.host_port)
         return super().handle_request(request)
 
 
@@ -101,7 +101,7 @@ class _AsyncPublished(httpx.AsyncHTTPTransport):
         self._placed = placed
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        request.url = request.url.copy_with(host="127.0.0.1", port=self._placed.container.host_port)
+        request.url = request.url.copy_with(host=self._placed.container.host, port=self._placed.container.host_port)
         return await super().handle_async_request(request)
 
 

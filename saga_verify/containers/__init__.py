@@ -15,13 +15,17 @@
 - Containers and networks made for a run carry the label `SESSION_LABEL` with the run's id, so
   that they can be found and removed; services listen on `SERVICE_PORT` inside their container.
 - `ContainerSession` starts services (`ServiceContainer`: testcontainers on a private network,
-  published on 127.0.0.1, with kill, restart, pause) and your own images as participants
+  published on 127.0.0.1 for an engine on this machine, with kill, restart, pause) and your own
+  images as participants
   (`ContainerSession.participant`: by image or Dockerfile, each behind a fault proxy of its own,
   `ContainerParticipant`), and removes everything it made; `remove_session` removes what a
   killed run left, by its label. The pytest fixture ``saga_containers`` is one per test.
 
 The image is built from a source checkout (it needs ``fixtures/containers/``). The Docker engine
-is reached through the ``docker`` command, so ``DOCKER_HOST`` works as in a shell.
+is reached through the Docker SDK that testcontainers brings, configured as the ``docker`` command
+is (``DOCKER_HOST``, its TLS settings, the current context); ports of a remote engine are reached
+at its host. Nothing here changes the process's environment: testcontainers' own settings (its
+reaper, Ryuk) are the user's.
 """
 
 from __future__ import annotations

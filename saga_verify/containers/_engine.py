@@ -1,24 +1,42 @@
-"""The Docker engine, reached through the ``docker`` command (so ``DOCKER_HOST`` and contexts
-work as they do in a shell): whether one answers, and running one command against it."""
+"""The Docker engine, reached through the Docker SDK (the ``docker`` package testcontainers brings),
+configured as the ``docker`` command is (``DOCKER_HOST``, ``DOCKER_TLS_VERIFY``, ``DOCKER_CERT_PATH``,
+the current context): whether one answers, a client for it, and where its published ports are."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Sequence
+import gc
+import ipaddress
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import SagaVerifyError
 
-__all__ = ["ENGINE_SCRIPT", "ContainerEngineError", "docker", "engine_problem", "require_engine"]
+__all__ = [
+    "ENGINE_SCRIPT",
+    "ContainerEngineError",
+    "Published",
+    "engine",
+    "engine_problem",
+    "published",
+    "published_for",
+    "require_engine",
+]
 
 #: Installs and starts an engine on a machine without one (Debian; as root).
 ENGINE_SCRIPT = "fixtures/containers/docker-engine.sh"
 
 _ANSWER_TIMEOUT = 15.0
+#: Seconds an API call may take (the long ones, builds and imports, set their own).
+API_TIMEOUT = 120.0
 _HOW = (
     f"start one with `{ENGINE_SCRIPT} start` (as root: it installs Debian's docker.io if needed), "
     "or point DOCKER_HOST at an engine that runs"
 )
+_NO_SDK = "the Docker SDK (the `docker` package) is not installed: pip install 'saga-verify[containers]'"
 
 
 class ContainerEngineError(SagaVerifyError):
@@ -30,28 +48,44 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+def _connect(timeout: float) -> Any:
+    """A client of the engine the environment names, which has answered; raises what the SDK raises."""
+    import docker
+
+    client = docker.from_env(timeout=timeout)  # asks the engine for its API version
+    try:
+        client.ping()
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _try_connect(timeout: float) -> tuple[Any, str | None]:
+    """A client of the engine, or None and why none answers."""
+    problem = None
+    with warnings.catch_warnings():
+        # The SDK leaves the socket of a connection that failed open: it is closed here, quietly,
+        # once the error that holds it is gone.
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            return _connect(timeout), None
+        except Exception as error:  # the SDK wraps some transport errors and not others
+            problem = f"no Docker engine answers ({_last_line(str(error))}): {_HOW}"
+        gc.collect()
+    return None, problem
+
+
 def engine_problem() -> str | None:
     """Why no Docker engine can be used here, saying how to get one; None when one answers."""
-    if shutil.which("docker") is None:
-        return (
-            "no `docker` command on PATH: install Docker (on Debian: apt-get install docker.io), "
-            f"or run `{ENGINE_SCRIPT} start` as root, which installs and starts an engine"
-        )
     try:
-        done = subprocess.run(
-            ["docker", "version", "--format", "{{.Server.Version}}"],
-            capture_output=True,
-            text=True,
-            timeout=_ANSWER_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return f"the Docker engine did not answer `docker version` within {_ANSWER_TIMEOUT:g} s: {_HOW}"
-    except OSError as error:
-        return f"`docker` cannot be run ({error}): install Docker or run `{ENGINE_SCRIPT} start` as root"
-    if done.returncode != 0 or not done.stdout.strip():
-        return f"no Docker engine answers ({_last_line(done.stderr)}): {_HOW}"
-    return None
+        import docker  # noqa: F401
+    except ImportError:
+        return _NO_SDK
+    client, problem = _try_connect(_ANSWER_TIMEOUT)
+    if client is not None:
+        client.close()
+    return problem
 
 
 def require_engine() -> None:
@@ -61,13 +95,79 @@ def require_engine() -> None:
         raise ContainerEngineError(problem)
 
 
-def docker(args: Sequence[str], *, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run ``docker ARGS`` and return what it did (the caller reads the exit status); a command
-    that cannot be run or does not finish in ``timeout`` seconds raises `ContainerEngineError`."""
-    command = ["docker", *args]
+_ENVIRONMENT = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT")
+_clients: dict[tuple[object, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def engine() -> Any:
+    """The ``docker.DockerClient`` of this process for the engine the environment names (one per
+    process and setting, made on first use); `ContainerEngineError` when no engine answers."""
+    key = (os.getpid(), *(os.environ.get(name) for name in _ENVIRONMENT))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            try:
+                import docker  # noqa: F401
+            except ImportError:
+                raise ContainerEngineError(_NO_SDK) from None
+            client, problem = _try_connect(API_TIMEOUT)
+            if client is None:
+                raise ContainerEngineError(problem)
+            _clients[key] = client
+        return client
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where a container's published ports are: the address the engine binds them to, on its own
+    machine, and the host this process reaches them at."""
+
+    bind: str
+    host: str
+
+    def url(self, port: int) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{port}"
+
+
+#: An engine on this machine (a unix socket, a named pipe): ports on loopback only.
+LOCAL = Published("127.0.0.1", "127.0.0.1")
+
+
+def published_for(base_url: str, ssh_host: str | None = None) -> Published:
+    """Where the ports of an engine at ``base_url`` (a Docker SDK client's ``api.base_url``) are
+    published: on loopback for an engine behind a local socket; on every address of the engine's
+    machine otherwise, reached at its host name (``ssh_host`` for an engine over ssh, which the
+    SDK's base URL does not name)."""
+    parts = urlsplit(base_url)
+    if parts.scheme == "http+docker":
+        if parts.hostname != "ssh":
+            return LOCAL
+        host = (ssh_host or "").rpartition("@")[2]
+        host = urlsplit(f"//{host}").hostname or ""
+    else:
+        host = parts.hostname or ""
+    if not host:
+        raise ContainerEngineError(f"cannot tell which host the Docker engine at {base_url!r} runs on")
+    if host == "localhost":
+        return LOCAL
+    if _loopback(host):
+        # Over TCP, but on this machine: its ports are reached at the address it was reached at.
+        return Published(host, host)
+    return Published("0.0.0.0", host)
+
+
+def published() -> Published:
+    """Where the engine this process talks to publishes ports (see `published_for`)."""
+    client = engine()
+    adapter = getattr(client.api, "_custom_adapter", None)
+    ssh_host = getattr(adapter, "ssh_host", None)
+    return published_for(str(client.api.base_url), ssh_host if isinstance(ssh_host, str) else None)
+
+
+def _loopback(host: str) -> bool:
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise ContainerEngineError(f"`{' '.join(command)}` did not finish within {timeout:g} s") from None
-    except OSError as error:
-        raise ContainerEngineError(f"`docker` cannot be run ({error}): install Docker or run `{ENGINE_SCRIPT} start`") from None
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

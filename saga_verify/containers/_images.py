@@ -2,11 +2,12 @@
 
 `ensure_service_image` takes three steps, each skipped when its result is already there:
 
-1. **Base image.** Chosen by ``base=`` or ``$SAGA_VERIFY_BASE_IMAGE``: ``local`` (the image
-   ``fixtures/containers/build-base-image.sh`` builds with debootstrap and ``docker import``; its
-   tag carries a hash of that script), ``official`` (``python:3.11-slim-bookworm``, which needs a
-   registry when it is not present) or an image name. With neither: the local base if it is
-   present, else the official one if it is present, else the local one is built.
+1. **Base image.** Chosen by ``base=`` or ``$SAGA_VERIFY_BASE_IMAGE``: ``local`` (a Debian root
+   file system ``fixtures/containers/build-base-image.sh`` makes with debootstrap, imported into the
+   engine; its tag carries a hash of that script and of the import's settings), ``official``
+   (``python:3.11-slim-bookworm``, which needs a registry when it is not present) or an image name.
+   With neither: the local base if it is present, else the official one if it is present, else
+   the local one is built.
 2. **Wheelhouse** under ``.saga-verify/wheelhouse/<hash>``: the saga-verify wheel built from the
    source tree (``app/``) and the cp311 manylinux wheels of its ``http`` dependencies at the
    versions ``constraints.txt`` pins (``deps/``). The hash covers ``constraints.txt``,
@@ -17,8 +18,10 @@
    the base image's id and the wheelhouse hash.
 
 Everything is built aside and put in place whole (a temporary directory renamed; an image tagged
-only when its build succeeded), under a file lock in ``.saga-verify/images/``: processes that
-ensure the image at once (pytest-xdist workers) build it once. Each step's output goes to
+only when its build succeeded), under a file lock beside what it guards (``.saga-verify/images.lock``):
+processes that ensure the image at once (pytest-xdist workers) build it once. The engine is driven
+through the Docker SDK (`saga_verify.containers._engine.engine`): images are built with its
+low-level API, whose streamed log says which instruction failed. Each step's output goes to
 ``.saga-verify/images/logs/``; a failure raises `ImageBuildError` naming the step, with the end of
 that output.
 """
@@ -26,8 +29,8 @@ that output.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
+import json
 import os
 import platform
 import re
@@ -38,12 +41,16 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SagaVerifyError
-from ._engine import docker, require_engine
+from ._engine import ContainerEngineError, engine, require_engine
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 __all__ = [
     "BASE_ENV",
@@ -51,10 +58,13 @@ __all__ = [
     "OFFICIAL_BASE",
     "SERVICE_PORT",
     "SESSION_LABEL",
+    "BuildLog",
     "ImageBuildError",
     "ServiceImage",
+    "build_image",
     "ensure_service_image",
     "ensure_wheelhouse",
+    "image_id",
 ]
 
 #: The port the image's services listen on by convention (``EXPOSE``d).
@@ -66,6 +76,7 @@ SESSION_LABEL = "saga-verify.session"
 BASE_ENV = "SAGA_VERIFY_BASE_IMAGE"
 OFFICIAL_BASE = "python:3.11-slim-bookworm"
 IMAGE_REPOSITORY = "saga-verify/services"
+BASE_REPOSITORY = "saga-verify/base"
 
 _DOCKERFILE = Path("fixtures/containers/Dockerfile")
 _BASE_SCRIPT = Path("fixtures/containers/build-base-image.sh")
@@ -74,6 +85,13 @@ _WHEELHOUSE_RECIPE = "wheelhouse 1: cp311 manylinux_2_17..2_36"
 _PYTHON_VERSION = "3.11"
 _ABI = "cp311"
 _GLIBC_MINORS = range(36, 16, -1)  # bookworm's glibc 2.36 down to manylinux2014 (2.17)
+#: What the import sets on the local base image (as ``docker import --change`` would); part of its tag.
+_BASE_CHANGES = (
+    "ENV LANG=C.UTF-8",
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    'CMD ["/bin/bash"]',
+)
+_BASE_CHECK = ("python3", "-c", "import ensurepip, ssl, sqlite3, venv")
 _STEP_TIMEOUT = 1800.0
 _TAIL_LINES = 30
 _KEEP_WHEELHOUSES = 3
@@ -124,7 +142,7 @@ def ensure_service_image(*, base: str | None = None) -> ServiceImage:
     choice = (choice or "").strip() or None
     cache = root / ".saga-verify"
     logs = cache / "images" / "logs"
-    with _locked(cache / "images" / "lock"):
+    with _locked(root):
         base_name, base_id = _choose_base(root, choice, logs)
         wheelhouse, _ = _ensure_wheelhouse(root)
         dockerfile = root / _DOCKERFILE
@@ -133,20 +151,20 @@ def ensure_service_image(*, base: str | None = None) -> ServiceImage:
             [b"service image 1", dockerfile.read_bytes(), base_id.encode(), wheelhouse.name.encode(), pip_args.encode()]
         )
         tag = f"{IMAGE_REPOSITORY}:{digest[:16]}"
-        image_id = _image_id(tag)
-        built = image_id is None
-        if image_id is None:
-            _build_image(dockerfile, wheelhouse, tag, base_name, pip_args, logs / "image.log")
-            image_id = _image_id(tag)
-            if image_id is None:
+        found = image_id(tag)
+        built = found is None
+        if found is None:
+            _build_service_image(dockerfile, wheelhouse, tag, base_name, pip_args, logs / "image.log")
+            found = image_id(tag)
+            if found is None:
                 raise ImageBuildError("docker build", f"the build succeeded but {tag} is not in the engine")
-    return ServiceImage(tag, image_id, base_name, wheelhouse, built, time.monotonic() - started)
+    return ServiceImage(tag, found, base_name, wheelhouse, built, time.monotonic() - started)
 
 
 def ensure_wheelhouse() -> tuple[Path, bool]:
     """The wheelhouse of this checkout, made first if needed, and whether this call made it."""
     root = _source_root()
-    with _locked(root / ".saga-verify" / "images" / "lock"):
+    with _locked(root):
         return _ensure_wheelhouse(root)
 
 
@@ -223,15 +241,14 @@ def _source_root() -> Path:
     return root
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def _locked(root: Path) -> BaseFileLock:
+    """The lock over the images and wheelhouses of ``root``'s ``.saga-verify`` folder, held while
+    one is made or chosen."""
+    from filelock import FileLock
+
+    cache = root / ".saga-verify"
+    cache.mkdir(parents=True, exist_ok=True)
+    return FileLock(cache / "images.lock")
 
 
 def _tail(log: Path) -> str:
@@ -260,23 +277,31 @@ def _run_step(step: str, command: Sequence[str], log: Path, *, failure: str | No
     return log.read_text(encoding="utf-8", errors="replace")
 
 
-def _image_id(name: str) -> str | None:
-    done = docker(["image", "inspect", "--format", "{{.Id}}", name], timeout=60)
-    found = done.stdout.strip()
-    return found if done.returncode == 0 and found else None
+def _api_error(error: Exception) -> str:
+    return _short(str(getattr(error, "explanation", None) or error), 300)
+
+
+def image_id(name: str) -> str | None:
+    """The id of the image ``name`` in the engine, or None if it has none by that name."""
+    import docker.errors
+
+    try:
+        found: str = engine().api.inspect_image(name)["Id"]
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.DockerException as error:
+        raise ContainerEngineError(f"the Docker engine could not inspect the image {name!r}: {_api_error(error)}") from None
+    return found
+
+
+def _base_recipe(root: Path) -> str:
+    """The hash of what the local base image is made of: the script and the import's settings."""
+    script = (root / _BASE_SCRIPT).read_bytes()
+    return _digest([b"base image 1", script, *(change.encode() for change in _BASE_CHANGES)])[:12]
 
 
 def _local_base_tag(root: Path) -> str:
-    try:
-        done = subprocess.run(
-            ["bash", str(root / _BASE_SCRIPT), "--tag"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise ImageBuildError("base image", f"{_BASE_SCRIPT} --tag cannot be run: {error}") from None
-    tag = done.stdout.strip()
-    if done.returncode != 0 or not tag:
-        raise ImageBuildError("base image", f"{_BASE_SCRIPT} --tag failed", done.stderr.strip())
-    return tag
+    return f"{BASE_REPOSITORY}:bookworm-{_base_recipe(root)}"
 
 
 def _choose_base(root: Path, choice: str | None, logs: Path) -> tuple[str, str]:
@@ -284,38 +309,108 @@ def _choose_base(root: Path, choice: str | None, logs: Path) -> tuple[str, str]:
     local = _local_base_tag(root)
     if choice is None:
         for name in (local, OFFICIAL_BASE):
-            found = _image_id(name)
+            found = image_id(name)
             if found is not None:
                 return name, found
         choice = "local"
     if choice == "local":
         name = local
-        if _image_id(name) is None:
-            _run_step(f"base image {name} ({_BASE_SCRIPT})", ["bash", str(root / _BASE_SCRIPT)], logs / "base-image.log")
+        if image_id(name) is None:
+            _build_local_base(root, name, logs)
     else:
         name = OFFICIAL_BASE if choice == "official" else choice
-        if _image_id(name) is None:
-            _run_step(
-                f"base image {name!r}",
-                ["docker", "pull", name],
-                logs / "base-pull.log",
-                failure=(
-                    f"it is not in the engine and cannot be pulled; set {BASE_ENV}=local "
-                    f"(or pass base='local') to build one without a registry, or name an image the engine has"
-                ),
-            )
-    found = _image_id(name)
+        if image_id(name) is None:
+            _pull(name, logs / "base-pull.log")
+    found = image_id(name)
     if found is None:
         raise ImageBuildError(f"base image {name!r}", "it was built or pulled, but the engine does not have it")
     return name, found
 
 
+def _pull(name: str, log: Path) -> None:
+    import docker.errors
+    from docker.utils import parse_repository_tag
+
+    step = f"base image {name!r}"
+    repository, tag = parse_repository_tag(name)
+    problem = None
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as out:
+        try:
+            # Without a tag the engine would pull every tag of the repository.
+            for chunk in engine().api.pull(repository, tag or "latest", stream=True, decode=True):
+                if "error" in chunk:
+                    problem = str(chunk["error"])
+                out.write(" ".join(str(chunk.get(key, "")) for key in ("id", "status", "error")).strip() + "\n")
+        except docker.errors.DockerException as error:
+            problem = _api_error(error)
+            out.write(f"{problem}\n")
+    if problem is not None or image_id(name) is None:
+        raise ImageBuildError(
+            step,
+            f"it is not in the engine and cannot be pulled; set {BASE_ENV}=local "
+            f"(or pass base='local') to build one without a registry, or name an image the engine has",
+            _tail(log),
+            log,
+        )
+
+
+def _build_local_base(root: Path, tag: str, logs: Path) -> None:
+    """Make the root file system with the script, import it, check that it runs Python, tag it."""
+    import docker.errors
+
+    step = f"base image {tag} ({_BASE_SCRIPT})"
+    recipe = _base_recipe(root)
+    folder = root / ".saga-verify" / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = folder / f"rootfs-{recipe}.tar"
+    try:
+        _run_step(step, ["bash", str(root / _BASE_SCRIPT), str(archive)], logs / "base-image.log")
+        client = engine()
+        try:
+            # Imported untagged first: an image that cannot run Python never carries the tag.
+            output = client.api.import_image_from_file(
+                str(archive), changes=[*_BASE_CHANGES, f"LABEL saga-verify.recipe={recipe}"]
+            )
+        except docker.errors.DockerException as error:
+            raise ImageBuildError(step, f"the engine did not import {archive.name}: {_api_error(error)}") from None
+    finally:
+        archive.unlink(missing_ok=True)
+    imported = _imported_id(str(output))
+    if imported is None:
+        raise ImageBuildError(step, "the engine imported the root file system but named no image", _short(str(output), 600))
+    try:
+        client.containers.run(imported, list(_BASE_CHECK), network_mode="none", remove=True)
+    except docker.errors.DockerException as error:
+        with contextlib.suppress(docker.errors.DockerException):
+            client.api.remove_image(imported, force=True)
+        output_text = getattr(error, "stderr", None)
+        raise ImageBuildError(
+            step,
+            "the imported image cannot run python3 with venv, ssl and sqlite3",
+            output_text.decode("utf-8", "replace") if isinstance(output_text, bytes) else _api_error(error),
+        ) from None
+    repository, _, version = tag.rpartition(":")
+    client.api.tag(imported, repository, version)
+
+
+def _imported_id(output: str) -> str | None:
+    """The image id the engine's answer to an import names (its last ``{"status": "sha256:..."}``)."""
+    found = None
+    for line in output.splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        status = message.get("status") if isinstance(message, dict) else None
+        if isinstance(status, str) and status.startswith("sha256:"):
+            found = status
+    return found
+
+
 def _failed_instruction(output: str) -> str:
-    """The Dockerfile instruction a failed ``docker build`` stopped at, from its output."""
-    buildkit = re.findall(r"^\s*> \[([^\]]+)\] (.+?):?\s*$", output, re.MULTILINE)
-    if buildkit:
-        where, instruction = buildkit[-1]
-        return f"Dockerfile step [{where}] {_short(instruction)}"
+    """The Dockerfile instruction a failed build stopped at, from its output (the engine's API
+    builds with the classic builder, which prints ``Step N/M : INSTRUCTION``)."""
     legacy = re.findall(r"^Step (\d+/\d+) : (.+)$", output, re.MULTILINE)
     if legacy:
         where, instruction = legacy[-1]
@@ -328,25 +423,84 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _build_image(dockerfile: Path, context: Path, tag: str, base: str, pip_args: str, log: Path) -> None:
-    command = [
-        "docker", "build", "--force-rm",
-        "--file", str(dockerfile),
-        "--build-arg", f"BASE={base}",
-        "--build-arg", f"PIP_ARGS={pip_args}",
-        "--label", "saga-verify.image=services",
-        "--label", f"saga-verify.base={base}",
-        "--label", f"saga-verify.wheelhouse={context.name}",
-        "--tag", tag,
-        str(context),
-    ]
-    try:
-        _run_step("docker build", command, log)
-    except ImageBuildError as error:
-        output = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+@dataclass
+class BuildLog:
+    """What an image build printed, and the error it stopped with (None: it succeeded)."""
+
+    output: str
+    error: str | None
+
+    def tail(self, lines: int = _TAIL_LINES) -> str:
+        return "\n".join(self.output.splitlines()[-lines:])
+
+    def failed_step(self) -> str:
+        """The Dockerfile instruction the build stopped at, as well as its log tells."""
+        return _failed_instruction(self.output)
+
+
+def build_image(
+    context: Path,
+    dockerfile: Path,
+    tag: str,
+    *,
+    buildargs: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    log: Path | None = None,
+) -> BuildLog:
+    """Build ``dockerfile`` (anywhere) with ``context`` as its context, tagged ``tag`` only if the
+    build succeeds, through the SDK's low-level API; its streamed output goes to ``log`` too."""
+    import docker.errors
+
+    lines: list[str] = []
+    error = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") if log is not None else contextlib.nullcontext() as out:
+
+        def write(text: str) -> None:
+            lines.append(text)
+            if out is not None:
+                out.write(text)
+
+        try:
+            stream: Any = engine().api.build(
+                path=str(context),
+                dockerfile=str(dockerfile.resolve()),
+                tag=tag,
+                buildargs=dict(buildargs or {}),
+                labels=dict(labels or {}),
+                rm=True,
+                forcerm=True,
+                decode=True,
+                timeout=_STEP_TIMEOUT,
+            )
+            for chunk in stream:
+                if "stream" in chunk:
+                    write(str(chunk["stream"]))
+                elif "error" in chunk:
+                    error = str(chunk["error"]).strip()
+                    write(f"ERROR: {error}\n")
+                elif "status" in chunk:
+                    write(f"{chunk['status']}\n")
+        except (docker.errors.DockerException, OSError) as failure:
+            error = _api_error(failure)
+            write(f"ERROR: {error}\n")
+    return BuildLog("".join(lines), error)
+
+
+def _build_service_image(dockerfile: Path, context: Path, tag: str, base: str, pip_args: str, log: Path) -> None:
+    built = build_image(
+        context,
+        dockerfile,
+        tag,
+        buildargs={"BASE": base, "PIP_ARGS": pip_args},
+        labels={"saga-verify.image": "services", "saga-verify.base": base, "saga-verify.wheelhouse": context.name},
+        log=log,
+    )
+    if built.error is not None:
         raise ImageBuildError(
-            _failed_instruction(output), f"`docker build` of {tag} from base {base!r} failed", error.output, log
-        ) from None
+            built.failed_step(), f"`docker build` of {tag} from base {base!r} failed: {built.error}", built.tail(), log
+        )
 
 
 def _pip(command: str) -> list[str]:

@@ -1,16 +1,19 @@
 """Services as containers: started with testcontainers on a private network, labelled with the
-run's session, reached on 127.0.0.1, killed, restarted and frozen on request, and removed
-without a trace.
+run's session, reached where the engine publishes them, killed, restarted and frozen on request,
+and removed without a trace.
 
 A `ContainerSession` owns one run's containers and its network (testcontainers ``Network``, not
 compose). Everything it creates carries the label ``saga-verify.session=<id>``; `close` removes
 it all (also when this object is dropped or the interpreter exits), and `remove_session` removes
-what a killed run left, by that label. testcontainers' own reaper (Ryuk) is off: its image
-cannot be pulled without a registry.
+what a killed run left, by that label. testcontainers is used as its settings say (its reaper,
+Ryuk, included): nothing here changes the process's environment. Without a registry Ryuk's image
+cannot be pulled; set ``TESTCONTAINERS_RYUK_DISABLED=true`` there (the session label does the
+cleaning).
 
-A `ServiceContainer` is one container serving HTTP on a port inside it, published on
-127.0.0.1 at a port the engine picks. After a restart the engine publishes it at another port:
-`url` reads it again. Its faults are the ones only containers have: `kill` (with a signal),
+A `ServiceContainer` is one container serving HTTP on a port inside it, published at a port the
+engine picks: on 127.0.0.1 for an engine on this machine, else on the engine's host (see
+`saga_verify.containers._engine.published`). After a restart the engine publishes it at another
+port: `url` reads it again. Its faults are the ones only containers have: `kill` (with a signal),
 `start` again, `restart` (kill, start, wait until it answers), `pause` and `unpause` (frozen:
 connections are accepted, nothing is answered).
 """
@@ -18,20 +21,22 @@ connections are accepted, nothing is answered).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import socket
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from ..errors import SagaVerifyError
-from ._engine import ContainerEngineError, docker, require_engine
-from ._images import SERVICE_PORT, SESSION_LABEL
+from ._engine import ContainerEngineError, Published, engine, published, require_engine
+from ._images import SERVICE_PORT, SESSION_LABEL, build_image
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -50,15 +55,7 @@ __all__ = [
 #: How long a service may take to answer its ready check after its container started.
 READY_TIMEOUT = 30.0
 
-# Settings testcontainers reads when it is first imported (a user's own settings win):
-# no reaper (its image cannot be pulled here); the engine's host as the containers' host, and
-# loopback for it (a /.dockerenv file would otherwise make testcontainers think it runs inside a
-# container and look for a gateway).
-_TESTCONTAINERS_SETTINGS = {
-    "TESTCONTAINERS_RYUK_DISABLED": "true",
-    "TESTCONTAINERS_CONNECTION_MODE": "docker_host",
-    "TC_HOST": "127.0.0.1",
-}
+_T = TypeVar("_T")
 
 
 class ContainerStartError(SagaVerifyError, RuntimeError):
@@ -67,16 +64,40 @@ class ContainerStartError(SagaVerifyError, RuntimeError):
 
 
 def _testcontainers() -> tuple[type[DockerContainer], type[Network]]:
-    for name, value in _TESTCONTAINERS_SETTINGS.items():
-        os.environ.setdefault(name, value)
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.network import Network
 
     return DockerContainer, Network
 
 
+def _reaper_hint() -> str:
+    """What to do when testcontainers' reaper may be why a start failed; empty when it is off."""
+    try:
+        from testcontainers.core.config import testcontainers_config
+    except ImportError:
+        return ""
+    if testcontainers_config.ryuk_disabled:
+        return ""
+    return (
+        "; testcontainers starts its reaper (Ryuk) first, from an image a registry must provide: "
+        "where none is reachable, set TESTCONTAINERS_RYUK_DISABLED=true (saga-verify removes what it "
+        "starts by its session label)"
+    )
+
+
+def _engine_call(what: str, call: Callable[[], _T]) -> _T:
+    """``call()`` against the engine; its failure as `ContainerEngineError` saying ``what`` failed."""
+    import docker.errors
+
+    try:
+        return call()
+    except docker.errors.DockerException as error:
+        reason = getattr(error, "explanation", None) or error
+        raise ContainerEngineError(f"{what}: {reason}") from None
+
+
 class ServiceContainer:
-    """One service in a container, published on 127.0.0.1."""
+    """One service in a container, published where the engine is (127.0.0.1 for one on this machine)."""
 
     def __init__(
         self,
@@ -101,6 +122,7 @@ class ServiceContainer:
         self.ready_timeout = ready_timeout
         self._container: DockerContainer | None = None
         self._host_port: int | None = None
+        self._published: Published = session.published
         self.paused = False
 
     # -- where it is --------------------------------------------------------------------------
@@ -111,15 +133,20 @@ class ServiceContainer:
         return self._container.get_container_id()
 
     @property
+    def host(self) -> str:
+        """The host where the engine publishes the service: 127.0.0.1 for an engine on this machine."""
+        return self._published.host
+
+    @property
     def host_port(self) -> int:
-        """The port on 127.0.0.1 where the engine publishes the service (it changes on restart)."""
+        """The port on `host` where the engine publishes the service (it changes on restart)."""
         if self._host_port is None:
             self._host_port = self._read_host_port()
         return self._host_port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.host_port}"
+        return self._published.url(self.host_port)
 
     @property
     def network_url(self) -> str:
@@ -127,14 +154,16 @@ class ServiceContainer:
         return f"http://{self.name}:{self.port}"
 
     def _read_host_port(self) -> int:
-        done = docker(["port", self.id, f"{self.port}/tcp"], timeout=30)
-        for line in done.stdout.splitlines():
-            host, _, port = line.strip().rpartition(":")
-            if host in ("127.0.0.1", "0.0.0.0") and port.isdigit():
-                return int(port)
+        container_id = self.id
+        bindings = _engine_call(
+            f"could not read the ports of the {self.name} container", lambda: engine().api.port(container_id, self.port)
+        )
+        for binding in bindings or []:
+            if binding.get("HostIp") in (self._published.bind, "0.0.0.0", "::", "") and str(binding.get("HostPort", "")).isdigit():
+                return int(binding["HostPort"])
         raise ContainerStartError(
-            f"the {self.name} container publishes no port for {self.port}/tcp on 127.0.0.1 "
-            f"({done.stdout.strip() or done.stderr.strip() or 'nothing'}); {self._state()}"
+            f"the {self.name} container publishes no port for {self.port}/tcp on {self._published.bind} "
+            f"({bindings or 'nothing'}); {self._state()}"
         )
 
     # -- start and stop -------------------------------------------------------------------------
@@ -153,14 +182,16 @@ class ServiceContainer:
         )
         for key, value in self.env.items():
             container.with_env(key, value)
-        # Published on loopback only, at a port the engine picks. (testcontainers' with_bind_ports
-        # cannot name a host address; the engine's API takes (address, port).)
-        container.ports[f"{self.port}/tcp"] = ("127.0.0.1", None)  # type: ignore[assignment]
+        # Published at a port the engine picks, on loopback for an engine on this machine.
+        # (testcontainers' with_bind_ports cannot name a host address; the engine's API takes
+        # (address, port).)
+        container.ports[f"{self.port}/tcp"] = (self._published.bind, None)  # type: ignore[assignment]
         self._container = container
         try:
             container.start()
         except Exception as error:
-            raise self._fail(f"could not be started ({type(error).__name__}: {_first_line(str(error))})") from error
+            reason = f"could not be started ({type(error).__name__}: {_first_line(str(error))}){_reaper_hint()}"
+            raise self._fail(reason) from error
         self.wait_ready()
         return self
 
@@ -190,16 +221,14 @@ class ServiceContainer:
     def kill(self, signal: str = "KILL") -> None:
         """Kill the container's process (it stays, stopped, until `start_again`)."""
         self.paused = False
-        done = docker(["kill", "--signal", signal, self.id], timeout=30)
-        if done.returncode != 0:
-            raise ContainerEngineError(f"could not kill the {self.name} container: {done.stderr.strip()}")
+        container_id = self.id
+        _engine_call(f"could not kill the {self.name} container", lambda: engine().api.kill(container_id, signal=signal))
         self._host_port = None
 
     def start_again(self) -> None:
         """Start the killed or stopped container again and wait until it answers."""
-        done = docker(["start", self.id], timeout=60)
-        if done.returncode != 0:
-            raise ContainerEngineError(f"could not start the {self.name} container again: {done.stderr.strip()}")
+        container_id = self.id
+        _engine_call(f"could not start the {self.name} container again", lambda: engine().api.start(container_id))
         self._host_port = None
         self.wait_ready()
 
@@ -210,15 +239,13 @@ class ServiceContainer:
 
     def pause(self) -> None:
         """Freeze every process in it: connections are accepted, nothing is answered."""
-        done = docker(["pause", self.id], timeout=30)
-        if done.returncode != 0:
-            raise ContainerEngineError(f"could not pause the {self.name} container: {done.stderr.strip()}")
+        container_id = self.id
+        _engine_call(f"could not pause the {self.name} container", lambda: engine().api.pause(container_id))
         self.paused = True
 
     def unpause(self) -> None:
-        done = docker(["unpause", self.id], timeout=30)
-        if done.returncode != 0:
-            raise ContainerEngineError(f"could not unpause the {self.name} container: {done.stderr.strip()}")
+        container_id = self.id
+        _engine_call(f"could not unpause the {self.name} container", lambda: engine().api.unpause(container_id))
         self.paused = False
 
     def remove(self) -> None:
@@ -239,11 +266,15 @@ class ServiceContainer:
         return getattr(wrapped, "id", None)
 
     def _status(self) -> str:
+        import docker.errors
+
         container_id = self._created()
         if container_id is None:
             return "not created"
-        done = docker(["inspect", "--format", "{{.State.Status}}", container_id], timeout=30)
-        return done.stdout.strip() if done.returncode == 0 else "gone"
+        try:
+            return str(engine().api.inspect_container(container_id)["State"]["Status"])
+        except docker.errors.NotFound:
+            return "gone"
 
     def _state(self) -> str:
         return f"the container is {self._status()}"
@@ -252,8 +283,10 @@ class ServiceContainer:
         container_id = self._created()
         if container_id is None:
             return ""
-        done = docker(["logs", "--tail", str(lines), container_id], timeout=30)
-        return (done.stdout + done.stderr).strip()
+        output = _engine_call(
+            f"could not read the output of the {self.name} container", lambda: engine().api.logs(container_id, tail=lines)
+        )
+        return bytes(output).decode("utf-8", "replace").strip()
 
     def _fail(self, what: str) -> ContainerStartError:
         tail = ""
@@ -269,7 +302,7 @@ class ServiceContainer:
         return error
 
     def __repr__(self) -> str:
-        where = self.url if self._container is not None and self._host_port is not None else "not running"
+        where = self._published.url(self._host_port) if self._container is not None and self._host_port is not None else "not running"
         return f"<ServiceContainer {self.name} ({self.image}): {where}>"
 
 
@@ -285,6 +318,8 @@ class ContainerSession:
         # What an earlier run on this machine could not remove (it was killed): gone now.
         remove_orphaned_sessions()
         self.id = session_id or uuid.uuid4().hex[:12]
+        #: Where the engine publishes the session's ports, and where this process reaches them.
+        self.published = published()
         self._network: Network | None = None
         self._services: dict[str, ServiceContainer] = {}
         self._participants: dict[str, ContainerParticipant] = {}
@@ -323,11 +358,11 @@ class ContainerSession:
         there (the fault proxies), and so does this process."""
         if self._gateway is None:
             network = self.network()
-            done = docker(["network", "inspect", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}", network.name], timeout=30)
-            gateways = done.stdout.split()
-            if done.returncode != 0 or not gateways:
-                raise ContainerEngineError(f"the network {network.name} has no gateway address: {done.stderr.strip() or done.stdout.strip()}")
-            self._gateway = gateways[0]
+            found = _engine_call(f"could not inspect the network {network.name}", lambda: engine().api.inspect_network(network.name))
+            gateways = [config["Gateway"] for config in (found.get("IPAM") or {}).get("Config") or [] if config.get("Gateway")]
+            if not gateways:
+                raise ContainerEngineError(f"the network {network.name} has no gateway address: {found.get('IPAM')}")
+            self._gateway = str(gateways[0])
         return self._gateway
 
     def build(
@@ -338,25 +373,18 @@ class ContainerSession:
     ) -> str:
         """Build an image from ``dockerfile`` (its folder is the context unless ``context`` is
         given; ``build_args`` for its ``ARG``s), labelled with the session and removed with it; its tag."""
-        from pathlib import Path
-
         path = Path(dockerfile)
         if not path.is_file():
             raise ContainerStartError(f"Dockerfile {path} does not exist")
         tag = f"saga-verify/participant-{self.id}:{len(self._images) + 1}"
         where = Path(context) if context is not None else path.parent
-        done = docker(
-            [
-                "build", "--quiet", "--label", f"{SESSION_LABEL}={self.id}", "--label", f"{OWNER_LABEL}={_owner()}",
-                "-f", str(path), "-t", tag,
-                *(part for name, value in (build_args or {}).items() for part in ("--build-arg", f"{name}={value}")),
-                str(where),
-            ],
-            timeout=1800,
-        )
-        if done.returncode != 0:
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-            raise ContainerStartError(f"the image of {path} could not be built; docker build says:\n{tail}")
+        if not where.is_dir():
+            raise ContainerStartError(f"the build context {where} of {path} is not a folder")
+        built = build_image(where, path, tag, buildargs=build_args, labels=self.labels)
+        if built.error is not None:
+            raise ContainerStartError(
+                f"the image of {path} could not be built at {built.failed_step()}: {built.error}\n{built.tail(15)}"
+            )
         self._images.append(tag)
         return tag
 
@@ -384,7 +412,14 @@ class ContainerSession:
         try:
             from ..proxy import FaultProxy
 
-            proxy = FaultProxy(container.url, decide, host=self.gateway()).start()
+            gateway = self.gateway()
+            try:
+                proxy = FaultProxy(container.url, decide, host=gateway).start()
+            except OSError as error:
+                raise ContainerStartError(
+                    f"the fault proxy of {name} cannot listen on {gateway}, the address of this machine on the "
+                    f"session's network ({error}): proxies in front of containers need an engine on this machine"
+                ) from error
         except BaseException:
             container.remove()
             self._services.pop(name, None)
@@ -448,7 +483,8 @@ class ContainerSession:
                 pass  # removed by label below
             self._network = None
         for tag in self._images:
-            docker(["image", "rm", "--force", tag], timeout=60)
+            with contextlib.suppress(ContainerEngineError):  # the engine is gone: nothing to remove it from
+                _removed(engine().api.remove_image, tag, force=True)
         self._images.clear()
         self._finalizer()
 
@@ -488,7 +524,7 @@ class ContainerParticipant:
 
     @property
     def direct_url(self) -> str:
-        """The container itself, on 127.0.0.1, with no proxy in between."""
+        """The container itself, where the engine publishes it, with no proxy in between."""
         return self.container.url
 
     def kill(self, signal: str = "KILL") -> None:
@@ -534,17 +570,22 @@ def remove_orphaned_sessions() -> list[str]:
     """Remove the sessions whose owning process, on this machine, is gone (a run killed before
     it could clean up); the ids removed. Sessions of live processes and other machines stay."""
     host = socket.gethostname()
+    owner_filter = {"label": OWNER_LABEL}
     try:
-        found = set()
-        for kind in (["ps", "--all"], ["network", "ls"]):
-            done = docker([*kind, "--filter", f"label={OWNER_LABEL}", "--format", f'{{{{.Label "{SESSION_LABEL}"}}}} {{{{.Label "{OWNER_LABEL}"}}}}'], timeout=30)
-            for line in done.stdout.splitlines():
-                session, _, owner = line.strip().partition(" ")
-                owner_host, _, pid = owner.rpartition(":")
-                if session and owner_host == host and pid.isdigit() and not _alive(int(pid)):
-                    found.add(session)
+        api = engine().api
+        labelled = [
+            *_engine_call("could not list containers", lambda: api.containers(all=True, filters=owner_filter)),
+            *_engine_call("could not list networks", lambda: api.networks(filters=owner_filter)),
+        ]
     except ContainerEngineError:
         return []
+    found = set()
+    for item in labelled:
+        labels = item.get("Labels") or {}
+        session, owner = labels.get(SESSION_LABEL, ""), labels.get(OWNER_LABEL, "")
+        owner_host, _, pid = owner.rpartition(":")
+        if session and owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            found.add(session)
     for session in sorted(found):
         remove_session(session)
     return sorted(found)
@@ -552,11 +593,12 @@ def remove_orphaned_sessions() -> list[str]:
 
 def session_leftovers(session_id: str) -> dict[str, list[str]]:
     """The containers, networks and images in the engine labelled with ``session_id``."""
-    label = f"label={SESSION_LABEL}={session_id}"
+    api = engine().api
+    label = {"label": f"{SESSION_LABEL}={session_id}"}
     return {
-        "containers": docker(["ps", "--all", "--quiet", "--filter", label], timeout=30).stdout.split(),
-        "networks": docker(["network", "ls", "--quiet", "--filter", label], timeout=30).stdout.split(),
-        "images": docker(["image", "ls", "--all", "--quiet", "--filter", label], timeout=30).stdout.split(),
+        "containers": [c["Id"] for c in _engine_call("could not list containers", lambda: api.containers(all=True, filters=label))],
+        "networks": [n["Id"] for n in _engine_call("could not list networks", lambda: api.networks(filters=label))],
+        "images": list(_engine_call("could not list images", lambda: api.images(all=True, quiet=True, filters=label))),
     }
 
 
@@ -564,16 +606,18 @@ def remove_session(session_id: str) -> dict[str, list[str]]:
     """Remove every container, network and image labelled with ``session_id``; what is left
     (nothing, unless the engine refused)."""
     try:
+        api = engine().api
         found = session_leftovers(session_id)
-        if found["containers"]:
-            docker(["rm", "--force", "--volumes", *found["containers"]], timeout=60)
-        if found["networks"]:
-            docker(["network", "rm", *found["networks"]], timeout=60)
+        # What the engine refuses to remove (a network still in use) is reported as left.
+        for container in found["containers"]:
+            _removed(api.remove_container, container, force=True, v=True)
+        for network in found["networks"]:
+            _removed(api.remove_network, network)
         # A labelled image's build steps carry the label too, and a child goes before its
         # parent: remove what can be removed until nothing more can.
         images = list(dict.fromkeys(found["images"]))
         while images:
-            kept = [image for image in images if docker(["image", "rm", "--force", image], timeout=60).returncode != 0]
+            kept = [image for image in images if not _removed(api.remove_image, image, force=True)]
             if len(kept) == len(images):
                 break
             images = kept
@@ -582,7 +626,14 @@ def remove_session(session_id: str) -> dict[str, list[str]]:
         return {"containers": [], "networks": [], "images": []}
 
 
-def sessions_running() -> Iterator[str]:
-    """The session ids that have containers or networks in the engine."""
-    done = docker(["ps", "--all", "--format", f'{{{{.Label "{SESSION_LABEL}"}}}}'], timeout=30)
-    yield from sorted({line.strip() for line in done.stdout.splitlines() if line.strip()})
+def _removed(remove: Callable[..., object], *args: object, **options: object) -> bool:
+    """Whether ``remove(*args, **options)`` left the thing gone (removed now, or already)."""
+    import docker.errors
+
+    try:
+        remove(*args, **options)
+    except docker.errors.NotFound:
+        return True
+    except docker.errors.DockerException:
+        return False
+    return True

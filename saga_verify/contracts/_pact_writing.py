@@ -1,5 +1,5 @@
 """Consumer pacts written safely: nothing lost or silently replaced (one private file per writer,
-merged under a file lock), nothing written that no consumer code exercised, and nothing left
+merged under a file lock beside the pact), nothing written that no consumer code exercised, and nothing left
 behind by a test that was renamed or deleted.
 
 pact-python (4.x, FFI based) is imported only inside the functions that use it.
@@ -8,7 +8,6 @@ pact-python (4.x, FFI based) is imported only inside the functions that use it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -212,8 +211,10 @@ def write_pact(pact: Pact, pact_dir: str | os.PathLike[str], *, run_id: str | No
     """Merge ``pact``'s interactions into ``<pact_dir>/<consumer>-<provider>.json`` and return its path.
 
     pact-python's own writer loses interactions and fails when several processes write one file.
-    Here the pact is first written to a private folder, then merged under an exclusive lock
-    (``fcntl.flock``) and replaced atomically (temporary file + ``os.replace``). Interactions are
+    Here the pact is first written to a private folder, then merged under an exclusive lock beside
+    the pact (``.<consumer>-<provider>.json.lock``, with ``filelock``: every writer of the file
+    finds the same lock, whatever its temporary folder) and replaced atomically (temporary file +
+    ``os.replace``). Interactions are
     deduplicated by description and sorted by it; the JSON has sorted keys and an indent of 2, so
     a regenerated pact diffs cleanly.
 
@@ -246,19 +247,21 @@ def _digest(interaction: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(promise, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _lock_path(target: Path) -> Path:
+    """The lock of the pact file ``target``, beside it: ``.<name>.lock``. It also holds the record
+    of what the run that last wrote the pact wrote (see `_read_record`)."""
+    return target.with_name(f".{target.name}.lock")
+
+
 @contextlib.contextmanager
 def _locked(target: Path) -> Iterator[Path]:
-    """Hold an exclusive lock for ``target``; yield the path of this run's record for it. The lock
-    lives in the temporary folder, not beside the pact, so the pacts folder holds only pacts."""
-    name = hashlib.sha256(str(target.resolve()).encode()).hexdigest()[:24]
-    folder = Path(tempfile.gettempdir()) / "saga-verify-pact-locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{name}.lock", "a+b") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield folder / f"{name}.run.json"
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    """Hold the exclusive lock of ``target``; yield the lock file, which holds the run's record."""
+    from filelock import FileLock
+
+    path = _lock_path(target)
+    # Kept on release: it holds the record, which the run's next writer reads.
+    with FileLock(path, preserve_lock_file=True):
+        yield path
 
 
 def _merge_into(target: Path, fresh: dict[str, Any], run_id: str) -> None:
@@ -291,18 +294,26 @@ def _merge_into(target: Path, fresh: dict[str, Any], run_id: str) -> None:
         text = dump(document)
         if text != before:
             write_atomically(target, text)
-        write_atomically(record_path, dump({"run": run_id, "interactions": record}))
+        _write_record(record_path, run_id, record)
 
 
 def _read_record(path: Path, run_id: str) -> dict[str, str]:
     """The descriptions (and content digests) this run has written so far; empty for a new run."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8") or "{}")
     except (FileNotFoundError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("run") != run_id or not isinstance(data.get("interactions"), dict):
         return {}
     return dict(data["interactions"])
+
+
+def _write_record(path: Path, run_id: str, record: Mapping[str, str]) -> None:
+    """Write the record into the lock file, in place: writers waiting for the lock hold this very
+    file open, so it is never replaced. A record cut short by a crash reads as empty."""
+    with open(path, "r+", encoding="utf-8") as handle:
+        handle.write(dump({"run": run_id, "interactions": dict(record)}))
+        handle.truncate()
 
 
 def _writer(interaction: Mapping[str, Any]) -> str | None:
@@ -363,6 +374,9 @@ def _prune(run: TestRun, path: Path) -> bool:
             return False
         if not interactions_of(document):
             path.unlink()
+            # Its lock goes with it, while held: a writer that was waiting for it finds it gone
+            # once it holds it (filelock 4 checks), and locks a new one.
+            _lock_path(path).unlink(missing_ok=True)
         else:
             write_atomically(path, dump(document))
         return True

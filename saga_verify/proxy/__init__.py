@@ -5,7 +5,8 @@ real network, their traffic has to pass through something that can do the same o
 a request, lose a reply after the effect committed, deliver a request twice or hold it. Kernel
 tools (``tc netem``) need privileges a test rarely has, and TCP-level tools cannot duplicate an
 HTTP request. So `FaultProxy` is a small HTTP/1.1 reverse proxy that the test process starts in
-front of one service and points the other services at::
+front of one service and points the other services at (it reads its clients' requests with h11
+and forwards them with httpx)::
 
     from saga_verify.proxy import DropResponse, Duplicate, FaultProxy, scripted
 
@@ -17,7 +18,8 @@ For each request it calls ``decide(request: ProxiedRequest) -> ProxyAction``, on
 thread (see `FaultProxy` for what that asks of the function). The actions:
 
 - `Pass`: forward it and answer with the reply;
-- `Delay` ``(seconds)``: hold it for real seconds, then forward it;
+- `Delay` ``(seconds, until=None)``: hold it for real seconds (or until ``until()`` is true, at
+  most those seconds), then forward it;
 - `DropRequest`: never forward it; the client connection ends without a reply;
 - `Stall`: never forward it and never answer; the client connection stays open until the client
   gives up (its own timeout);
@@ -43,14 +45,12 @@ that cannot be reached is answered 502 with a JSON body naming it; a request the
 is answered 400 with the reason.
 """
 
-from ._plans import AppliedFault, PlanAtProxies, ProxiedService, routes_from_openapi
-from ._proxy import (
+from ._actions import (
     Decide,
     Delay,
     DropRequest,
     DropResponse,
     Duplicate,
-    FaultProxy,
     Pass,
     ProxiedRequest,
     ProxyAction,
@@ -59,6 +59,8 @@ from ._proxy import (
     scripted,
     scripted_by_delivery,
 )
+from ._plans import AppliedFault, PlanAtProxies, ProxiedService, routes_from_openapi
+from ._proxy import FaultProxy
 
 __all__ = [
     "AppliedFault",

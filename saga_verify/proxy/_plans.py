@@ -45,9 +45,9 @@ from .._world import plan_chooser
 from ..errors import OptionError, PlanError
 from ..faults._kinds import Crash, Delay, DeliveryPoint, Duplicate, Fault, Pause, Refuse
 from ..faults._plan import FaultPlan
-from ._proxy import Decide, DropRequest, DropResponse, FaultProxy, Pass, ProxiedRequest, ProxyAction, Stall
-from ._proxy import Delay as ProxyDelay
-from ._proxy import Duplicate as ProxyDuplicate
+from . import _actions as proxy_actions
+from ._actions import Decide, DropRequest, DropResponse, Pass, ProxiedRequest, ProxyAction, Stall
+from ._proxy import FaultProxy
 
 __all__ = ["AppliedFault", "PlanAtProxies", "ProxiedService", "routes_from_openapi"]
 
@@ -305,10 +305,10 @@ class PlanAtProxies:
             self._refuse[name]()
             return Pass(), "refuse then pass"
         if isinstance(fault, Duplicate):
-            action: ProxyAction = ProxyDuplicate(lag=fault.lag * self.scale)
+            action: ProxyAction = proxy_actions.Duplicate(lag=fault.lag * self.scale)
             return action, str(action)
         if isinstance(fault, Delay):
-            action = ProxyDelay(fault.seconds * self.scale)
+            action = proxy_actions.Delay(fault.seconds * self.scale)
             return action, str(action)
         if isinstance(fault, Pause):
             _hook(service, "pause")()

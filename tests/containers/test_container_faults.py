@@ -5,7 +5,13 @@ order service's saga (itself in a container) calls the four participants through
 Each proxy fault (a response dropped after the charge committed, a duplicated request, dropped
 requests, a delayed request) and a container paused mid-saga is shown catching a broken variant,
 while the correct saga under the same fault leaves nothing for the audit to find. These use the
-``saga_containers`` fixture, as a user testing their own images would."""
+``saga_containers`` fixture, as a user testing their own images would.
+
+Real time decides nothing here that load could change: the order service waits for its
+participants longer than anything the machine does may take (`PATIENT`), except where a test needs
+it to give up, and then what must come after its giving up waits for it (a charge held until the
+refund was answered, a container thawed by the compensation's arrival, a restart done before the
+retry is sent)."""
 
 from __future__ import annotations
 
@@ -18,10 +24,19 @@ import pytest
 from reference_system import ReferenceSystem
 
 from saga_verify.containers import ContainerParticipant, ContainerSession, ServiceImage
+from saga_verify.containers._services import READY_TIMEOUT
 from saga_verify.proxy import Delay, DropRequest, DropResponse, Duplicate, Pass, ProxiedRequest, ProxyAction
 from saga_verify.reference import _broken
 
 pytestmark = pytest.mark.slow
+
+#: How long the order service waits for a participant where no test needs it to give up: longer
+#: than a container restart may take (its ready check's own limit, and as much again for the
+#: engine to kill and start it), so that only a real failure, never a slow machine, ends a call.
+PATIENT = 2 * READY_TIMEOUT
+#: Where a test needs the order service to give up on a call that cannot answer.
+IMPATIENT = 0.5
+
 
 def stack(
     session: ContainerSession,
@@ -30,7 +45,7 @@ def stack(
     saga: str | None = None,
     payment: str | None = None,
     decide: dict[str, Callable[[ProxiedRequest], ProxyAction]] | None = None,
-    upstream_timeout: float = 1.0,
+    upstream_timeout: float = PATIENT,
 ) -> ReferenceSystem:
     """The reference system with the broken saga or payment named (from `_broken`)."""
     return ReferenceSystem(
@@ -103,9 +118,15 @@ def test_the_correct_saga_says_it_failed_when_compensations_are_dropped(saga_con
 
 def _late_charge(payment: str | None, session: ContainerSession, image: ServiceImage) -> ReferenceSystem:
     # The first charge is held past the order service's timeout, its retries are lost: the saga
-    # gives up, refunds, and only then does the first charge land.
-    actions: dict[int, ProxyAction] = {1: Delay(2.0), 2: DropRequest(), 3: DropRequest()}
-    made = stack(session, image, payment=payment, decide={"payment": on("POST", "/charges", actions)}, upstream_timeout=0.5)
+    # gives up, refunds, and only then, once the refund was answered, does the first charge land.
+    holder: list[ReferenceSystem] = []
+
+    def refunded() -> bool:
+        return bool(holder) and any(r.path == "/refunds" and r.status is not None for r in holder[0].participants["payment"].proxy.records)
+
+    actions: dict[int, ProxyAction] = {1: Delay(PATIENT, until=refunded), 2: DropRequest(), 3: DropRequest()}
+    made = stack(session, image, payment=payment, decide={"payment": on("POST", "/charges", actions)}, upstream_timeout=IMPATIENT)
+    holder.append(made)
     assert made.place()["outcome"] == "compensated"
     made.wait_for(lambda: any(r.path == "/charges" and r.status is not None for r in made.participants["payment"].proxy.records))
     return made
@@ -148,7 +169,7 @@ def _paused_during_charge(saga: str | None, session: ContainerSession, image: Se
             thaw()
         return Pass()
 
-    made = stack(session, image, saga=saga, decide={"payment": at_payment, "inventory": at_inventory}, upstream_timeout=0.5)
+    made = stack(session, image, saga=saga, decide={"payment": at_payment, "inventory": at_inventory}, upstream_timeout=IMPATIENT)
     payment.append(made.participants["payment"])
     assert made.place()["outcome"] == "compensated"
     made.wait_for(lambda: len(charged(made)) == 1)
@@ -167,25 +188,18 @@ def test_the_correct_saga_refunds_a_charge_that_was_frozen(saga_containers: Cont
 
 
 def _killed_after_charge(payment: str | None, session: ContainerSession, image: ServiceImage) -> ReferenceSystem:
-    """The first charge commits and its reply is lost; before the retry arrives the payment
-    container is killed and started again, so the retry reaches a service that has only what
-    its store kept."""
+    """The first charge commits and its reply is lost: the payment container is killed and
+    started again before the order service learns the call failed, so its retry reaches a service
+    that has only what its store kept. The order service waits for the call as long as a restart
+    may take, so the retry comes after the restart however slow the restart is."""
     holder: list[ContainerParticipant] = []
-
-    def at_payment(request: ProxiedRequest) -> ProxyAction:
-        if request.path != "/charges":
-            return Pass()
-        if not holder[1:]:
-            holder.append(holder[0])  # the first charge: its reply is lost
-            return DropResponse()
-        if len(holder) == 2:
-            holder.append(holder[0])
-            holder[0].restart()  # the retry: the service was killed in between
-        return Pass()
-
-    made = stack(session, image, payment=payment, decide={"payment": at_payment})
+    restart_after_the_charge = DropResponse(then=lambda: holder[0].restart())
+    made = stack(session, image, payment=payment, decide={"payment": on("POST", "/charges", {1: restart_after_the_charge})})
     holder.append(made.participants["payment"])
-    assert made.place()["outcome"] == "completed"
+    outcome = made.place()["outcome"]
+    charges = [r for r in holder[0].proxy.records if r.path == "/charges"]
+    assert [(r.action, r.error) for r in charges] == [(DropResponse(), None), (Pass(), None)]  # restarted, then retried once
+    assert outcome == "completed"
     return made
 
 

@@ -6,15 +6,13 @@ debootstrap, a wheelhouse, the image), so the tests that need it are slow."""
 from __future__ import annotations
 
 import io
-import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from engine_guard import docker
+from engine_guard import api
 
 from saga_verify.containers import SERVICE_PORT, SESSION_LABEL, ImageBuildError, ServiceImage, ensure_service_image
 from saga_verify.containers._images import BASE_ENV, IMAGE_REPOSITORY, ensure_wheelhouse
@@ -32,10 +30,6 @@ def _health(url: str, timeout: float = 30.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"{url} did not answer within {timeout:g} s")
         time.sleep(0.1)
-
-
-def _label_args(labels: dict[str, str]) -> list[str]:
-    return [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
 
 
 def test_a_base_image_that_does_not_exist_is_named(docker_engine: None) -> None:
@@ -60,7 +54,7 @@ def test_the_image_is_built_once_then_reused(service_image: ServiceImage) -> Non
     # Reusing takes a tenth of a second; the bound leaves room for waiting on the images lock
     # while another worker builds.
     assert again.seconds < 10
-    assert docker("image", "inspect", "--format", '{{index .Config.Labels "saga-verify.image"}}', again.tag).strip() == "services"
+    assert api().inspect_image(again.tag)["Config"]["Labels"]["saga-verify.image"] == "services"
 
 
 @pytest.mark.slow
@@ -76,17 +70,12 @@ def test_the_wheelhouse_is_reused(service_image: ServiceImage) -> None:
 
 
 @pytest.fixture(scope="module")
-def docker_container() -> Iterator[Any]:
-    """testcontainers' DockerContainer, configured for an engine on this machine: no Ryuk (its
-    image cannot be pulled; the session label does the cleaning) and ports on 127.0.0.1 even
-    though this machine looks like a container (it has /.dockerenv)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
-        patch.setenv("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
-        patch.setenv("TC_HOST", "127.0.0.1")
-        from testcontainers.core.container import DockerContainer
+def docker_container() -> Any:
+    """testcontainers' DockerContainer, configured for the engine on this machine by the root
+    conftest (no Ryuk; ports on 127.0.0.1 although this machine has /.dockerenv)."""
+    from testcontainers.core.container import DockerContainer
 
-        yield DockerContainer
+    return DockerContainer
 
 
 @pytest.mark.slow
@@ -109,29 +98,34 @@ def test_a_service_runs_from_the_image(service_image: ServiceImage, session_labe
 
 @pytest.mark.slow
 def test_services_on_one_network_reach_each_other_by_alias(service_image: ServiceImage, session_labels: dict[str, str]) -> None:
-    labels = _label_args(session_labels)
+    engine = api()
     network = f"saga-verify-test-{session_labels[SESSION_LABEL]}"
-    docker("network", "create", *labels, network)
-    started = []
+    engine.create_network(network, labels=session_labels)
+    started: list[str] = []
     try:
         for service in ("payment", "inventory"):
-            started.append(
-                docker(
-                    "run", "--detach", *labels, "--network", network, "--network-alias", service,
-                    "--publish", f"127.0.0.1::{SERVICE_PORT}",
-                    service_image.tag, "--service", service, "--host", "0.0.0.0", "--port", str(SERVICE_PORT),
-                ).strip()
+            container = engine.create_container(
+                service_image.tag,
+                ["--service", service, "--host", "0.0.0.0", "--port", str(SERVICE_PORT)],
+                labels=session_labels,
+                ports=[SERVICE_PORT],
+                host_config=engine.create_host_config(port_bindings={SERVICE_PORT: ("127.0.0.1", None)}),
+                networking_config=engine.create_networking_config({network: engine.create_endpoint_config(aliases=[service])}),
             )
-        for container, service in zip(started, ("payment", "inventory"), strict=True):
-            published = docker("port", container, f"{SERVICE_PORT}/tcp").split()[0]
-            assert published.startswith("127.0.0.1:")
-            assert _health(f"http://{published}/health")["service"] == service
+            started.append(container["Id"])
+            engine.start(container["Id"])
+        for container_id, service in zip(started, ("payment", "inventory"), strict=True):
+            [published] = engine.port(container_id, SERVICE_PORT)
+            assert published["HostIp"] == "127.0.0.1"
+            assert _health(f"http://127.0.0.1:{published['HostPort']}/health")["service"] == service
         fetch = f"import urllib.request; print(urllib.request.urlopen('http://payment:{SERVICE_PORT}/health', timeout=10).read().decode())"
-        assert '"service":"payment"' in docker("exec", started[1], "python", "-c", fetch)
+        run = engine.exec_create(started[1], ["python", "-c", fetch])
+        assert '"service":"payment"' in engine.exec_start(run["Id"]).decode()
+        assert engine.exec_inspect(run["Id"])["ExitCode"] == 0
     finally:
-        if started:
-            docker("rm", "--force", *started)
-        docker("network", "rm", network)
+        for container_id in started:
+            engine.remove_container(container_id, force=True)
+        engine.remove_network(network)
 
 
 @pytest.mark.slow
@@ -142,7 +136,8 @@ def test_a_failing_dockerfile_step_is_named(service_image: ServiceImage, session
         pass
     base = f"saga-verify/test-empty:{session_labels[SESSION_LABEL]}"
     label = next(f"LABEL {key}={value}" for key, value in session_labels.items())
-    subprocess.run(["docker", "import", "--change", label, "-", base], input=empty.getvalue(), capture_output=True, check=True)
+    repository, _, tag = base.partition(":")
+    api().import_image_from_data(empty.getvalue(), repository=repository, tag=tag, changes=[label])
     with pytest.raises(ImageBuildError) as caught:
         ensure_service_image(base=base)
     step = caught.value.step

@@ -4,14 +4,19 @@ when paused, and a session leaves nothing behind, also when a service never beco
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from engine_guard import docker, leftovers
+from engine_guard import api, leftovers
 
 from saga_verify.containers import ServiceImage
+from saga_verify.containers._engine import Published, engine
 from saga_verify.containers._services import ContainerSession, ContainerStartError
 
 pytestmark = pytest.mark.slow
@@ -32,15 +37,18 @@ def test_a_service_answers_on_loopback_and_by_name_on_the_network(session: Conta
     payment = session.start("payment", *serve(service_image, "payment"))
     assert payment.url.startswith("http://127.0.0.1:")
     assert httpx.get(f"{payment.url}/health").json() == {"status": "ok", "service": "payment"}
-    published = docker("port", payment.id, "8000/tcp")
-    assert published.strip().startswith("127.0.0.1:"), published
+    [published] = api().port(payment.id, 8000)
+    assert published["HostIp"] == "127.0.0.1", published
     # Another container on the session's network reaches it by its name.
-    probe = docker(
-        "run", "--rm", "--network", session.network().name, "--label", f"saga-verify.session={session.id}",
-        "--entrypoint", "python3", service_image.tag, "-c",
-        "import urllib.request; print(urllib.request.urlopen('http://payment:8000/health').read().decode())",
-    )  # fmt: skip
-    assert '"service":"payment"' in probe
+    probe = engine().containers.run(
+        service_image.tag,
+        ["-c", "import urllib.request; print(urllib.request.urlopen('http://payment:8000/health').read().decode())"],
+        entrypoint="python3",
+        network=session.network().name,
+        labels={"saga-verify.session": session.id},
+        remove=True,
+    )
+    assert '"service":"payment"' in probe.decode()
 
 
 def test_a_killed_service_comes_back_with_what_its_store_kept(session: ContainerSession, service_image: ServiceImage) -> None:
@@ -131,3 +139,87 @@ def test_what_a_killed_run_left_is_removed_by_the_next_session(service_image: Se
     assert len(leftovers(orphan)["containers"]) == 1  # killed: nothing removed it
     with ContainerSession():
         assert not any(leftovers(orphan).values())
+
+
+def test_starting_a_service_leaves_the_environment_as_it_was(
+    session: ContainerSession, service_image: ServiceImage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The settings this machine's tests give testcontainers are the test set-up's, not the
+    # library's: without them in the environment, the library must not add them.
+    monkeypatch.delenv("TESTCONTAINERS_CONNECTION_MODE", raising=False)
+    monkeypatch.delenv("TC_HOST", raising=False)
+    before = dict(os.environ)
+    payment = session.start("payment", *serve(service_image, "payment"))
+    assert httpx.get(f"{payment.url}/health").status_code == 200
+    assert dict(os.environ) == before
+
+
+class _EngineOverTcp:
+    """The engine's unix socket served on a TCP address of this machine, as a remote engine is
+    reached: each connection is piped to the socket."""
+
+    def __init__(self, socket_path: str, host: str) -> None:
+        self.socket_path = socket_path
+        self._listener = socket.create_server((host, 0))
+        self.url = f"tcp://{host}:{self._listener.getsockname()[1]}"
+        self._sockets: list[socket.socket] = []
+        self._pipes: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            engine_side = socket.socket(socket.AF_UNIX)
+            self._sockets += [client, engine_side]
+            engine_side.connect(self.socket_path)
+            for source, target in ((client, engine_side), (engine_side, client)):
+                pipe = threading.Thread(target=self._pipe, args=(source, target), daemon=True)
+                self._pipes.append(pipe)
+                pipe.start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() that waits
+        self._listener.close()
+        self._accepting.join(5)
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for pipe in self._pipes:
+            pipe.join(5)
+        for sock in self._sockets:
+            sock.close()
+
+
+def test_an_engine_reached_over_tcp_publishes_where_it_is_reached(service_image: ServiceImage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DOCKER_HOST names the engine for everything the library does, and its ports are reached at
+    the host DOCKER_HOST names (here a second loopback address of this machine), not at a host
+    this machine's settings name."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        pytest.skip(f"this test serves a local engine's unix socket over TCP; DOCKER_HOST is {host}")
+    forwarder = _EngineOverTcp(host.removeprefix("unix://"), "127.0.0.2")
+    try:
+        monkeypatch.setenv("DOCKER_HOST", forwarder.url)
+        with ContainerSession() as session:
+            assert session.published == Published("127.0.0.2", "127.0.0.2")
+            payment = session.start("payment", *serve(service_image, "payment"))
+            assert payment.url.startswith("http://127.0.0.2:")
+            assert httpx.get(f"{payment.url}/health").json() == {"status": "ok", "service": "payment"}
+            [binding] = api().port(payment.id, 8000)
+            assert binding["HostIp"] == "127.0.0.2"
+        assert not any(leftovers(session.id).values())
+    finally:
+        forwarder.close()

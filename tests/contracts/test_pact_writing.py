@@ -49,7 +49,8 @@ def test_interactions_are_merged_sorted_by_description_in_a_stable_layout(tmp_pa
     document = json.loads(text)
     assert [i["description"] for i in document["interactions"]] == ["a charge", "b charge"]
     assert text == json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["order-payment.json"]
+    # The pact, and beside it its writers' lock (hidden; it also holds what this run wrote).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".order-payment.json.lock", "order-payment.json"]
 
     before = path.stat().st_mtime_ns
     add_interaction(tmp_path, "a charge")
@@ -106,6 +107,41 @@ def test_concurrent_writers_in_one_process_keep_every_interaction(tmp_path: Path
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda n: add_interaction(tmp_path, f"charge {n:02d}", amount=n), range(40)))
     assert [i["description"] for i in interactions(tmp_path)] == [f"charge {n:02d}" for n in range(40)]
+
+
+WRITER = """
+import sys
+
+import httpx
+
+from saga_verify.contracts import consumer_pact
+
+pact_dir, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for n in range(first, first + count):
+    with consumer_pact("order", "payment", pact_dir, run_id="one run") as pact:
+        pact.upon_receiving(f"charge {n:02d}").with_request("POST", f"/charges/{n}").will_respond_with(201)
+        with pact.serve(addr="127.0.0.1") as server:
+            assert httpx.post(f"{server.url}/charges/{n}").status_code == 201
+"""
+
+
+def test_writers_with_different_temporary_folders_keep_every_interaction(tmp_path: Path) -> None:
+    """Four processes write ten interactions each into one pact at once, each with a temporary
+    folder of its own: they all find the pact's one lock, and leave nothing behind in theirs."""
+    pact_dir = tmp_path / "pacts"
+    writers = []
+    for number in range(4):
+        own_tmp = tmp_path / f"tmp-{number}"
+        own_tmp.mkdir()
+        env = {**os.environ, "TMPDIR": str(own_tmp), "PACT_DO_NOT_TRACK": "true"}
+        command = [sys.executable, "-c", WRITER, str(pact_dir), str(number * 10), "10"]
+        writers.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+    for writer in writers:
+        _, errors = writer.communicate(timeout=120)
+        assert writer.returncode == 0, errors
+    assert [i["description"] for i in interactions(pact_dir)] == [f"charge {n:02d}" for n in range(40)]
+    assert [sorted(p.name for p in (tmp_path / f"tmp-{n}").iterdir()) for n in range(4)] == [[], [], [], []]
+    assert sorted(p.name for p in pact_dir.iterdir()) == [".order-payment.json.lock", "order-payment.json"]
 
 
 XDIST_MODULE = """

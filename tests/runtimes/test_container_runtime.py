@@ -18,7 +18,7 @@ from saga_verify._cli import main
 from saga_verify._pytest_plugin import require_docker
 from saga_verify._runtimes import _placements, stop_services
 from saga_verify.containers import session_leftovers
-from saga_verify.containers._engine import docker
+from saga_verify.containers._engine import engine
 from saga_verify.errors import OptionError
 from saga_verify.reference import variants
 
@@ -56,13 +56,13 @@ def _nothing_left(docker_engine: None) -> Iterator[None]:
 
 
 def _started_at(container_id: str) -> str:
-    return docker(["inspect", "--format", "{{.State.StartedAt}}", container_id]).stdout.strip()
+    return str(engine().api.inspect_container(container_id)["State"]["StartedAt"])
 
 
 def _supervisor_and_child(container_id: str) -> tuple[int, int]:
     """The host pids of the container's service supervisor and of the one service process it runs."""
-    rows = docker(["top", container_id, "-o", "pid,ppid,args"]).stdout.splitlines()[1:]
-    found = {int(row.split()[0]): int(row.split()[1]) for row in rows if "saga_verify.reference.services" in row}
+    rows = engine().api.top(container_id, ps_args="-o pid,ppid,args")["Processes"]
+    found = {int(pid): int(ppid) for pid, ppid, args in rows if "saga_verify.reference.services" in args}
     ((child, supervisor),) = [(pid, ppid) for pid, ppid in found.items() if ppid in found]
     return supervisor, child
 
