@@ -29,7 +29,7 @@ from .._system import Service
 from ..systems._remote import ServiceLostError, ServiceSetupError
 
 #: How long a service may take to answer its ready check after it was started.
-READY_TIMEOUT = 20.0
+READY_TIMEOUT = 60.0
 #: How long a service may take to stop after SIGTERM before it is killed.
 STOP_TIMEOUT = 5.0
 #: Loopback HTTP stalls on Nagle and delayed ACKs without it.
