@@ -113,21 +113,19 @@ class _Checks:
                 now = have
                 if node == producer:
                     now = expression is not None and (edge.outcome == "success" or not _reads_reply(expression))
-                state = (edge.target, now)
-                if state not in origin:
-                    origin[state] = ((node, have), edge)
-                    queue.append(state)
-        state: tuple[str, bool] | None = (target, False)
-        if state not in origin:
+                following = (edge.target, now)
+                if following not in origin:
+                    origin[following] = ((node, have), edge)
+                    queue.append(following)
+        if (target, False) not in origin:
             return target
-        steps: list[tuple[str, Edge | None]] = []
-        while state is not None:
-            back = origin[state]
-            steps.append((state[0], back[1] if back else None))
-            state = back[0] if back else None
-        steps.reverse()
-        shifted = [(steps[0][0], None)] + [(steps[i + 1][0], steps[i + 1][1]) for i in range(len(steps) - 1)]
-        return _path(shifted)
+        path: list[tuple[str, Edge | None]] = []
+        at: tuple[str, bool] | None = (target, False)
+        while at is not None:
+            back = origin[at]
+            path.append((at[0], back[1] if back else None))  # the step, and the edge that led into it
+            at = back[0] if back else None
+        return _path(path[::-1])
 
     def handoffs(self) -> Iterator[Finding]:
         available = self._available()
@@ -226,7 +224,7 @@ class _Checks:
                     return found
             kind = self._output_type(value)
             unknown[at] = kind is not None
-            return _EXAMPLES.get(kind or "", None)
+            return _EXAMPLES.get(kind or "")
         if isinstance(value, Template):
             parts = [p if isinstance(p, str) else self._text(p) for p in value.parts]
             if any(p is None for p in parts):
@@ -373,7 +371,7 @@ def _schema_at(document: Mapping[str, Any], schema: Any, pointer: str) -> Any:
     from ._document import _local_ref
 
     schema = _local_ref(document, schema)
-    for raw in [p for p in pointer.split("/")[1:]] if pointer else []:
+    for raw in list(pointer.split("/")[1:]) if pointer else []:
         token = raw.replace("~1", "/").replace("~0", "~")
         if not isinstance(schema, Mapping):
             return None
@@ -389,7 +387,7 @@ def _schema_at(document: Mapping[str, Any], schema: Any, pointer: str) -> Any:
 def _validator(operation: Operation, schema: Mapping[str, Any]) -> Any:
     """A JSON Schema validator for ``schema``, a part of the operation's OpenAPI document: the
     document's components go along, so that its local references resolve."""
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]
 
     rooted = {**schema, "components": operation.document.get("components") or {}}
     if str(operation.document.get("openapi", "")).startswith("3.1"):

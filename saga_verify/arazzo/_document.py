@@ -165,7 +165,7 @@ def _load_file(path: Path, what: str) -> Any:
             return json.loads(text)
         except ValueError as exc:
             raise fail(path, f"{what} is not valid JSON: {exc}") from None
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     try:
         return yaml.safe_load(text)
@@ -178,7 +178,7 @@ def _load_file(path: Path, what: str) -> Any:
 
 @cache
 def _arazzo_validator() -> Any:
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]
     import yaml
 
     return jsonschema.Draft202012Validator(yaml.safe_load(_SCHEMA.read_text(encoding="utf-8")))

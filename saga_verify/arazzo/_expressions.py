@@ -244,8 +244,7 @@ def evaluate(expression: Expression, context: Context) -> Any:
             return resolve_pointer(message.body, expression.pointer)
         if expression.source == "header":
             return message.header(expression.name or "")
-        found = (message.query if expression.source == "query" else message.path).get(expression.name or "", MISSING)
-        return found
+        return (message.query if expression.source == "query" else message.path).get(expression.name or "", MISSING)
     if root in ("url", "method"):
         message = context.request
         value = None if message is None else (message.url if root == "url" else message.method)

@@ -104,7 +104,7 @@ def _step(read: Workflow, step_id: str, participant: str, action: str, compensat
 def _check_input(read: Workflow, value: Any) -> None:
     if not read.inputs:
         return
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]
 
     errors = sorted(jsonschema.Draft202012Validator(read.inputs).iter_errors(value), key=lambda e: list(e.absolute_path))
     if errors:

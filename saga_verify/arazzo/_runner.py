@@ -74,7 +74,8 @@ class WorkflowRun:
                     "model= (an app, a command or an image), or run on asgi, process or container"
                 )
             attempt, context = self._call(step, client, inputs, state)
-            maybe_applied = maybe_applied or attempt.maybe_applied
+            # The last reply decides: an answer settles what earlier lost attempts left open.
+            maybe_applied = attempt.maybe_applied if attempt.response is not None else maybe_applied or attempt.maybe_applied
             action = self._choose(step, attempt, context, retries)
             if action is not None and action.type == "retry":
                 retries[id(action)] = retries.get(id(action), 0) + 1
@@ -189,23 +190,22 @@ class WorkflowRun:
             state.compensations.append((step.id, success))
 
     def _outcome(self, state: _State, last: tuple[str, bool]) -> str:
-        """``failed`` if a compensation could not be made or something that may have taken effect
-        was left standing; ``compensated`` if the run went back and left nothing in effect;
+        """``failed`` if something that may have taken effect was left standing (its compensation
+        failed, or never ran); ``compensated`` if the run went back and left nothing in effect;
         ``completed`` if it went forward to the end: every step with a compensation succeeded and
         the run ended on a success, or on the failure of an irreversible step (which comes after
         every step that can be undone: the saga stands without it)."""
-        if any(not ok for _, ok in state.compensations):
-            return "failed"
+        standing = {
+            f for f in self.shape.compensation if f in state.visits and (state.visits[f].success or state.visits[f].maybe_applied)
+        }
+        if any(not ok and self.shape.undone_by(c) in standing for c, ok in state.compensations):
+            return "failed"  # a compensation of what may have taken effect could not be made
         last_step, last_success = last
         forward = all(f in state.visits and state.visits[f].success for f in self.shape.compensation)
         if not state.compensations and forward and (last_success or last_step in self.shape.irreversible(self.workflow)):
             return "completed"
-        undone = {self.shape.undone_by(c) for c, _ in state.compensations}
-        pending = [
-            f for f in self.shape.compensation
-            if f in state.visits and (state.visits[f].success or state.visits[f].maybe_applied) and f not in undone
-        ]
-        return "failed" if pending else "compensated"
+        undone = {self.shape.undone_by(c) for c, ok in state.compensations if ok}
+        return "failed" if standing - undone else "compensated"
 
 def _text(value: Any) -> str:
     if isinstance(value, str):
