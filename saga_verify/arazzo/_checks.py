@@ -353,7 +353,7 @@ class _Checks:
                     step.id,
                     "retry-key",
                     via,
-                    f"retries {step.operation} ({method}, not idempotent) without an idempotency key: a retry after a lost reply applies it twice",
+                    f"retries {step.operation}, which is not idempotent, without an idempotency key: a retry after a lost reply applies it twice",
                 )
             elif any(e.reads_reply for e in expressions_in(key.value)):
                 yield self.finding(step.id, "retry-key", f"parameter {key.name!r}", "its idempotency key reads the reply, so it changes between attempts")
