@@ -69,9 +69,9 @@ class WorkflowRun:
             client = services[step.operation.source]
             if not isinstance(client, httpx.Client):
                 raise SagaDefinitionError(
-                    f"workflow {workflow.id!r} calls {step.operation.source} over HTTP, but here that service is a "
-                    f"{type(client).__name__} (on sim a service with a model runs as the model): declare it without "
-                    "model= (an app, a command or an image), or run on asgi, process or container"
+                    f"workflow {workflow.id!r} calls {step.operation.source} over HTTP, but on sim that service runs as "
+                    "its Python model: declare it without model= (an app, a command or an image), or run on asgi, "
+                    "process or container"
                 )
             attempt, context = self._call(step, client, inputs, state)
             # The last reply decides: an answer settles what earlier lost attempts left open.
