@@ -139,5 +139,6 @@ def test_the_reference_workflow_reads_as_written() -> None:
         ("retryAgain", "retry", None, 0.4, 1),
         ("undo", "goto", "refundPayment", 0.0, 1),
     ]
-    assert charge.idempotency_key is not None and charge.idempotency_key.name == "Idempotency-Key"
+    assert charge.idempotency_key is not None
+    assert charge.idempotency_key.name == "Idempotency-Key"
     assert workflow.example_input == {"order_id": "order-1", "sku": "sku-1", "qty": 2, "amount": 100}

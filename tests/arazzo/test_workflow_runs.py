@@ -97,7 +97,8 @@ def test_a_handoff_that_finds_nothing_stops_the_run() -> None:
     saga = load(FREE_ORDER, strict=False, input={"order_id": "o-2", "sku": "sku-1", "qty": 1, "amount": 0}, participants=reference_http_system())
     execution = run_plan(saga, runtime="asgi")
     assert type(execution.error).__name__ == "HandoffError"
-    assert "step 'sendNotification'" in str(execution.error) and "/message" in str(execution.error)
+    assert "step 'sendNotification'" in str(execution.error)
+    assert "/message" in str(execution.error)
 
 
 def test_hooks_must_match_the_workflows_steps() -> None:
