@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._document import NON_IDEMPOTENT_METHODS, Operation, Workflow, WorkflowStep
+from ._document import NON_IDEMPOTENT_METHODS, Operation, Workflow, WorkflowStep, local_ref
 from ._expressions import MISSING, Context, Expression, Template, evaluate, expressions_in
 from ._graph import Edge, Shape, shape
 
@@ -86,7 +86,7 @@ class _Checks:
             for edge in self.out.get(source, []):
                 if edge.target is None:
                     continue
-                kept = {(source, o) for o, e in step.outputs.items() if edge.outcome == "success" or not _reads_reply(e)}
+                kept = {(source, o) for o, e in step.outputs.items() if edge.outcome == "success" or not e.reads_reply}
                 after = (available[source] - {(source, o) for o in step.outputs}) | kept
                 if edge.target == start:
                     continue  # the workflow starts with nothing; a way back to the start keeps that
@@ -112,7 +112,7 @@ class _Checks:
                     continue
                 now = have
                 if node == producer:
-                    now = expression is not None and (edge.outcome == "success" or not _reads_reply(expression))
+                    now = expression is not None and (edge.outcome == "success" or not expression.reads_reply)
                 following = (edge.target, now)
                 if following not in origin:
                     origin[following] = ((node, have), edge)
@@ -159,7 +159,7 @@ class _Checks:
         if producer == step.id and when == "reply":
             return  # its own outputs of this very call
         if needed not in available:
-            replied = " and replied" if _reads_reply(declared[output]) else ""
+            replied = " and replied" if declared[output].reads_reply else ""
             yield self.finding(
                 step.id,
                 "handoff",
@@ -224,7 +224,7 @@ class _Checks:
                     return found
             kind = self._output_type(value)
             unknown[at] = kind is not None
-            return _EXAMPLES.get(kind or "")
+            return _OF_TYPE.get(kind or "")
         if isinstance(value, Template):
             parts = [p if isinstance(p, str) else self._text(p) for p in value.parts]
             if any(p is None for p in parts):
@@ -359,26 +359,20 @@ class _Checks:
                 yield self.finding(step.id, "retry-key", f"parameter {key.name!r}", "its idempotency key reads the reply, so it changes between attempts")
 
 
-_EXAMPLES: dict[str, Any] = {"string": "", "integer": 0, "number": 0, "boolean": False, "object": {}, "array": [], "null": None}
-
-
-def _reads_reply(expression: Expression) -> bool:
-    return expression.reads_reply
+_OF_TYPE: dict[str, Any] = {"string": "", "integer": 0, "number": 0, "boolean": False, "object": {}, "array": [], "null": None}
 
 
 def _schema_at(document: Mapping[str, Any], schema: Any, pointer: str) -> Any:
     """The subschema a JSON pointer into an instance of ``schema`` lands in (local refs followed)."""
-    from ._document import _local_ref
-
-    schema = _local_ref(document, schema)
+    schema = local_ref(document, schema)
     for raw in list(pointer.split("/")[1:]) if pointer else []:
         token = raw.replace("~1", "/").replace("~0", "~")
         if not isinstance(schema, Mapping):
             return None
         if isinstance(schema.get("properties"), Mapping) and token in schema["properties"]:
-            schema = _local_ref(document, schema["properties"][token])
+            schema = local_ref(document, schema["properties"][token])
         elif token.isdigit() and isinstance(schema.get("items"), Mapping):
-            schema = _local_ref(document, schema["items"])
+            schema = local_ref(document, schema["items"])
         else:
             return None
     return schema

@@ -271,7 +271,7 @@ def _sources(path: Path, document: Mapping[str, Any]) -> dict[str, tuple[Path, M
     return out
 
 
-def _local_ref(document: Mapping[str, Any], value: Any) -> Any:
+def local_ref(document: Mapping[str, Any], value: Any) -> Any:
     """Follow a local ``$ref`` of an OpenAPI document (to a parameter, a request body)."""
     seen = 0
     while isinstance(value, Mapping) and isinstance(value.get("$ref"), str) and value["$ref"].startswith("#/") and seen < 20:
@@ -330,12 +330,12 @@ def _operation(path: Path, step: Mapping[str, Any], sources: Mapping[str, tuple[
 def _make_operation(source: str, document: Mapping[str, Any], route: str, method: str, item: Mapping[str, Any], spec: Mapping[str, Any]) -> Operation:
     merged: dict[tuple[str, str], Any] = {}
     for raw in (*item.get("parameters", []), *spec.get("parameters", [])):
-        parameter = _local_ref(document, raw)
+        parameter = local_ref(document, raw)
         if isinstance(parameter, Mapping):
             merged[(str(parameter.get("name")), str(parameter.get("in")))] = parameter
     resolved = {**spec, "parameters": list(merged.values())}
     if "requestBody" in spec:
-        resolved["requestBody"] = _local_ref(document, spec["requestBody"])
+        resolved["requestBody"] = local_ref(document, spec["requestBody"])
     pointer = "/paths/" + route.replace("~", "~0").replace("/", "~1") + "/" + method
     operation_id = str(spec.get("operationId") or f"{method.upper()} {route}")
     return Operation(source, operation_id, method.upper(), route, resolved, document, pointer)

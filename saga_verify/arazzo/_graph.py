@@ -5,9 +5,8 @@ step undoes. The static checks and the saga built from a workflow both read this
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from ._criteria import Criterion
 from ._document import Workflow, WorkflowStep, fail
@@ -91,7 +90,7 @@ class Shape:
         return next((f for f, c in self.compensation.items() if c == step), None)
 
 
-def reach(edges: Iterable[Edge], start: str, follow: Any = None) -> list[str]:
+def reach(edges: Iterable[Edge], start: str, follow: Callable[[Edge], bool] | None = None) -> list[str]:
     """Steps reachable from ``start`` (itself included) through edges ``follow`` accepts."""
     by_source: dict[str, list[Edge]] = {}
     for edge in edges:

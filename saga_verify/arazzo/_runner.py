@@ -54,7 +54,7 @@ class WorkflowRun:
         self.workflow = workflow
         self.shape = shape
         self.sources = {name: str(path) for name, path in workflow.sources.items()}
-        self.__name__ = f"arazzo:{workflow.id}"
+        self.irreversible = shape.irreversible(workflow)
 
     def __call__(self, services: Any, inputs: Any) -> dict[str, Any]:
         import httpx
@@ -202,7 +202,7 @@ class WorkflowRun:
             return "failed"  # a compensation of what may have taken effect could not be made
         last_step, last_success = last
         forward = all(f in state.visits and state.visits[f].success for f in self.shape.compensation)
-        if not state.compensations and forward and (last_success or last_step in self.shape.irreversible(self.workflow)):
+        if not state.compensations and forward and (last_success or last_step in self.irreversible):
             return "completed"
         undone = {self.shape.undone_by(c) for c, ok in state.compensations if ok}
         return "failed" if standing - undone else "compensated"
