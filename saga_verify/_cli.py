@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--report-dir", default=".saga-verify/demo", help="where minimal plans are written (default .saga-verify/demo)")
 
     explore = sub.add_parser("explore", help="search failure schedules of your saga (package.module:attribute)")
-    explore.add_argument("saga", help="the saga to explore, as package.module:attribute")
+    explore.add_argument("saga", help="the saga to explore, as package.module:attribute or an Arazzo workflow as FILE#workflowId")
     search_options(explore)
     explore.add_argument("--runtime", type=_runtime, default="sim", help="where its services run (default sim; others need a System)")
     explore.add_argument("--report-dir", default=".saga-verify", help="where minimal plans are written (default .saga-verify)")
@@ -239,10 +239,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _explore(args: argparse.Namespace) -> int:
     from ._reporting import SagaSection, TerminalProgress, failure_annotation, in_github_actions, render_result
-    from ._saga import load_saga
     from ._verify import explore_on
+    from .arazzo import WorkflowCheckError
 
-    saga = load_saga(args.saga)
+    try:
+        saga = _load_saga(args.saga)
+    except WorkflowCheckError as found:  # an Arazzo workflow that fails its static checks: nothing runs
+        print(found)
+        return 1
     _check_html(args)
     progress = TerminalProgress.on(sys.stderr)
     if progress is not None:
@@ -288,13 +292,31 @@ def _explore(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+_WORKFLOW = re.compile(r"\.(ya?ml|json)(#|$)")
+
+
+def _load_saga(ref: str) -> Saga:
+    """A saga named as package.module:attribute, or an Arazzo workflow as FILE[#workflowId]."""
+    if _WORKFLOW.search(ref):
+        from .arazzo import load
+
+        return load(ref)
+    from ._saga import load_saga
+
+    return load_saga(ref)
+
+
 def _saga_location(saga: Saga, ref: str) -> tuple[str, int]:
     """Where the saga is defined, as an annotation wants it: a path relative to the working
     folder and the line that assigns it (line 1 when that cannot be found)."""
     import importlib
 
-    module_name, _, attribute = ref.partition(":")
-    source = getattr(importlib.import_module(module_name), "__file__", None) or module_name
+    if _WORKFLOW.search(ref):  # an Arazzo workflow: its file, at the line that names it
+        source, _, attribute = ref.partition("#")
+        attribute = attribute or saga.name
+    else:
+        module_name, _, attribute = ref.partition(":")
+        source = getattr(importlib.import_module(module_name), "__file__", None) or module_name
     path = Path(source).resolve()
     try:
         shown = str(path.relative_to(Path.cwd()))
@@ -304,13 +326,12 @@ def _saga_location(saga: Saga, ref: str) -> tuple[str, int]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
         return shown, 1
-    assignment = re.compile(rf"^{re.escape(attribute)}\s*(:[^=]*)?=")
+    assignment = re.compile(rf"^{re.escape(attribute)}\s*(:[^=]*)?=|^\s*-?\s*workflowId:\s*['\"]?{re.escape(attribute)}['\"]?\s*$")
     return shown, next((n for n, text in enumerate(lines, 1) if assignment.match(text)), 1)
 
 
 def _replay(args: argparse.Namespace) -> int:
     from ._reporting import render_execution
-    from ._saga import load_saga
     from ._verify import replay
     from .errors import PlanError
     from .faults import FaultPlan
@@ -320,7 +341,7 @@ def _replay(args: argparse.Namespace) -> int:
     if not ref:
         named = f" (it is for saga {plan.saga!r})" if plan.saga else ""
         raise PlanError(f"plan file {args.plan!r} does not say where its saga lives{named}; pass --saga package.module:attribute")
-    saga = load_saga(ref)
+    saga = _load_saga(ref)
     if args.emit_test:
         try:
             plan.validate(saga)

@@ -90,6 +90,13 @@ NAMESPACES = {
         "System",
         "record_effect",
     ],
+    "saga_verify.arazzo": [
+        "ArazzoError",
+        "Finding",
+        "WorkflowCheckError",
+        "check",
+        "load",
+    ],
     "saga_verify.errors": [
         "NondeterminismError",
         "OptionError",

@@ -176,3 +176,35 @@ def test_the_shops_unkeyed_charge_fails_on_every_runtime_with_the_same_plan(pyte
     result = _run(pytester, runtime)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*saga 'checkout' broke no_double_charge*", "*1. lose-reply at payment.charge#1*"])
+
+
+# -- "Arazzo workflows" ------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def arazzo_block() -> str:
+    section = README.read_text(encoding="utf-8").split("## Arazzo workflows", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "README lost its 'Arazzo workflows' example"
+    return match.group(1)
+
+
+def test_the_arazzo_example_is_a_few_lines() -> None:
+    assert len([line for line in arazzo_block().splitlines() if line.strip()]) <= 8
+
+
+def test_the_arazzo_example_verifies_the_reference_workflow(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(ROOT)  # the block names the workflow relative to the project
+    namespace: dict[str, object] = {}
+    exec(compile(arazzo_block(), "README.md", "exec"), namespace)
+    assert namespace["order"].name == "placeOrder"  # type: ignore[attr-defined]
+
+
+def test_the_arazzo_example_fails_for_a_retry_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from saga_verify import SagaViolationError
+
+    monkeypatch.chdir(ROOT)
+    block = arazzo_block().replace('"contracts/arazzo/order.arazzo.yaml"', '"fixtures/arazzo/charge_retry_without_key.arazzo.yaml", strict=False')
+    block = block.replace('verify(order, runtime="asgi")', 'verify(order, runtime="asgi", report_dir=None)')
+    with pytest.raises(SagaViolationError, match=r"1\. lose-reply at payment\.charge#1"):
+        exec(compile(block, "README.md", "exec"), {})

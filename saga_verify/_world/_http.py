@@ -4,6 +4,7 @@ written against ``httpx.Client`` or ``httpx.AsyncClient`` is verified unchanged.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,11 +50,16 @@ class HttpParticipant(Transported):
         self.state = state
         self.errors = http_errors
         self.routes: list[tuple[str, str, str]] = []
+        self._templates: dict[str, re.Pattern[str]] = {}
         for operation, route in routes.items():
             method, _, path = str(route).strip().partition(" ")
             if not method or not path.startswith("/"):
                 raise SagaDefinitionError(f"route for {operation!r} must look like 'POST /charges', got {route!r}")
-            self.routes.append((method.upper(), path.rstrip("/") or "/", operation))
+            path = path.rstrip("/") or "/"
+            self.routes.append((method.upper(), path, operation))
+            if "{" in path:
+                # A {parameter} stands for one path segment, as in OpenAPI.
+                self._templates[path] = re.compile(re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(path)) + "(?:/.*)?")
         # The most specific path wins when several match.
         self.routes.sort(key=lambda r: -len(r[1]))
 
@@ -67,7 +73,13 @@ class HttpParticipant(Transported):
     def operation_for(self, request: httpx.Request) -> str:
         path = request.url.path.rstrip("/") or "/"
         for method, prefix, operation in self.routes:
-            if request.method == method and (prefix == "/" or path == prefix or path.startswith(prefix + "/")):
+            if request.method != method:
+                continue
+            template = self._templates.get(prefix)
+            if template is not None:
+                if template.fullmatch(path):
+                    return operation
+            elif prefix == "/" or path == prefix or path.startswith(prefix + "/"):
                 return operation
         known = ", ".join(f"{m} {p} -> {o}" for m, p, o in self.routes)
         raise SagaDefinitionError(f"{request.method} {request.url} matches no route of this participant; routes: {known}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from saga_verify import Saga, Step
@@ -27,6 +27,7 @@ __all__ = [
     "Shipping",
     "Variant",
     "order_saga",
+    "reference_http_system",
     "reference_system",
     "variants",
 ]
@@ -116,6 +117,29 @@ def reference_system(payment: type[Payment] = Payment) -> System:
         _service("payment", payment),
         _service("shipping", Shipping),
         _service("notification", Notification),
+    )
+
+
+_http_services: dict[tuple[str, type], Service] = {}
+
+
+def _http_service(name: str, cls: type) -> Service:
+    """The reference service without its Python model: reached over HTTP on every runtime (under
+    ``sim`` its app runs in this process, over the simulated participant)."""
+    found = _http_services.get((name, cls))
+    if found is None:
+        found = _http_services[(name, cls)] = replace(_service(name, cls), model=None)
+    return found
+
+
+def reference_http_system(payment: type[Payment] = Payment) -> System:
+    """The four reference services, each reached over HTTP on every runtime: for a saga that
+    speaks HTTP itself, such as the Arazzo order workflow (contracts/arazzo/order.arazzo.yaml)."""
+    return System(
+        _http_service("inventory", Inventory),
+        _http_service("payment", payment),
+        _http_service("shipping", Shipping),
+        _http_service("notification", Notification),
     )
 
 

@@ -376,6 +376,17 @@ def test_the_most_specific_route_wins() -> None:
         run_plan(saga)
 
 
+def test_a_route_with_path_parameters_matches_one_segment_each() -> None:
+    # OpenAPI paths hold {parameters}: /charges/{charge_id}/refunds is the refund of any charge.
+    routes = {"charge": "POST /charges", "refund": "POST /charges/{charge_id}/refunds"}
+    saga = Saga("templated", steps=STEPS, participants=http_participants(routes=routes), run=_one_call("POST", "/charges/ch-1/refunds"), input=ORDER)
+    assert [e.point for e in run_plan(saga).trace] == ["payment.refund#1"]
+    # a parameter is one segment, not several
+    saga = Saga("too-deep", steps=STEPS, participants=http_participants(routes={"charge": "POST /x", "refund": "POST /c/{id}/r"}), run=_one_call("POST", "/c/a/b/r"), input=ORDER)
+    with pytest.raises(SagaDefinitionError, match="matches no route"):
+        run_plan(saga)
+
+
 def test_a_root_route_takes_every_path_under_it() -> None:
     # "a request whose path starts with that path is that operation": every path starts with "/"
     saga = Saga(
