@@ -419,7 +419,7 @@ def test_each_broken_reference_variant_breaks_what_its_plan_targets() -> None:
         "charge_without_key": (plan(LoseReply(P("payment.charge#1"))), {"no_double_charge"}),
         "fresh_key_on_retry": (plan(LoseReply(P("shipping.create#1"))), {"no_double_create"}),
         "forward_order_compensation": (plan(Refuse(P("shipping.create#1"))), {"reverse_compensation_order"}),
-        "notify_before_pivot": (plan(Refuse(P("shipping.create#1"))), {"full_compensation", "irreversible_last"}),
+        "notify_before_pivot": (plan(Refuse(P("shipping.create#1"))), {"full_compensation", "irreversible_last", "forward_order"}),
         "unbounded_retry": (plan(Outage(P("payment.charge#1"))), {"terminates"}),
     }
     by_name = {v.name: v for v in ref.variants()}
@@ -458,6 +458,7 @@ def test_standard_invariant_names() -> None:
         "no_forward_after_compensation",
         "reverse_compensation_order",
         "irreversible_last",
+        "forward_order",
     ]
     assert all(i.description for i in standard_invariants(ref.order_saga))
     assert [i.name for i in standard_invariants(STEPS)] == names  # the steps alone will do
