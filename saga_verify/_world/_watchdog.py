@@ -1,0 +1,132 @@
+"""The last resort against an execution that never returns: one thread per process that stops an
+execution still running after its saga's real-time limit (``max_real_seconds``), from outside.
+
+Everything the harness owns ends an execution deterministically (call and virtual-time budgets, an
+event loop with nothing left to run); this is for what it does not own: a saga blocked on a lock,
+a thread, real I/O or a busy loop. In order, gentlest first, it wakes the execution's event loop
+(which then stops), raises `Stuck` in the thread, and, for the main thread blocked in a system
+call, sends it SIGINT (when Python's own handler is installed), as Ctrl-C would. The execution
+notes where it was stuck, and the search fails with `SagaStuckError` instead of judging it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+#: Seconds between two looks at the running executions.
+POLL = 0.1
+#: Frames of the stuck thread shown in the error, innermost last.
+STACK_FRAMES = 8
+
+
+class Stuck(BaseException):
+    """Raised into a thread whose execution is past its real-time limit; a BaseException, so that
+    saga code catching Exception does not swallow it."""
+
+
+_raise_in = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+_clear_in = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        #: The execution running in each thread (its `World`), by thread id.
+        self.active: dict[int, Any] = {}
+        self.thread: threading.Thread | None = None
+
+
+_state = _State()
+
+
+def enter(world: Any) -> tuple[int, Any]:
+    """Watch ``world``, which starts running in this thread; give the result to `leave`."""
+    ident = threading.get_ident()
+    previous = _state.active.get(ident)
+    _state.active[ident] = world
+    if _state.thread is None:
+        _start()
+    return ident, previous
+
+
+def leave(world: Any, token: tuple[int, Any]) -> None:
+    """``world`` no longer runs; an interrupt that is still on its way to this thread is taken back."""
+    ident, previous = token
+    with _state.lock:
+        if previous is None:
+            _state.active.pop(ident, None)
+        else:
+            _state.active[ident] = previous
+    if world.stuck is not None:
+        _clear_in(ident, None)
+
+
+def _start() -> None:
+    with _state.lock:
+        if _state.thread is None:
+            thread = threading.Thread(target=_watch, name="saga-verify watchdog", daemon=True)
+            thread.start()
+            _state.thread = thread
+
+
+def _forget_after_fork() -> None:
+    global _state
+    _state = _State()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _watch() -> None:
+    first_seen: dict[int, tuple[Any, float, int]] = {}
+    while True:
+        time.sleep(POLL)
+        now = time.monotonic()
+        with _state.lock:
+            running = list(_state.active.items())
+        for ident, world in running:
+            seen = first_seen.get(ident)
+            if seen is None or seen[0] is not world:
+                first_seen[ident] = (world, now, 0)
+            elif now - seen[1] >= world.saga.max_real_seconds:
+                _interrupt(ident, world, seen[2])
+                first_seen[ident] = (world, seen[1], seen[2] + 1)
+        for ident in [i for i in first_seen if i not in dict(running)]:
+            del first_seen[ident]
+
+
+def _interrupt(ident: int, world: Any, attempt: int) -> None:
+    with _state.lock:
+        if id(_state.active.get(ident)) != id(world):
+            return  # it returned meanwhile
+        if world.stuck is None:
+            frame = sys._current_frames().get(ident)
+            stack = traceback.format_stack(frame)[-STACK_FRAMES:] if frame is not None else []
+            world.stuck = "".join(stack).rstrip() or "(no Python frame)"
+        loop = world.loop
+        if loop is not None and attempt == 0 and not loop.is_closed():
+            # An event loop waiting in select wakes up and finds the execution stopped.
+            loop.call_soon_threadsafe(_nothing)
+            return
+        _raise_in(ident, Stuck)
+        main = threading.main_thread().ident
+        if attempt == 2 and ident == main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            # Blocked in a system call (a lock, a socket): only a signal wakes the main thread.
+            signal.pthread_kill(ident, signal.SIGINT)
+        if attempt == 20:
+            print(
+                f"saga-verify: saga {world.saga.name!r} swallows every interruption and cannot be stopped; "
+                f"it is stuck at:\n{world.stuck}",
+                file=sys.stderr,
+            )
+
+
+def _nothing() -> None:
+    return None
