@@ -13,7 +13,8 @@ from saga_verify.faults._alphabet import alphabet
 from saga_verify.faults._kinds import FAULT_KINDS
 from saga_verify.reference import order_saga, variants
 
-#: What the default pipeline (database, sweep, Hypothesis) finds for each broken variant, seed 0.
+#: What the default pipeline (database, sweep, Hypothesis) finds first for each broken variant,
+#: seed 0: the smallest plan, and what it breaks.
 EXPECTED = {
     "charge_without_key": ("lose-reply at payment.charge#1", ("no_double_charge",)),
     "fresh_key_on_retry": ("lose-reply at shipping.create#1", ("no_double_create",)),
@@ -22,13 +23,13 @@ EXPECTED = {
         ("full_compensation",),
     ),
     "forward_order_compensation": ("refuse at shipping.create#1", ("reverse_compensation_order",)),
-    "notify_before_pivot": ("no faults", ("irreversible_last",)),
+    "notify_before_pivot": ("no faults", ("irreversible_last", "forward_order")),
     "swallowed_compensation_error": (
         "refuse at payment.charge#1; outage at inventory.release#1",
         ("full_compensation",),
     ),
     "unbounded_retry": ("outage at inventory.reserve#1", ("terminates",)),
-    "decline_treated_as_success": ("refuse at payment.charge#1", ("all_or_nothing", "irreversible_last")),
+    "decline_treated_as_success": ("refuse at payment.charge#1", ("all_or_nothing", "irreversible_last", "forward_order")),
     "non_idempotent_refund": (
         "refuse at shipping.create#1; lose-reply at payment.refund#1",
         ("compensation_matches_effect", "full_compensation"),
@@ -88,13 +89,23 @@ def test_search_finds_the_minimal_plan(variant, tmp_path) -> None:
     assert failure.invariants == invariants
     assert failure.examples <= 100
     assert failure.found_by == ("baseline" if plan_text == "no faults" else "sweep")
-    # The search stopped at its first failure: the sweep finds the smallest plan, Hypothesis is skipped.
-    assert result.hypothesis_examples == 0
     assert result.examples_to_violation == failure.examples
     assert (failure.plan.saga, failure.plan.saga_ref) == (variant.name, f"saga_verify.reference:{variant.name}")
     assert_one_minimal(failure)
     # It really breaks what it says it breaks, when run on its own.
     assert _broken_by(variant.saga, failure.plan) >= set(invariants)
+    # The search went on after it for the invariants it did not break: the whole sweep ran, then
+    # Hypothesis. Every other failure shows an invariant no failure before it shows, under a plan
+    # of its own that really breaks it.
+    assert result.sweep is not None
+    assert result.sweep.complete
+    assert result.hypothesis_examples > 0
+    shown = set(failure.invariants)
+    for other in result.failures[1:]:
+        assert set(other.invariants) - shown, f"{other.plan} shows nothing new"
+        assert other.plan.faults != failure.plan.faults
+        assert _broken_by(variant.saga, other.plan) >= set(other.invariants)
+        shown |= set(other.invariants)
 
 
 def test_with_pauses_on_one_frozen_participant_explains_what_took_two_faults(tmp_path) -> None:
