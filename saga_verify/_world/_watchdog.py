@@ -11,6 +11,7 @@ notes where it was stuck, and the search fails with `SagaStuckError` instead of 
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import signal
@@ -107,9 +108,7 @@ def _interrupt(ident: int, world: Any, attempt: int) -> None:
         if id(_state.active.get(ident)) != id(world):
             return  # it returned meanwhile
         if world.stuck is None:
-            frame = sys._current_frames().get(ident)
-            stack = traceback.format_stack(frame)[-STACK_FRAMES:] if frame is not None else []
-            world.stuck = "".join(stack).rstrip() or "(no Python frame)"
+            world.stuck = _where(ident, world)
         loop = world.loop
         if loop is not None and attempt == 0 and not loop.is_closed():
             # An event loop waiting in select wakes up and finds the execution stopped.
@@ -130,3 +129,33 @@ def _interrupt(ident: int, world: Any, attempt: int) -> None:
 
 def _nothing() -> None:
     return None
+
+
+def _where(ident: int, world: Any) -> str:
+    """Where the execution is stuck: for an async saga, where each of its tasks waits (the thread
+    itself only waits in its event loop); else where its thread is."""
+    loop = world.loop
+    if loop is not None:
+        try:
+            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        except RuntimeError:  # the loop changed its tasks meanwhile; the thread's stack will do
+            tasks = []
+        waits = [_awaiting(task) for task in tasks]
+        if any(waits):
+            return "\n".join(w for w in waits if w)
+    frame = sys._current_frames().get(ident)
+    stack = traceback.format_stack(frame)[-STACK_FRAMES:] if frame is not None else []
+    return "".join(stack).rstrip() or "(no Python frame)"
+
+
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """The frames of a suspended task, outermost first, down the chain of what each awaits."""
+    frames: list[tuple[Any, int]] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(frames) < STACK_FRAMES:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append((frame, frame.f_lineno))
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return "".join(traceback.StackSummary.extract(frames).format()).rstrip()
