@@ -138,7 +138,9 @@ class _Switch:
         self.scanned: set[str] = set()
 
 
-_switch = _Switch()
+#: What is engaged in this process.
+SWITCH = _Switch()
+_switch = SWITCH
 
 
 def _wall_time_ns() -> int:

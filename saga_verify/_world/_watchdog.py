@@ -60,13 +60,15 @@ def enter(world: Any) -> tuple[int, Any]:
 def leave(world: Any, token: tuple[int, Any]) -> None:
     """``world`` no longer runs; an interrupt that is still on its way to this thread is taken back."""
     ident, previous = token
-    with _state.lock:
-        if previous is None:
-            _state.active.pop(ident, None)
-        else:
-            _state.active[ident] = previous
+    if previous is None:
+        _state.active.pop(ident, None)
+    else:
+        _state.active[ident] = previous
+    # The watchdog marks an execution stuck before it looks whether it still runs, and raises in
+    # its thread only if it does, under the lock: seen unmarked here, nothing is on its way.
     if world.stuck is not None:
-        _clear_in(ident, None)
+        with _state.lock:
+            _clear_in(ident, None)
 
 
 def _start() -> None:
@@ -105,10 +107,10 @@ def _watch() -> None:
 
 def _interrupt(ident: int, world: Any, attempt: int) -> None:
     with _state.lock:
+        if world.stuck is None:
+            world.stuck = _where(ident, world)  # first: see `leave`
         if id(_state.active.get(ident)) != id(world):
             return  # it returned meanwhile
-        if world.stuck is None:
-            world.stuck = _where(ident, world)
         loop = world.loop
         if loop is not None and attempt == 0 and not loop.is_closed():
             # An event loop waiting in select wakes up and finds the execution stopped.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import inspect
+import sys
 from collections.abc import Callable, Generator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -51,16 +52,18 @@ class _Halted(BaseException):
 #: several calls may be in flight at once, each in its own task).
 _DELIVERY: ContextVar[int] = ContextVar("saga_verify_delivery", default=-1)
 
-#: Whether each participant method is a coroutine function, by the function itself.
-_COROUTINE_FUNCTIONS: dict[Any, bool] = {}
+#: Which operations of a saga's participant (by saga, participant and class) are ``async def``.
+_ASYNC_OPERATIONS: dict[tuple[Saga, str, type], frozenset[str]] = {}
 
 
-def _is_coroutine_method(fn: Callable[..., Any]) -> bool:
-    func = getattr(fn, "__func__", fn)
-    known = _COROUTINE_FUNCTIONS.get(func)
-    if known is None:
-        known = _COROUTINE_FUNCTIONS[func] = inspect.iscoroutinefunction(func)
-    return known
+def _async_operations(saga: Saga, name: str, obj: object, operations: tuple[tuple[Step, str, int], ...]) -> frozenset[str]:
+    key = (saga, name, type(obj))
+    found = _ASYNC_OPERATIONS.get(key)
+    if found is None:
+        found = frozenset(op for _, op, _ in operations if inspect.iscoroutinefunction(getattr(obj, op, None)))
+        if "__getattr__" not in vars(type(obj)):  # what a dynamic participant answers may change
+            _ASYNC_OPERATIONS[key] = found
+    return found
 
 
 def _same(value: Any) -> Any:
@@ -86,7 +89,7 @@ class Endpoint:
     #: Turns a participant's reply into what the trace records.
     summarize: Callable[[Any], Any] = staticmethod(_same)
 
-    def __init__(self, world: World, step: Step, operation: str, slot: int, fn: Callable[..., Any] | None) -> None:
+    def __init__(self, world: World, step: Step, operation: str, slot: int, fn: Callable[..., Any] | None, is_async: bool = False) -> None:
         self.world = world
         self.participant = step.participant
         self.operation = operation
@@ -96,7 +99,7 @@ class Endpoint:
         self.calls = 0
         self.fn = fn
         #: Whether the participant's method is ``async def`` (the caller then awaits the call).
-        self.is_async = fn is not None and _is_coroutine_method(fn)
+        self.is_async = is_async
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         fn = self.fn
@@ -307,6 +310,7 @@ class World:
         for name, ops in self.saga.layout:
             obj = self.participants[name]
             endpoints: dict[str, Endpoint] = {}
+            awaited = frozenset() if isinstance(obj, Transported) else _async_operations(self.saga, name, obj, ops)
             for step, op, slot in ops:
                 ep: Endpoint
                 if isinstance(obj, Transported):
@@ -318,7 +322,7 @@ class World:
                             f"saga {self.saga.name!r}: participant {name!r} ({type(obj).__name__}) has no "
                             f"method {op!r} for step {step}"
                         )
-                    ep = Endpoint(self, step, op, slot, fn)
+                    ep = Endpoint(self, step, op, slot, fn, op in awaited)
                 endpoints[op] = ep
                 self.endpoints[(name, op)] = ep
             proxies[name] = obj.client(self, endpoints) if isinstance(obj, Transported) else ParticipantProxy(name, endpoints, self)
@@ -609,7 +613,7 @@ class World:
         saga = self.saga
         result: Any = None
         error: BaseException | None = None
-        if self.virtual_time:
+        if self.virtual_time and (_clocks.SWITCH.travel is None or len(sys.modules) != _clocks.SWITCH.modules_seen):
             _clocks.engage()
         context = CURRENT.set(self)
         watch = _watchdog.enter(self)
