@@ -98,8 +98,7 @@ def test_search_finds_the_minimal_plan(variant, tmp_path) -> None:
     # The search went on after it for the invariants it did not break: the whole sweep ran, then
     # Hypothesis. Every other failure shows an invariant no failure before it shows, under a plan
     # of its own that really breaks it.
-    assert result.sweep is not None
-    assert result.sweep.complete
+    assert result.sweep_complete
     assert result.hypothesis_examples > 0
     shown = set(failure.invariants)
     for other in result.failures[1:]:

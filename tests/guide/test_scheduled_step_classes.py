@@ -136,7 +136,7 @@ ships_twice = verified("scheduled_steps_fresh_key", [Reserve(), Charge(), ShipWi
 def test_the_scheduled_step_classes_hold(saga_verify: Any) -> None:
     result = saga_verify(order)
     assert result.ok
-    assert result.sweep.complete
+    assert result.sweep_complete
 
 
 def test_a_fresh_key_per_attempt_is_caught() -> None:

@@ -125,7 +125,7 @@ charges_without_key = verified(
 def test_the_step_list_saga_holds(saga_verify: Any) -> None:
     result = saga_verify(order)
     assert result.ok
-    assert result.sweep.complete
+    assert result.sweep_complete
 
 
 def test_a_charge_without_a_key_is_caught() -> None:

@@ -96,7 +96,7 @@ retries_forever = verified("steps_in_a_task_retry_forever", Orchestrator(attempt
 def test_the_steps_run_in_a_task_hold(saga_verify: Any) -> None:
     result = saga_verify(order)
     assert result.ok
-    assert result.sweep.complete
+    assert result.sweep_complete
 
 
 def test_retrying_forever_in_a_task_is_caught_as_not_terminating() -> None:

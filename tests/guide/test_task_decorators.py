@@ -123,7 +123,7 @@ swallows_refund_errors = verified("task_decorators_swallowed_refund", ["reserve"
 def test_the_decorated_tasks_hold(saga_verify: Any) -> None:
     result = saga_verify(order)
     assert result.ok
-    assert result.sweep.complete
+    assert result.sweep_complete
 
 
 def test_a_swallowed_refund_error_is_caught() -> None:
