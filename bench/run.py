@@ -54,6 +54,7 @@ import saga_verify
 from saga_verify import Saga
 from saga_verify._exploration import ExplorationResult, decision_strategies, explore, reached_points
 from saga_verify._exploration._search import FAULT_RATE
+from saga_verify._files import write_atomically
 from saga_verify._runtimes import place
 from saga_verify._world import Endpoint, World, plan_chooser
 from saga_verify.faults import (
@@ -67,7 +68,6 @@ from saga_verify.faults import (
     Outage,
     Timeout,
     templates_for,
-    write_atomically,
 )
 from saga_verify.invariants import check, invariants_for
 from saga_verify.reference import (

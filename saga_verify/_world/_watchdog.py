@@ -36,52 +36,38 @@ _raise_in = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(("
 _clear_in = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(("PyThreadState_SetAsyncExc", ctypes.pythonapi))
 
 
-class _State:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        #: The execution running in each thread (its `World`), by thread id.
-        self.active: dict[int, Any] = {}
-        self.thread: threading.Thread | None = None
+#: The execution running in each thread (its `World`), by thread id. A `World` adds itself when
+#: it starts running and takes itself out when it ends (inline, in `World.run`).
+ACTIVE: dict[int, Any] = {}
+#: The watchdog thread, once one runs in this process.
+THREAD: threading.Thread | None = None
+_lock = threading.Lock()
 
 
-_state = _State()
-
-
-def enter(world: Any) -> tuple[int, Any]:
-    """Watch ``world``, which starts running in this thread; give the result to `leave`."""
-    ident = threading.get_ident()
-    previous = _state.active.get(ident)
-    _state.active[ident] = world
-    if _state.thread is None:
-        _start()
-    return ident, previous
-
-
-def leave(world: Any, token: tuple[int, Any]) -> None:
-    """``world`` no longer runs; an interrupt that is still on its way to this thread is taken back."""
-    ident, previous = token
-    if previous is None:
-        _state.active.pop(ident, None)
-    else:
-        _state.active[ident] = previous
-    # The watchdog marks an execution stuck before it looks whether it still runs, and raises in
-    # its thread only if it does, under the lock: seen unmarked here, nothing is on its way.
-    if world.stuck is not None:
-        with _state.lock:
-            _clear_in(ident, None)
-
-
-def _start() -> None:
-    with _state.lock:
-        if _state.thread is None:
+def start() -> None:
+    """Start the watchdog thread of this process, if none runs yet."""
+    global THREAD
+    with _lock:
+        if THREAD is None:
             thread = threading.Thread(target=_watch, name="saga-verify watchdog", daemon=True)
             thread.start()
-            _state.thread = thread
+            THREAD = thread
+
+
+def take_back(ident: int) -> None:
+    """An execution the watchdog stopped left its thread: an interrupt still on its way there is
+    taken back. The watchdog marks an execution stuck before it looks whether it still runs, and
+    raises in its thread only if it does, both under the lock; seen unmarked after it left, nothing
+    is on its way."""
+    with _lock:
+        _clear_in(ident, None)
 
 
 def _forget_after_fork() -> None:
-    global _state
-    _state = _State()
+    global THREAD, _lock
+    ACTIVE.clear()
+    THREAD = None
+    _lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -92,8 +78,8 @@ def _watch() -> None:
     while True:
         time.sleep(POLL)
         now = time.monotonic()
-        with _state.lock:
-            running = list(_state.active.items())
+        with _lock:
+            running = list(ACTIVE.items())
         for ident, world in running:
             seen = first_seen.get(ident)
             if seen is None or seen[0] is not world:
@@ -106,10 +92,10 @@ def _watch() -> None:
 
 
 def _interrupt(ident: int, world: Any, attempt: int) -> None:
-    with _state.lock:
+    with _lock:
         if world.stuck is None:
-            world.stuck = _where(ident, world)  # first: see `leave`
-        if id(_state.active.get(ident)) != id(world):
+            world.stuck = _where(ident, world)  # first: see `take_back`
+        if id(ACTIVE.get(ident)) != id(world):
             return  # it returned meanwhile
         loop = world.loop
         if loop is not None and attempt == 0 and not loop.is_closed():

@@ -11,11 +11,12 @@ from __future__ import annotations
 import heapq
 import inspect
 import sys
+from _thread import get_ident
 from collections.abc import Callable, Generator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from .._saga import Saga, Step
 from ..errors import SagaDefinitionError, SagaStuckError, SagaVerifyError
@@ -57,12 +58,9 @@ _ASYNC_OPERATIONS: dict[tuple[Saga, str, type], frozenset[str]] = {}
 
 
 def _async_operations(saga: Saga, name: str, obj: object, operations: tuple[tuple[Step, str, int], ...]) -> frozenset[str]:
-    key = (saga, name, type(obj))
-    found = _ASYNC_OPERATIONS.get(key)
-    if found is None:
-        found = frozenset(op for _, op, _ in operations if inspect.iscoroutinefunction(getattr(obj, op, None)))
-        if "__getattr__" not in vars(type(obj)):  # what a dynamic participant answers may change
-            _ASYNC_OPERATIONS[key] = found
+    found = frozenset(op for _, op, _ in operations if inspect.iscoroutinefunction(getattr(obj, op, None)))
+    if "__getattr__" not in vars(type(obj)):  # what a dynamic participant answers may change
+        _ASYNC_OPERATIONS[(saga, name, type(obj))] = found
     return found
 
 
@@ -307,13 +305,19 @@ class World:
 
     def _build_services(self) -> Services:
         proxies: dict[str, Any] = {}
-        for name, ops in self.saga.layout:
+        saga = self.saga
+        for name, ops in saga.layout:
             obj = self.participants[name]
             endpoints: dict[str, Endpoint] = {}
-            awaited = frozenset() if isinstance(obj, Transported) else _async_operations(self.saga, name, obj, ops)
+            transported = isinstance(obj, Transported)
+            if transported:
+                awaited: frozenset[str] = frozenset()
+            else:
+                found = _ASYNC_OPERATIONS.get((saga, name, type(obj)))
+                awaited = found if found is not None else _async_operations(saga, name, obj, ops)
             for step, op, slot in ops:
                 ep: Endpoint
-                if isinstance(obj, Transported):
+                if transported:
                     ep = ClientEndpoint(self, step, op, slot, None)
                 else:
                     fn = getattr(obj, op, None)
@@ -325,7 +329,7 @@ class World:
                     ep = Endpoint(self, step, op, slot, fn, op in awaited)
                 endpoints[op] = ep
                 self.endpoints[(name, op)] = ep
-            proxies[name] = obj.client(self, endpoints) if isinstance(obj, Transported) else ParticipantProxy(name, endpoints, self)
+            proxies[name] = cast(Transported, obj).client(self, endpoints) if transported else ParticipantProxy(name, endpoints, self)
         return Services(proxies, self.clock, self)
 
     # -- what ledgers ask --------------------------------------------------------------------
@@ -616,7 +620,13 @@ class World:
         if self.virtual_time and (_clocks.SWITCH.travel is None or len(sys.modules) != _clocks.SWITCH.modules_seen):
             _clocks.engage()
         context = CURRENT.set(self)
-        watch = _watchdog.enter(self)
+        # The watchdog's bookkeeping, inline: it costs every execution.
+        ident = get_ident()
+        active = _watchdog.ACTIVE
+        previous = active.get(ident)
+        active[ident] = self
+        if _watchdog.THREAD is None:
+            _watchdog.start()
         try:
             try:
                 if saga.is_async:
@@ -650,7 +660,12 @@ class World:
         except _watchdog.Stuck:
             pass  # the watchdog's interrupt landed in the harness's own code, after the saga's
         finally:
-            _watchdog.leave(self, watch)
+            if previous is None:
+                del active[ident]
+            else:
+                active[ident] = previous
+            if self.stuck is not None:
+                _watchdog.take_back(ident)
             CURRENT.reset(context)
         if self.stuck is not None:
             raise SagaStuckError(
