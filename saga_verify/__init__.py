@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._saga import Saga, Step, load_saga
 from ._system import Service, System
-from ._world import Execution, Ledger, LedgerRow, TraceEntry
+from ._world import Execution, Ledger, LedgerRow, TraceEntry, current_services
 from .errors import SagaVerifyError, SagaViolationError
 from .faults import FaultPlan
 from .invariants import Invariant, Violation, invariant
@@ -34,6 +34,7 @@ __all__ = [
     "HttpParticipant",
     "System",
     "Service",
+    "current_services",
     # plans and what must hold
     "FaultPlan",
     "Invariant",

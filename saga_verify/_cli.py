@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     explore.add_argument("saga", help="the saga to explore, as package.module:attribute or an Arazzo workflow as FILE#workflowId")
     search_options(explore)
     explore.add_argument("--runtime", type=_runtime, default="sim", help="where its services run (default sim; others need a System)")
+    explore.add_argument(
+        "--sweep-budget", type=whole_number(1), default=3000, help="most plans the exhaustive sweep tries (default 3000)"
+    )
     explore.add_argument("--report-dir", default=".saga-verify", help="where minimal plans are written (default .saga-verify)")
 
     replay = sub.add_parser("replay", help="re-run a saved plan and print its timeline")
@@ -72,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2  # argparse printed why
+    _import_from_working_directory()
     try:
         if args.command == "demo":
             return _demo(args)
@@ -85,6 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SagaVerifyError as exc:
         print(f"saga-verify: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _import_from_working_directory() -> None:
+    """Sagas named as ``module:attribute`` import from the folder the command runs in first, as
+    ``python -m``, pytest and uvicorn do (an installed script's own folder is what Python puts
+    first instead)."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
 
 
 def _no_database() -> Any:
@@ -154,6 +168,7 @@ def demo_runs(
             settings=_no_database(),
             report_dir=report_dir,
             progress=progress,
+            all_failures=False,  # one row per variant: the first failure, the smallest plan
         )
         runs.append(DemoRun(variant, result, time.perf_counter() - started))
     if progress is not None:
@@ -258,6 +273,7 @@ def _explore(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_examples=args.max_examples,
             sweep_faults=args.sweep_faults,
+            sweep_budget=args.sweep_budget,
             report_dir=args.report_dir,
             progress=progress,
         )
@@ -272,6 +288,7 @@ def _explore(args: argparse.Namespace) -> int:
                     "ok": result.ok,
                     "executions": result.executions,
                     "seconds": round(result.seconds, 4),
+                    "sweep": {"max_faults": result.sweep_faults, "plans": result.sweep_executions, "complete": result.sweep_complete},
                     "failures": [
                         {"violated": list(f.invariants), "examples": f.examples, "plan": f.plan.to_json(), "plan_file": str(f.plan_path) if f.plan_path else None}
                         for f in result.failures

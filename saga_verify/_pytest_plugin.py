@@ -271,8 +271,30 @@ class SagaVerifier:
         max_examples: int | None = None,
         sweep_faults: int | None = None,
     ) -> ExplorationResult | None:
-        from ._reporting import render_execution, render_result
-        from ._verify import explore, replay
+        # What fails here is the saga, not this plugin: pytest shows the test's line and the
+        # report, without the plugin's source (and without the library's frames: see below).
+        __tracebackhide__ = True
+        from .errors import SagaVerifyError
+
+        caller = sys._getframe(1)
+        location = f"{self._relative(caller.f_code.co_filename)}:{caller.f_lineno}"
+        try:
+            return self._verify(saga, invariants, max_examples, sweep_faults, location)
+        except SagaVerifyError as exc:
+            # Raised again from this hidden frame: the library's own frames say nothing to the
+            # reader (a saga's frames, where it crashed, stay in the error's cause).
+            raise exc.with_traceback(None)  # noqa: B904  # the same error, not another one
+
+    def _verify(
+        self,
+        saga: Saga,
+        invariants: list[Invariant] | tuple[Invariant, ...] | None,
+        max_examples: int | None,
+        sweep_faults: int | None,
+        location: str,
+    ) -> ExplorationResult | None:
+        from ._reporting import render_execution
+        from ._verify import explore, replay, violation_error
         from .errors import SagaViolationError
         from .faults import FaultPlan
 
@@ -291,8 +313,6 @@ class SagaVerifier:
         option_examples = self._config.getoption(MAX_EXAMPLES_OPTION)
         option_sweep = self._config.getoption(SWEEP_OPTION)
         report_dir = Path(str(self._config.rootpath)) / self._config.getoption(REPORT_DIR_OPTION)
-        caller = sys._getframe(1)
-        location = f"{self._relative(caller.f_code.co_filename)}:{caller.f_lineno}"
         result = explore(
             saga,
             invariants=invariants,
@@ -308,7 +328,7 @@ class SagaVerifier:
             result = replace(result, failures=failures)
         self._record(result, location)
         if not result.ok:
-            raise SagaViolationError(render_result(result), result)
+            raise violation_error(result)
         return result
 
     def check_replayed(self) -> None:
@@ -348,6 +368,17 @@ class SagaVerifier:
         if path is None:
             return None
         return f"pytest {shlex.quote(self._nodeid)} {REPLAY_OPTION}={shlex.quote(str(path))}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_exception_interact(node: pytest.Item, call: pytest.CallInfo[Any], report: pytest.TestReport) -> None:
+    """Show every failure of a `SagaViolationGroup`: a plugin that runs before this one
+    (Schemathesis') may have rewritten the report, taking its sub-exceptions, which share a type
+    and have no traceback of their own, for copies of one another."""
+    from .errors import SagaViolationGroup
+
+    if call.excinfo is not None and isinstance(call.excinfo.value, SagaViolationGroup):
+        report.longrepr = node.repr_failure(call.excinfo)
 
 
 @pytest.fixture

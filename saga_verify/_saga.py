@@ -29,6 +29,7 @@ RESERVED_NAMES = frozenset({"clock"})
 TERMINAL_STATUSES = ("completed", "compensated", "failed")
 _NAME_RE = re.compile(r"^[A-Za-z_][\w-]*$")
 _REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_STEP_RE = re.compile(r"^[A-Za-z_][\w-]*\.[A-Za-z_][\w-]*$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class Step:
     restart: Callable[[Any], None] | None = None
     """How to kill the participant and bring it back from what it keeps (its store), called with
     the participant object; enables the crash fault at every operation of the participant."""
+    depends_on: str | Sequence[str] | None = None
+    """The earlier steps (``"participant.action"``) that must take effect before this one: None
+    means the step before it, ``()`` none (a step a library may run concurrently with others)."""
 
     def __post_init__(self) -> None:
         for label, value in (("participant", self.participant), ("action", self.action)):
@@ -60,6 +64,13 @@ class Step:
             raise SagaDefinitionError(f"Step refuse= must be callable, got {self.refuse!r}")
         if self.restart is not None and not callable(self.restart):
             raise SagaDefinitionError(f"Step restart= must be callable, got {self.restart!r}")
+        if self.depends_on is not None:
+            names = (self.depends_on,) if isinstance(self.depends_on, str) else self.depends_on
+            if not isinstance(names, Sequence) or not all(isinstance(n, str) and _STEP_RE.match(n) for n in names):
+                raise SagaDefinitionError(
+                    f"Step depends_on= takes step names like 'payment.charge' (or a list of them), got {self.depends_on!r}"
+                )
+            object.__setattr__(self, "depends_on", tuple(names))
 
     @property
     def irreversible(self) -> bool:
@@ -117,6 +128,15 @@ class Saga:
     timeout). Off by default: one pause holds every call to its participant, so, counted in
     faults, it would stand in for the call-level faults (a lost reply, then an outage) that
     explain most bugs better. Plans, replays and every runtime take pauses either way."""
+    virtual_time: bool = True
+    """Whether the clocks the saga's code and its libraries read run on the execution's virtual
+    clock: ``time.sleep``, ``time.monotonic``, ``time.time``, ``datetime.now`` and, in an
+    ``async def`` saga, ``asyncio.sleep`` and every timer of its event loop. Turn it off for a
+    saga that must see real time (then a sleep really waits)."""
+    max_real_seconds: float = 60.0
+    """Real (wall-clock) seconds after which an execution that has not returned is stopped from
+    outside: the saga waits on something the harness does not own (a thread, a lock, real I/O, a
+    busy loop), and the search fails with `SagaStuckError` saying where."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -151,11 +171,17 @@ class Saga:
             raise SagaDefinitionError(f"saga {self.name!r}: ref must look like 'package.module:attribute', got {self.ref!r}")
         if not callable(self.run):
             raise SagaDefinitionError(f"saga {self.name!r}: run must be callable as run(services, input)")
-        for label, value in (("call_timeout", self.call_timeout), ("max_seconds", self.max_seconds)):
+        for label, value in (
+            ("call_timeout", self.call_timeout),
+            ("max_seconds", self.max_seconds),
+            ("max_real_seconds", self.max_real_seconds),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise SagaDefinitionError(f"saga {self.name!r}: {label} must be a positive number, got {value!r}")
-        if not isinstance(self.pauses, bool):
-            raise SagaDefinitionError(f"saga {self.name!r}: pauses must be True or False, got {self.pauses!r}")
+        for label, flag in (("pauses", self.pauses), ("virtual_time", self.virtual_time)):
+            if not isinstance(flag, bool):
+                raise SagaDefinitionError(f"saga {self.name!r}: {label} must be True or False, got {flag!r}")
+        self.dependencies  # noqa: B018  # checked now: a step naming an unknown or later step is a definition error
         if isinstance(self.max_deliveries, bool) or not isinstance(self.max_deliveries, int) or self.max_deliveries < 1:
             raise SagaDefinitionError(
                 f"saga {self.name!r}: max_deliveries must be a positive whole number, got {self.max_deliveries!r}"
@@ -167,6 +193,45 @@ class Saga:
         ops = {(s.participant, s.action) for s in self.steps}
         ops |= {(s.participant, s.compensation) for s in self.steps if s.compensation}
         return frozenset(ops)
+
+    @cached_property
+    def dependencies(self) -> tuple[tuple[int, ...], ...]:
+        """For each step (by position), the positions of the steps it depends on directly."""
+        position = {str(step): i for i, step in enumerate(self.steps)}
+        out: list[tuple[int, ...]] = []
+        for i, step in enumerate(self.steps):
+            if step.depends_on is None:
+                out.append((i - 1,) if i else ())
+                continue
+            found = []
+            for name in step.depends_on:
+                j = position.get(str(name))
+                if j is None:
+                    raise SagaDefinitionError(
+                        f"saga {self.name!r}: step {step} depends on {name}, which is no step of this saga; "
+                        f"its steps: {', '.join(position)}"
+                    )
+                if j >= i:
+                    raise SagaDefinitionError(
+                        f"saga {self.name!r}: step {step} depends on {name}, which does not come before it; "
+                        "list the steps so that each comes after what it depends on"
+                    )
+                found.append(j)
+            out.append(tuple(sorted(set(found))))
+        return tuple(out)
+
+    def depends(self, later: int, earlier: int) -> bool:
+        """Whether step ``later`` depends on step ``earlier``, directly or through others."""
+        todo = list(self.dependencies[later])
+        seen: set[int] = set()
+        while todo:
+            j = todo.pop()
+            if j == earlier:
+                return True
+            if j not in seen:
+                seen.add(j)
+                todo.extend(self.dependencies[j])
+        return False
 
     @cached_property
     def refusable(self) -> frozenset[tuple[str, str]]:

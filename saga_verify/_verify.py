@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 from ._exploration import DEFAULT_REPORT_DIR, DEFAULT_SWEEP_BUDGET, DEFAULT_SWEEP_FAULTS, ExplorationResult, Failure
 from ._exploration import explore as _explore
 from ._exploration import replay as _replay
-from ._reporting import render_failure, render_result
+from ._reporting import distinct_head, render_failure, render_result
 from ._runtimes import place
 from ._saga import Saga
 from ._world import Execution
 from ._world import run_plan as _run_plan
-from .errors import OptionError, SagaViolationError
+from .errors import OptionError, SagaViolationError, SagaViolationGroup
 from .faults import FaultPlan
 from .invariants import Invariant, Violation
 
@@ -36,6 +36,7 @@ def explore(
     settings: hypothesis.settings | None = None,
     report_dir: str | Path | None = DEFAULT_REPORT_DIR,
     runtime: str = "sim",
+    all_failures: bool = True,
 ) -> ExplorationResult:
     """Search for fault plans under which ``saga`` breaks an invariant, with its participants on
     ``runtime`` (``sim``, ``asgi``, ``process`` or ``container``; anything but ``sim`` needs a
@@ -44,9 +45,10 @@ def explore(
     In order: plans the example database remembers for this saga; every plan of up to
     ``sweep_faults`` faults over the points executions reach (at most ``sweep_budget``
     executions); then Hypothesis with ``max_examples`` examples (its settings profile decides
-    when None), seeded with ``seed``. A failure's minimal plan is saved to the database and, when
-    ``report_dir`` is set, written there as a JSON file that ``saga-verify replay`` runs. Raises
-    nothing for a violation: read ``result.failures``."""
+    when None), seeded with ``seed``. Every invariant that breaks gets a failure of its own, with
+    its own minimal plan (``all_failures=False`` stops at the first). A failure's minimal plan is
+    saved to the database and, when ``report_dir`` is set, written there as a JSON file that
+    ``saga-verify replay`` runs. Raises nothing for a violation: read ``result.failures``."""
     return explore_on(
         saga,
         runtime=runtime,
@@ -57,6 +59,7 @@ def explore(
         sweep_budget=sweep_budget,
         settings=settings,
         report_dir=report_dir,
+        all_failures=all_failures,
     )
 
 
@@ -81,8 +84,10 @@ def verify(
     settings: hypothesis.settings | None = None,
     report_dir: str | Path | None = DEFAULT_REPORT_DIR,
     runtime: str = "sim",
+    all_failures: bool = True,
 ) -> ExplorationResult:
-    """`explore`, and raise `SagaViolationError` with the full report if anything broke."""
+    """`explore`, and raise `SagaViolationError` with the full report if anything broke (a
+    `SagaViolationGroup` of them when several invariants broke)."""
     result = explore(
         saga,
         invariants=invariants,
@@ -93,10 +98,22 @@ def verify(
         settings=settings,
         report_dir=report_dir,
         runtime=runtime,
+        all_failures=all_failures,
     )
     if not result.ok:
-        raise SagaViolationError(render_result(result), result)
+        raise violation_error(result)
     return result
+
+
+def violation_error(result: ExplorationResult) -> SagaViolationError:
+    """What `verify` and the pytest plugin raise for a result with failures: one
+    `SagaViolationError` with the report, or, for several distinct broken invariants, a
+    `SagaViolationGroup` of them (each with its own minimal plan), as Hypothesis reports several
+    bugs."""
+    if len(result.failures) == 1:
+        return SagaViolationError(render_result(result), result)
+    errors = [SagaViolationError(render_failure(f), result) for f in result.failures]
+    return SagaViolationGroup(distinct_head(result).rstrip(":"), errors, result)
 
 
 def replay(

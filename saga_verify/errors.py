@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "NondeterminismError",
     "OptionError",
     "PlanError",
     "SagaCrashedError",
     "SagaDefinitionError",
+    "SagaStuckError",
     "SagaVerifyError",
     "SagaViolationError",
+    "SagaViolationGroup",
 ]
 
 
@@ -29,6 +33,11 @@ class SagaCrashedError(SagaVerifyError):
     """The saga raised with no fault injected: the saga or its set-up is broken, not the network."""
 
 
+class SagaStuckError(SagaVerifyError):
+    """An execution did not return within the saga's real-time limit: the saga waits on something
+    the harness does not own (a thread, a lock, real I/O, a busy loop). The message says where."""
+
+
 class NondeterminismError(SagaVerifyError):
     """The same plan gave two different traces: the saga reads something the harness does not own."""
 
@@ -44,3 +53,18 @@ class SagaViolationError(SagaVerifyError, AssertionError):
         super().__init__(report)
         #: The `ExplorationResult` that holds the failures, for programmatic use.
         self.result = result
+
+
+class SagaViolationGroup(SagaViolationError, ExceptionGroup):
+    """Several distinct invariants broke, each under its own minimal plan: one
+    `SagaViolationError` per failure, raised together (as Hypothesis reports several bugs).
+    ``except SagaViolationError`` catches it too; ``result`` holds every failure."""
+
+    def __new__(cls, message: str, errors: Sequence[SagaViolationError], result: object) -> SagaViolationGroup:
+        return ExceptionGroup.__new__(cls, message, errors)
+
+    def __init__(self, message: str, errors: Sequence[SagaViolationError], result: object) -> None:
+        self.result = result
+
+    def derive(self, excs: Sequence[BaseException]) -> SagaViolationGroup:  # type: ignore[override]
+        return SagaViolationGroup(self.message, [e for e in excs if isinstance(e, SagaViolationError)], self.result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -287,14 +288,26 @@ def test_explore_something_that_is_not_a_saga(ref, message, capsys) -> None:
 
 
 def test_explore_a_broken_saga_prints_the_report_and_exits_1(tmp_path, capsys) -> None:
-    code = run(["explore", "saga_verify.reference:charge_without_key", "--report-dir", str(tmp_path)])
+    code = run(["explore", "saga_verify.reference:forward_order_compensation", "--report-dir", str(tmp_path)])
     out, _ = capsys.readouterr()
     assert code == 1
-    assert out.startswith("saga 'charge_without_key' broke no_double_charge\n")
+    assert out.startswith("saga 'forward_order_compensation' broke reverse_compensation_order\n")
     (written,) = tmp_path.iterdir()
     assert out.rstrip().endswith(f"Reproduce with: saga-verify replay {written}")
     # The line it prints works.
     assert run(["replay", str(written)]) == 1
+
+
+def test_explore_prints_every_distinct_broken_invariant(tmp_path, capsys) -> None:
+    code = run(["explore", "saga_verify.reference:charge_without_key", "--report-dir", str(tmp_path)])
+    out, _ = capsys.readouterr()
+    assert code == 1
+    written = sorted(tmp_path.iterdir())
+    assert len(written) > 1
+    assert out.startswith(f"{len(written)} distinct broken invariants in saga 'charge_without_key':\n\n")
+    assert "saga 'charge_without_key' broke no_double_charge\n" in out
+    assert out.count("Reproduce with: saga-verify replay ") == len(written)
+    assert {line.rsplit(" ", 1)[1] for line in out.splitlines() if line.startswith("Reproduce with:")} == {str(w) for w in written}
 
 
 def test_explore_json(tmp_path, capsys) -> None:
@@ -303,17 +316,21 @@ def test_explore_json(tmp_path, capsys) -> None:
     assert code == 1
     assert data["saga"] == "charge_without_key"
     assert data["ok"] is False
-    (failure,) = data["failures"]
+    failure = data["failures"][0]
     assert failure["violated"] == ["no_double_charge"]
     assert failure["plan"]["faults"] == [{"kind": "lose-reply", "at": "payment.charge#1"}]
-    assert Path(failure["plan_file"]).parent == tmp_path
+    assert {Path(f["plan_file"]) for f in data["failures"]} == set(tmp_path.iterdir())
+    # What was proven: the whole sweep of every plan of up to two faults ran.
+    assert data["sweep"] == {"max_faults": 2, "plans": 744, "complete": True}
 
 
 def test_explore_a_saga_that_holds_exits_0(tmp_path, capsys) -> None:
     code = run(["explore", "saga_verify.reference:order_saga", "--max-examples", "5", "--sweep-faults", "1", "--report-dir", str(tmp_path)])
     out, _ = capsys.readouterr()
     assert code == 0
-    assert out.startswith("saga 'order' held every invariant over 46 executions (39 in the sweep, 5 from Hypothesis)")
+    lines = out.splitlines()
+    assert lines[0].startswith("saga 'order' held every invariant over 46 executions (39 in the sweep, 5 from Hypothesis)")
+    assert lines[1] == "  every plan of up to 1 fault over these calls holds (39 plans)"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -378,13 +395,14 @@ def test_explore_annotates_failures_under_github_actions(tmp_path, capsys, monke
     code = run(["explore", "saga_verify.reference:charge_without_key", "--report-dir", str(tmp_path)])
     out, _ = capsys.readouterr()
     assert code == 1
-    (plan,) = tmp_path.iterdir()
+    (plan,) = tmp_path.glob("charge_without_key-no_double_charge-*.json")
     line = next(n for n, text in enumerate(Path(saga_verify_reference_file()).read_text().splitlines(), 1) if text.startswith("charge_without_key ="))
     annotations = [text for text in out.splitlines() if text.startswith("::")]
-    assert annotations == [
+    assert len(annotations) == len(list(tmp_path.iterdir()))  # one per failure
+    assert annotations[0] == (
         f"::error file=saga_verify/reference/__init__.py,line={line},title=saga charge_without_key broke no_double_charge::"
         f"saga 'charge_without_key' broke no_double_charge under: lose-reply at payment.charge#1%0AReproduce with: saga-verify replay {plan}"
-    ]
+    )
     monkeypatch.delenv("GITHUB_ACTIONS")
     run(["explore", "saga_verify.reference:charge_without_key", "--report-dir", str(tmp_path)])
     assert "::error" not in capsys.readouterr().out
@@ -425,7 +443,8 @@ def test_progress_shows_on_a_terminal_and_goes_away(tmp_path) -> None:
     assert "fresh_key_on_retry: preflight, 0 plans tried, 0 failures so far" in shown
     assert re.search(r"fresh_key_on_retry: (sweep|shrinking), \d+ plans tried, [01] failures? so far", shown)
     assert shown.endswith("\r\x1b[K")  # the line is cleared before the report is printed
-    assert out.startswith("saga 'fresh_key_on_retry' broke no_double_create\n")  # stdout is untouched
+    # stdout is untouched: the report of every failure it found
+    assert re.match(r"\d distinct broken invariants in saga 'fresh_key_on_retry':\n\nsaga 'fresh_key_on_retry' broke no_double_create\n", out)
     code, _, shown = _on_a_terminal(["demo", "--max-examples", "0", "--report-dir", str(tmp_path)], tmp_path)
     assert code == 0  # the sweep alone catches every broken variant
     assert "order (1/12): sweep" in shown
@@ -439,3 +458,67 @@ def test_no_progress_when_not_a_terminal(tmp_path) -> None:
     )
     assert completed.returncode == 1
     assert completed.stderr == ""
+
+
+def test_explore_says_when_the_sweep_stopped_at_its_budget(tmp_path, capsys) -> None:
+    argv = ["explore", "saga_verify.reference:order_saga", "--sweep-faults", "3", "--sweep-budget", "60", "--max-examples", "0"]
+    assert run([*argv, "--report-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "held every invariant over 62 executions" in out
+    assert out.splitlines()[1] == (
+        "  the sweep stopped at its budget after 60 plans: not every plan of up to 3 faults was tried "
+        "(raise sweep_budget, or --sweep-budget, to go further)"
+    )
+    assert "every plan of up to 3 faults over these calls holds" not in out
+    assert run([*argv, "--json", "--report-dir", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["sweep"] == {"max_faults": 3, "plans": 60, "complete": False}
+
+
+SHOP_SAGA = """
+from saga_verify import Ledger, Saga, Step
+
+
+class Box:
+    def __init__(self):
+        self.ledger = Ledger()
+
+    def put(self, idempotency_key):
+        self.ledger.record("put")
+        return "ok"
+
+    def take(self, idempotency_key):
+        self.ledger.record("take")
+        return "ok"
+
+
+def run(services, order):
+    try:
+        services.box.put(idempotency_key="k")
+    except (ConnectionError, TimeoutError):
+        return "failed"
+    return "completed"
+
+
+saga = Saga("shop", steps=[Step("box", "put", "take")], participants=lambda: {"box": Box()}, run=run)
+"""
+
+
+def test_the_command_imports_a_saga_from_the_folder_it_runs_in(tmp_path) -> None:
+    """``saga-verify explore shop:saga`` in the project's folder, as pytest and uvicorn import
+    from it, with no PYTHONPATH; and the replay line the report prints works there too."""
+    (tmp_path / "shop.py").write_text(SHOP_SAGA, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    explored = subprocess.run(
+        [str(SCRIPT), "explore", "shop:saga", "--max-examples", "0", "--report-dir", "plans"],
+        capture_output=True, text=True, check=False, cwd=tmp_path, env=env, timeout=120,
+    )
+    assert explored.stderr == ""
+    assert explored.returncode == 1, explored.stdout
+    replay_line = next(line for line in explored.stdout.splitlines() if line.startswith("Reproduce with: saga-verify replay "))
+    plan_file = replay_line.rsplit(" ", 1)[1]
+    replayed = subprocess.run(
+        [str(SCRIPT), "replay", plan_file], capture_output=True, text=True, check=False, cwd=tmp_path, env=env, timeout=120
+    )
+    assert replayed.stderr == ""
+    assert replayed.returncode == 1
+    assert "all_or_nothing: the saga reported failed and left box.put in effect" in replayed.stdout

@@ -25,6 +25,7 @@ PUBLIC = [
     "HttpParticipant",
     "System",
     "Service",
+    "current_services",
     "FaultPlan",
     "Invariant",
     "Violation",
@@ -68,6 +69,7 @@ NAMESPACES = {
         "all_or_nothing",
         "check",
         "compensation_matches_effect",
+        "forward_order",
         "full_compensation",
         "invariant",
         "invariants_for",
@@ -103,8 +105,10 @@ NAMESPACES = {
         "PlanError",
         "SagaCrashedError",
         "SagaDefinitionError",
+        "SagaStuckError",
         "SagaVerifyError",
         "SagaViolationError",
+        "SagaViolationGroup",
     ],
 }
 

@@ -65,8 +65,67 @@ def test_correct_saga_passes_and_broken_saga_fails_with_its_timeline(project) ->
         ]
     )
     assert "test_correct" not in [line.split(" ")[-1] for line in out.splitlines() if line.startswith("FAILED")]
-    (written,) = (project.path / "reports").iterdir()
-    assert written.name.startswith("charge_without_key-no_double_charge-")
+    # Every distinct broken invariant, each with its plan file, in one exception group.
+    written = sorted(p.name for p in (project.path / "reports").iterdir())
+    assert len(written) > 1
+    assert all(name.startswith("charge_without_key-") for name in written)
+    assert any(name.startswith("charge_without_key-no_double_charge-") for name in written)
+    assert f"SagaViolationGroup: {len(written)} distinct broken invariants in saga 'charge_without_key' ({len(written)} sub-exceptions)" in out
+    assert out.count("Reproduce with: saga-verify replay ") == len(written)
+
+
+def test_a_failure_shows_the_test_and_the_report_not_the_plugin(pytester) -> None:
+    pytester.makepyfile(
+        test_one="""
+        from saga_verify import reference
+
+        def test_broken(saga_verify):
+            saga_verify(reference.forward_order_compensation)
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--saga-report-dir={pytester.path / 'plans'}")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    failure = out[out.index("_ test_broken _") : out.index("short test summary info")]
+    assert "_pytest_plugin.py" not in failure
+    assert "def __call__" not in failure
+    assert "self._config" not in failure
+    assert "saga_verify/_exploration" not in failure
+    lines = [line for line in failure.splitlines()[1:] if line.strip()]
+    assert lines[:3] == [
+        "saga_verify = <saga_verify._pytest_plugin.SagaVerifier object at " + lines[0].rsplit(" at ", 1)[1],
+        "    def test_broken(saga_verify):",
+        ">       saga_verify(reference.forward_order_compensation)",
+    ]
+    assert lines[3] == "E       saga_verify.errors.SagaViolationError: saga 'forward_order_compensation' broke reverse_compensation_order"
+    assert len(failure.splitlines()) < 60
+
+
+def test_a_definition_error_shows_the_message_not_the_library(pytester) -> None:
+    pytester.makepyfile(
+        test_vague="""
+        from saga_verify import Ledger, Saga, Step
+
+        class Box:
+            def __init__(self):
+                self.ledger = Ledger()
+
+            def put(self):
+                return "ok"
+
+        saga = Saga("vague", steps=[Step("box", "put")], participants=lambda: {"box": Box()}, run=lambda s, o: "done")
+
+        def test_vague(saga_verify):
+            saga_verify(saga)
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    failure = out[out.index("_ test_vague _") : out.index("short test summary info")]
+    assert "saga_verify/_exploration" not in failure
+    assert "_pytest_plugin.py" not in failure
+    result.stdout.fnmatch_lines(["E*saga_verify.errors.SagaDefinitionError: saga 'vague' returned 'done' with no fault injected*"])
 
 
 def test_header_shows_the_seed(project) -> None:
@@ -136,7 +195,7 @@ def test_random_seed_differs_between_sessions(project) -> None:
 
 def _find_plan(project) -> str:
     project.runpytest("--saga-report-dir=reports", "-k", "broken")
-    (written,) = (project.path / "reports").iterdir()
+    (written,) = [p for p in (project.path / "reports").iterdir() if "-no_double_charge-" in p.name]
     return str(written)
 
 
@@ -232,7 +291,7 @@ def test_report_dir_is_relative_to_the_rootdir(project) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(sub)
         project.runpytest(str(project.path / "test_sagas.py"), "--saga-report-dir=out", "-k", "broken")
-    assert [p.name[:18] for p in (project.path / "out").iterdir()] == ["charge_without_key"]
+    assert {p.name[:18] for p in (project.path / "out").iterdir()} == {"charge_without_key"}
     assert not (sub / "out").exists()
 
 
@@ -281,7 +340,8 @@ def test_html_option_writes_one_report_of_every_search(project) -> None:
     assert "2 sagas, 1 broken" in text
     assert "test: test_sagas.py::test_correct" in text
     assert "test: test_sagas.py::test_broken" in text
-    assert text.count('<svg xmlns="http://www.w3.org/2000/svg" class="sequence"') == 1
+    # One diagram per failure of the broken saga: it shows every distinct broken invariant.
+    assert text.count('<svg xmlns="http://www.w3.org/2000/svg" class="sequence"') == len(list((project.path / "plans").iterdir())) > 1
     assert "lose-reply at payment.charge#1" in text
 
 

@@ -14,7 +14,7 @@ from ._search import (
     explore,
     replay,
 )
-from ._sweep import reached_points, run_plan_unchecked, sweep
+from ._sweep import SweepSummary, reached_points, run_plan_unchecked, sweep
 
 __all__ = [
     "Cell",
@@ -25,6 +25,7 @@ __all__ = [
     "ExplorationResult",
     "Failure",
     "Progress",
+    "SweepSummary",
     "compare_traces",
     "decision_strategies",
     "explore",

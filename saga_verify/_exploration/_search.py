@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,17 +15,18 @@ from typing import Any
 import hypothesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import strategies as st
-from hypothesis.errors import Flaky
+from hypothesis.errors import Flaky, StopTest
 
 from .._saga import TERMINAL_STATUSES, Saga
-from .._world import Endpoint, Execution, World, plan_chooser, trace_to_json
+from .._world import Endpoint, Execution, Ledger, World, plan_chooser, trace_to_json
+from .._world._clocks import clock_session
 from ..errors import NondeterminismError, OptionError, SagaCrashedError, SagaDefinitionError
 from ..faults import DeliveryPoint, Fault, FaultPlan, FaultTemplate
 from ..faults._alphabet import alphabet
 from ..faults._kinds import FAULT_KINDS, Outage
 from ..invariants import Invariant, Violation, check, invariants_for
 from ._coverage import Coverage
-from ._sweep import run_plan_unchecked, sweep
+from ._sweep import SweepSummary, run_plan_unchecked, sweep
 
 #: Share of delivery points at which the Hypothesis phase draws a fault: few faults per plan, so
 #: what it finds shrinks quickly to the essential ones.
@@ -106,6 +108,8 @@ class _Counter:
         self.executions = 0
         self.first_violation: int | None = None
         self.first_violation_at = 0.0
+        #: For each broken invariant, the executions up to the first that broke it, and when.
+        self.first_seen: dict[str, tuple[int, float]] = {}
         self.coverage = coverage
         self.progress = progress
         self.phase = "preflight"
@@ -119,6 +123,23 @@ class _Counter:
         if self.progress is not None:
             self.progress(self.phase, self.executions, self.failures)
         return violations
+
+    def saw(self, violations: Sequence[Violation]) -> None:
+        """Note the invariants the latest execution broke (the first time each breaks counts)."""
+        now = time.perf_counter()
+        if self.first_violation is None:
+            self.first_violation, self.first_violation_at = self.executions, now
+        for v in violations:
+            self.first_seen.setdefault(v.invariant, (self.executions, now))
+
+
+class _Abort(BaseException):
+    """Carries an error of the harness (or of an invariant) out of the Hypothesis phase at once:
+    as an Exception, Hypothesis would take it for a failing example and try to shrink it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
 
 
 class _Found(Exception):
@@ -148,14 +169,27 @@ class _DrawingChooser:
     """Lets Hypothesis decide the fault at each delivery point the execution reaches, so every
     choice it makes is a real decision and shrinking a choice to its simplest removes a fault."""
 
-    __slots__ = ("data", "strategies")
+    __slots__ = ("data", "out_of_data", "strategies")
 
     def __init__(self, data: Any, strategies: dict[int, Any]) -> None:
         self.data = data
         self.strategies = strategies
+        #: Set once Hypothesis has no more choices for this example.
+        self.out_of_data: StopTest | None = None
 
     def __call__(self, ep: Endpoint, attempt: int) -> Fault | None:
-        template: FaultTemplate | None = self.data.draw(self.strategies[ep.slot])
+        if self.out_of_data is not None:
+            return None
+        try:
+            template: FaultTemplate | None = self.data.draw(self.strategies[ep.slot])
+        except StopTest as stop:
+            # Raised here it would go through the saga's code, which may swallow it, or die with it
+            # in a task and leave its event loop waiting forever. The rest of the execution runs
+            # without faults, and the search hands it back to Hypothesis once the run is over.
+            self.out_of_data = stop
+            return None
+        except BaseException as exc:
+            raise ep.world.fail(exc) from None
         if template is None:
             return None
         return template.at(DeliveryPoint(ep.participant, ep.operation, attempt))
@@ -185,10 +219,30 @@ def _check_options(max_examples: int | None, sweep_faults: int, sweep_budget: in
         raise OptionError(f"seed must be a whole number, got {seed!r}")
 
 
+#: The first fault-free execution this process saw of each saga (its status, calls and trace): a
+#: later search that sees another knows that the saga's executions are not independent.
+_FIRST_BASELINE: weakref.WeakKeyDictionary[Saga, tuple[str, int, str]] = weakref.WeakKeyDictionary()
+
+
 def _preflight(saga: Saga, invariants: Sequence[Invariant]) -> Execution:
     first = run_plan_unchecked(saga)(FaultPlan())
     second = run_plan_unchecked(saga)(FaultPlan())
-    compare_traces(saga, first, second, "with no faults")
+    shared = [
+        name
+        for name, obj in first.participants.items()
+        if isinstance(ledger := getattr(obj, "ledger", None), Ledger)
+        and getattr(second.participants.get(name), "ledger", None) is ledger
+    ]
+    if shared:
+        raise SagaDefinitionError(
+            f"saga {saga.name!r}: participants() gave two executions the same ledger of {', '.join(shared)}, so "
+            "the effects of one pile up in the next: executions are not independent. Build each participant, "
+            "and its Ledger, anew in participants()"
+        )
+    try:
+        compare_traces(saga, first, second, "with no faults")
+    except NondeterminismError as exc:
+        raise NondeterminismError(f"{exc}{_shared_participants(first, second)}") from None
     if first.error is not None:
         err = first.error
         where = _where(err)
@@ -196,13 +250,52 @@ def _preflight(saga: Saga, invariants: Sequence[Invariant]) -> Execution:
             f"saga {saga.name!r} raised {type(err).__name__}: {err} with no fault injected{where}. "
             "Fix the saga or its participants first: saga-verify can only judge a saga that works on a good day."
         ) from err
+    earlier = _FIRST_BASELINE.get(saga)
+    now = (first.status, len(first.trace), trace_to_json(first.trace))
+    if earlier is not None and earlier != now:
+        raise NondeterminismError(
+            f"saga {saga.name!r} is not deterministic: its executions are not independent. Earlier in this process "
+            f"its fault-free execution ended {earlier[0]!r} after {earlier[1]} calls; now the same execution ends "
+            f"{first.status!r} after {len(first.trace)}: something the earlier executions left behind changed what "
+            f"it does. {_where_state_lives(saga, first, second)}"
+        )
     if first.halted is None and first.status not in TERMINAL_STATUSES:
         raise SagaDefinitionError(
             f"saga {saga.name!r} returned {first.result!r} with no fault injected; return one of "
             f"{', '.join(TERMINAL_STATUSES)} (or an object whose status is one), or pass "
-            "outcome= to Saga to map what it returns"
+            "outcome= to Saga to map what it returns. If it does return one of those when it runs on its own, "
+            "its executions are not independent: an earlier execution in this process left state behind that "
+            f"changed what it does. {_where_state_lives(saga, first, second)}"
         )
+    _FIRST_BASELINE.setdefault(saga, now)
     return first
+
+
+def _shared_participants(first: Execution, second: Execution) -> str:
+    shared = [name for name, obj in first.participants.items() if second.participants.get(name) is obj]
+    if not shared:
+        return ""
+    return (
+        f" Here participants() gave both executions the same {', '.join(shared)} object: each execution needs "
+        "participants of its own, so build them anew in it."
+    )
+
+
+def _where_state_lives(saga: Saga, first: Execution, second: Execution) -> str:
+    shared = _shared_participants(first, second)
+    if shared:
+        return shared.strip()
+    modules = dict.fromkeys(
+        m
+        for m in (getattr(saga.run, "__module__", None), *(type(p).__module__ for p in first.participants.values()))
+        if m and m != "builtins"
+    )
+    return (
+        f"Such state lives at module or class level in {', '.join(modules)} or in a library they use "
+        "(a circuit breaker, a cache, a rate limiter, a registry, a client made at import), or in "
+        "participants that participants() does not build anew. Keep it per execution: build it in "
+        "participants(), or reset it there."
+    )
 
 
 def _where(err: BaseException) -> str:
@@ -299,19 +392,40 @@ def explore(
     settings: hypothesis.settings | None = None,
     report_dir: str | Path | None = DEFAULT_REPORT_DIR,
     progress: Progress | None = None,
+    all_failures: bool = True,
 ) -> ExplorationResult:
     """Search for fault plans under which ``saga`` breaks an invariant.
 
     In order: plans the example database remembers for this saga; every plan of up to
     ``sweep_faults`` faults over the points executions reach (at most ``sweep_budget``
     executions); then Hypothesis with ``max_examples`` examples (its settings profile decides
-    when None), seeded with ``seed``. A failure's minimal plan is saved to the database and, when
-    ``report_dir`` is set, written there as a JSON file that ``saga-verify replay`` runs.
-    ``progress``, if given, is told of every execution checked (see `Progress`)."""
+    when None), seeded with ``seed``. Every invariant that breaks gets a failure of its own, with
+    its own minimal plan (``all_failures=False`` stops at the first). A failure's minimal plan is
+    saved to the database and, when ``report_dir`` is set, written there as a JSON file that
+    ``saga-verify replay`` runs. ``progress``, if given, is told of every execution checked (see
+    `Progress`)."""
     if not isinstance(saga, Saga):
         raise OptionError(f"explore() takes a saga_verify.Saga, got {type(saga).__name__}")
     _check_options(max_examples, sweep_faults, sweep_budget, seed)
+    if not isinstance(all_failures, bool):
+        raise OptionError(f"all_failures must be True or False, got {all_failures!r}")
     invs = tuple(invariants) if invariants is not None else invariants_for(saga)
+    with clock_session():
+        return _explore(saga, invs, seed, max_examples, sweep_faults, sweep_budget, settings, report_dir, progress, all_failures)
+
+
+def _explore(
+    saga: Saga,
+    invs: tuple[Invariant, ...],
+    seed: int | None,
+    max_examples: int | None,
+    sweep_faults: int,
+    sweep_budget: int | None,
+    settings: hypothesis.settings | None,
+    report_dir: str | Path | None,
+    progress: Progress | None,
+    all_failures: bool,
+) -> ExplorationResult:
     started = time.perf_counter()
     counter = _Counter(Coverage(saga), progress)
     base_settings = settings if settings is not None else hypothesis.settings()
@@ -321,32 +435,44 @@ def explore(
     base = _preflight(saga, invs)
     counter.executions += 2
     failures: list[Failure] = []
+    #: The invariants some failure already shows broken: the search goes on for the others.
+    reported: set[str] = set()
+
+    def done() -> bool:
+        return bool(failures) and not all_failures
+
+    def fresh(violations: Sequence[Violation]) -> list[Violation]:
+        return [v for v in violations if v.invariant not in reported]
 
     def found(plan: FaultPlan, execution: Execution, violations: list[Violation], how: str) -> None:
-        if counter.first_violation is None:
-            counter.first_violation = counter.executions
-            counter.first_violation_at = time.perf_counter()
-        t0 = time.perf_counter()
-        target = violations[0].invariant
-        phase, counter.phase = counter.phase, "shrinking"
-        plan, execution, violations = _minimize(saga, plan, invs, target, counter)
-        counter.phase = phase
-        if any(f.plan.faults == plan.faults for f in failures):
-            return  # two broken invariants shrank to one plan: report it once, with all it breaks
-        shrink = time.perf_counter() - counter.first_violation_at if how == "hypothesis" else time.perf_counter() - t0
-        counter.executions += 1  # _finish runs the plan once more to prove it replays
-        failures.append(_finish(saga, plan, execution, violations, how, counter.first_violation, shrink, report_dir, db, key))
-        counter.failures = len(failures)
+        # Each invariant this execution breaks that no failure shows yet gets a minimal plan of its own.
+        while new := fresh(violations):
+            target = new[0].invariant
+            examples, first_at = counter.first_seen[target]
+            t0 = time.perf_counter()
+            phase, counter.phase = counter.phase, "shrinking"
+            small, small_execution, small_violations = _minimize(saga, plan, invs, target, counter)
+            counter.phase = phase
+            reported.add(target)
+            reported.update(v.invariant for v in small_violations)
+            if any(f.plan.faults == small.faults for f in failures):
+                continue  # two broken invariants shrank to one plan: report it once, with all it breaks
+            shrink = time.perf_counter() - (first_at if how == "hypothesis" else t0)
+            counter.executions += 1  # _finish runs the plan once more to prove it replays
+            failures.append(_finish(saga, small, small_execution, small_violations, how, examples, shrink, report_dir, db, key))
+            counter.failures = len(failures)
 
     baseline_violations = counter.check(base, invs)
     if baseline_violations:
-        counter.first_violation = counter.executions
-        counter.first_violation_at = time.perf_counter()
+        counter.saw(baseline_violations)
         counter.executions += 1  # _finish runs the plan once more to prove it replays
-        failures.append(_finish(saga, FaultPlan(), base, baseline_violations, "baseline", counter.first_violation, 0.0, report_dir, db, key))
+        failures.append(_finish(saga, FaultPlan(), base, baseline_violations, "baseline", 2, 0.0, report_dir, db, key))
+        counter.failures = len(failures)
+        reported.update(v.invariant for v in baseline_violations)
 
-    if not failures and db is not None:
+    if db is not None and not done():
         counter.phase = "database"
+        remembered = []
         for stored in list(db.fetch(key)):
             try:
                 plan = FaultPlan.loads(stored.decode("utf-8"), source="example database")
@@ -354,34 +480,39 @@ def explore(
             except Exception:
                 db.delete(key, stored)
                 continue
+            remembered.append((len(plan.faults), stored, plan))
+        # Smallest first, and in the same order wherever the database is read.
+        for _, stored, plan in sorted(remembered, key=lambda r: r[:2]):
             counter.executions += 1
             execution = run_plan_unchecked(saga)(plan)
             violations = counter.check(execution, invs)
-            if violations:
-                found(plan, execution, violations, "database")
+            if not violations:
+                db.delete(key, stored)  # fixed: forget it, as Hypothesis forgets examples that pass
+                continue
+            counter.saw(violations)
+            found(plan, execution, violations, "database")
+            if done():
                 break
-            db.delete(key, stored)  # fixed: forget it, as Hypothesis forgets examples that pass
 
-    sweep_count = 0
-    sweep_complete = False
-    if not failures and sweep_faults > 0:
+    summary = SweepSummary(sweep_faults)
+    if sweep_faults > 0 and not done():
         counter.phase = "sweep"
-        for plan, execution in sweep(saga, run_plan_unchecked(saga), max_faults=sweep_faults, budget=sweep_budget, base=base):
+        for plan, execution in sweep(
+            saga, run_plan_unchecked(saga), max_faults=sweep_faults, budget=sweep_budget, base=base, summary=summary
+        ):
             counter.executions += 1
-            sweep_count += 1
             violations = counter.check(execution, invs)
             if violations:
+                counter.saw(violations)
                 found(plan, execution, violations, "sweep")
-                break
-        # Claimed only when the sweep ran out of plans below its budget: a sweep that used its
-        # whole budget may have had more to try.
-        sweep_complete = not failures and (sweep_budget is None or sweep_count < sweep_budget)
+                if done():
+                    break
 
     hypothesis_examples = 0
-    if not failures and (max_examples is None or max_examples > 0):
+    if (max_examples is None or max_examples > 0) and not done():
         before = counter.executions
         counter.phase = "hypothesis"
-        for plan, execution, violations in _hypothesis_phase(saga, invs, seed, max_examples, base_settings, key, counter):
+        for plan, execution, violations in _hypothesis_phase(saga, invs, seed, max_examples, base_settings, key, counter, fresh):
             found(plan, execution, violations, "hypothesis")
         hypothesis_examples = counter.executions - before
 
@@ -393,11 +524,13 @@ def explore(
         executions=counter.executions,
         seconds=time.perf_counter() - started,
         seed=seed,
-        sweep_executions=sweep_count,
+        sweep_executions=summary.plans,
         hypothesis_examples=hypothesis_examples,
         coverage=counter.coverage,
         sweep_faults=sweep_faults,
-        sweep_complete=sweep_complete,
+        # Claimed only when the sweep ran out of plans: not when it stopped at its budget, or at
+        # a failure when the search stops at the first.
+        sweep_complete=summary.complete,
     )
 
 
@@ -409,20 +542,33 @@ def _hypothesis_phase(
     base_settings: hypothesis.settings,
     key: bytes,
     counter: _Counter,
+    fresh: Callable[[Sequence[Violation]], list[Violation]],
 ) -> list[tuple[FaultPlan, Execution, list[Violation]]]:
+    """Let Hypothesis search; an example fails when it breaks an invariant ``fresh`` keeps (one
+    that no failure shows yet)."""
     strategies = decision_strategies(saga)
 
     def search(data: Any) -> None:
         chooser = _DrawingChooser(data, strategies)
-        execution = World(saga, chooser).run()
+        try:
+            execution = World(saga, chooser).run()
+        except Exception as exc:
+            raise _Abort(exc) from None
+        if chooser.out_of_data is not None:
+            # This example ran out of choices: Hypothesis discards it, and it is not counted (as
+            # when the stop cut such an execution short).
+            raise chooser.out_of_data
         counter.executions += 1
-        violations = counter.check(execution, invariants)
+        try:
+            violations = counter.check(execution, invariants)
+        except Exception as exc:
+            raise _Abort(exc) from None
         if violations:
-            counter.phase = "shrinking"  # Hypothesis shrinks what broke before it reports it
-            if counter.first_violation is None:
-                counter.first_violation = counter.executions
-                counter.first_violation_at = time.perf_counter()
-            raise _found_type(violations[0].invariant)(execution, violations)
+            counter.saw(violations)
+            new = fresh(violations)
+            if new:
+                counter.phase = "shrinking"  # Hypothesis shrinks what broke before it reports it
+                raise _found_type(new[0].invariant)(execution, violations)
 
     overrides: dict[str, Any] = {
         "deadline": None,
@@ -439,8 +585,11 @@ def _hypothesis_phase(
     # Each saga (and set of invariants) gets its own entries in the example database.
     # Hypothesis reads it from the inner test (as its own pytest plugin sets it), not the wrapper.
     test.hypothesis.inner_test._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
+    aborted: BaseException | None = None
     try:
         test()
+    except _Abort as abort:
+        aborted = abort.error
     except _Found as exc:
         return [_from_found(saga, exc)]
     except BaseExceptionGroup as group:
@@ -455,6 +604,8 @@ def _hypothesis_phase(
             "saga or a participant keeps state between executions or reads the wall clock or a global "
             f"random source ({type(exc).__name__})"
         ) from None
+    if aborted is not None:
+        raise aborted  # raised here, outside the except clause, it carries no trace of the carrier
     return []
 
 
@@ -506,6 +657,7 @@ def _finish(
 def replay(saga: Saga, plan: FaultPlan, *, invariants: Sequence[Invariant] | None = None) -> tuple[Execution, list[Violation]]:
     """Run one plan (validated against the saga) and check the invariants."""
     plan.validate(saga)
-    execution = World(saga, plan_chooser(plan), plan.seed).run()
+    with clock_session():
+        execution = World(saga, plan_chooser(plan), plan.seed).run()
     invs = tuple(invariants) if invariants is not None else invariants_for(saga)
     return execution, check(execution, invs)

@@ -13,6 +13,22 @@ from ..faults import DeliveryPoint, Fault, FaultPlan, Outage
 from ..faults._alphabet import alphabet
 
 
+@dataclass
+class SweepSummary:
+    """What a sweep proved: every plan of up to ``max_faults`` faults over the calls the
+    executions reach, or, when it stopped at its budget first, the ``plans`` it tried."""
+
+    max_faults: int
+    """The most faults a plan of the sweep has."""
+    plans: int = 0
+    """Plans tried (one execution each)."""
+    complete: bool = False
+    """True when every such plan was tried; False when the budget stopped the sweep first."""
+
+    def to_json(self) -> dict[str, object]:
+        return {"max_faults": self.max_faults, "plans": self.plans, "complete": self.complete}
+
+
 @dataclass(frozen=True)
 class _Explored:
     plan: FaultPlan
@@ -44,6 +60,7 @@ def sweep(
     max_faults: int,
     budget: int | None,
     base: Execution | None = None,
+    summary: SweepSummary | None = None,
 ) -> Iterator[tuple[FaultPlan, Execution]]:
     """Yield (plan, execution) for each plan tried, level by level: every 1-fault plan over the
     calls the fault-free execution makes, then every 2-fault plan that adds a fault after the
@@ -54,7 +71,9 @@ def sweep(
     Within a level the order is where saga bugs live first: extensions of executions that
     aborted, then of those with a hidden outcome; on each, faults on calls that the parent's
     fault caused (a retry, a compensation) before the rest, and there a persistent failure
-    first; parents take turns so that no one parent uses up the budget."""
+    first; parents take turns so that no one parent uses up the budget.
+
+    ``summary``, if given, counts the plans tried and says at the end whether every plan was."""
     templates = alphabet(saga)
     persistent_first = {
         op: tuple(sorted(ts, key=lambda t: t.cls is not Outage)) for op, ts in templates.items()
@@ -130,11 +149,15 @@ def sweep(
                 return
             execution = execute(plan)
             executions += 1
+            if summary is not None:
+                summary.plans = executions
             yield plan, execution
             next_frontier.append(explored(plan, execution))
         frontier = next_frontier
         if not frontier:
-            return
+            break
+    if summary is not None:
+        summary.complete = True
 
 
 def _last_fault_position(plan: FaultPlan, points: list[DeliveryPoint]) -> int:

@@ -17,7 +17,15 @@ from ._html import (
 )
 from ._progress import TerminalProgress
 from ._regression import append_regression, regression_id, regression_test
-from ._timeline import render_entry, render_execution, render_failure, render_result, render_timeline
+from ._timeline import (
+    distinct_head,
+    render_entry,
+    render_execution,
+    render_failure,
+    render_result,
+    render_sweep,
+    render_timeline,
+)
 
 __all__ = [
     "GITHUB_ACTIONS",
@@ -29,6 +37,7 @@ __all__ = [
     "append_regression",
     "bound_proven",
     "check_report_dir",
+    "distinct_head",
     "failure_annotation",
     "in_github_actions",
     "junit_properties",
@@ -40,6 +49,7 @@ __all__ = [
     "render_page",
     "render_result",
     "render_section",
+    "render_sweep",
     "render_timeline",
     "sequence_diagram",
     "verdict",

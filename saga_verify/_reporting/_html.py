@@ -60,7 +60,9 @@ def bound_proven(result: ExplorationResult) -> str:
     if first is not None and first.found_by == "baseline":
         return "it breaks with no fault at all: nothing is proven"
     if result.sweep_complete:
-        text = f"every plan of up to {k} fault{'s' if k != 1 else ''} over the calls its executions make holds ({plans} plans)"
+        # The search goes on after a failure, so a complete sweep may have broken something.
+        over = f"every plan of up to {k} fault{'s' if k != 1 else ''} over the calls its executions make"
+        text = f"{over} holds ({plans} plans)" if result.ok else f"{over} was tried ({plans} plans)"
     elif first is not None and first.found_by == "sweep":
         faults = len(first.plan.faults)
         text = (

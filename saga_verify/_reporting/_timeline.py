@@ -105,16 +105,36 @@ def render_failure(failure: Failure) -> str:
 
 def render_result(result: ExplorationResult) -> str:
     if result.ok:
-        return (
+        held = (
             f"saga {result.saga.name!r} held every invariant over {result.executions} executions "
             f"({result.sweep_executions} in the sweep, {result.hypothesis_examples} from Hypothesis) "
             f"in {result.seconds:.2f} s"
         )
+        proven = render_sweep(result)
+        return f"{held}\n{proven}" if proven else held
     parts = [render_failure(f) for f in result.failures]
     if len(parts) > 1:
-        head = f"{len(parts)} distinct broken invariants in saga {result.saga.name!r}:"
-        return head + "\n\n" + "\n\n".join(parts)
+        return distinct_head(result) + "\n\n" + "\n\n".join(parts)
     return parts[0]
+
+
+def distinct_head(result: ExplorationResult) -> str:
+    """The first line of a report of several failures."""
+    return f"{len(result.failures)} distinct broken invariants in saga {result.saga.name!r}:"
+
+
+def render_sweep(result: ExplorationResult) -> str:
+    """What the exhaustive sweep proved, in a sentence (empty when it did not run)."""
+    k = result.sweep_faults
+    if k == 0:
+        return ""
+    faults = f"{k} fault{'s' if k != 1 else ''}"
+    if result.sweep_complete:
+        return f"  every plan of up to {faults} over these calls holds ({result.sweep_executions} plans)"
+    return (
+        f"  the sweep stopped at its budget after {result.sweep_executions} plans: not every plan of up to {faults} "
+        "was tried (raise sweep_budget, or --sweep-budget, to go further)"
+    )
 
 
 def render_execution(execution: Execution, violations: Iterable[Any]) -> str:

@@ -7,6 +7,7 @@ Python participants, and everything that reads executions (invariants), never ne
 from typing import Any
 
 from ._clock import VirtualClock
+from ._current import current_services
 from ._ledger import Ledger, LedgerRow
 from ._trace import OUTCOMES, TraceEntry, trace_to_json
 from ._world import Endpoint, Execution, Services, Transported, World, plan_chooser, run_plan
@@ -24,6 +25,7 @@ __all__ = [
     "Transported",
     "VirtualClock",
     "World",
+    "current_services",
     "plan_chooser",
     "run_plan",
     "trace_to_json",

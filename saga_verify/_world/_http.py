@@ -117,10 +117,13 @@ class _Routing:
             ep.summarize = _summarize_response
 
     def _prepare(self, request: httpx.Request) -> tuple[Endpoint, str | None, dict[str, Any]]:
-        operation = self._participant.operation_for(request)
+        try:
+            operation = self._participant.operation_for(request)
+        except SagaDefinitionError as exc:
+            raise self._world.fail(exc) from None
         ep = self._endpoints.get(operation)
         if ep is None:
-            raise SagaDefinitionError(f"route {operation!r} is not an operation of any step of this participant")
+            raise self._world.fail(SagaDefinitionError(f"route {operation!r} is not an operation of any step of this participant"))
         ep.errors = _errors_for(request)
         return ep, request.headers.get("idempotency-key"), _summarize_request(request)
 
@@ -143,7 +146,7 @@ class FaultTransport(_Routing, httpx.BaseTransport):
         ep, key, summary = self._prepare(request)
         inner = self._participant.transport
         if not isinstance(inner, httpx.BaseTransport):
-            raise SagaDefinitionError("a sync client needs a sync transport; set asynchronous=True for async sagas")
+            raise self._world.fail(SagaDefinitionError("a sync client needs a sync transport; set asynchronous=True for async sagas"))
 
         world = self._world
 
@@ -164,7 +167,9 @@ class AsyncFaultTransport(_Routing, httpx.AsyncBaseTransport):
         ep, key, summary = self._prepare(request)
         inner = self._participant.transport
         if not isinstance(inner, httpx.AsyncBaseTransport):
-            raise SagaDefinitionError("an async client needs an async transport (httpx.ASGITransport, httpx.MockTransport)")
+            raise self._world.fail(
+                SagaDefinitionError("an async client needs an async transport (httpx.ASGITransport, httpx.MockTransport)")
+            )
 
         world = self._world
 

@@ -8,20 +8,25 @@ and ``httpx`` async sagas share one implementation of every fault.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import inspect
+import sys
+from _thread import get_ident
 from collections.abc import Callable, Generator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from .._saga import Saga, Step
-from ..errors import SagaDefinitionError
+from ..errors import SagaDefinitionError, SagaStuckError, SagaVerifyError
 from ..faults._kinds import Delay, DeliveryPoint, Duplicate, Fault, Outage, Pause
 from ..faults._plan import FaultPlan
+from . import _clocks, _watchdog
 from ._clock import VirtualClock
+from ._current import CURRENT
 from ._ledger import Ledger, LedgerRow
+from ._loop import LoopStopped, WorldLoop
 from ._trace import TraceEntry
 
 #: Decides the fault (or None) for the n-th call of an endpoint.
@@ -32,11 +37,31 @@ ErrorFactory = Callable[[str, str], BaseException]
 _LATENCY = 0.010
 _JITTER = 0.005
 _MASK64 = (1 << 64) - 1
+#: A delivery count past every budget: an execution whose run is over refuses what its saga's
+#: leftover tasks still call.
+_CLOSED = 1 << 62
 
 
 class _Halted(BaseException):
-    """Stops a saga that exceeded its budget. A BaseException so ``except Exception`` in saga code
-    cannot swallow it and spin forever."""
+    """Stops a saga that went on past its budget. Once a budget is spent the world first refuses
+    the saga's calls (a transport error, which any saga handles) so that it can wind down by
+    itself; a saga that keeps calling or sleeping anyway gets this. A BaseException so ``except
+    Exception`` in saga code cannot swallow it and spin forever."""
+
+
+#: The trace entry a participant is handling, in the task that called it (async sagas only: there
+#: several calls may be in flight at once, each in its own task).
+_DELIVERY: ContextVar[int] = ContextVar("saga_verify_delivery", default=-1)
+
+#: Which operations of a saga's participant (by saga, participant and class) are ``async def``.
+_ASYNC_OPERATIONS: dict[tuple[Saga, str, type], frozenset[str]] = {}
+
+
+def _async_operations(saga: Saga, name: str, obj: object, operations: tuple[tuple[Step, str, int], ...]) -> frozenset[str]:
+    found = frozenset(op for _, op, _ in operations if inspect.iscoroutinefunction(getattr(obj, op, None)))
+    if "__getattr__" not in vars(type(obj)):  # what a dynamic participant answers may change
+        _ASYNC_OPERATIONS[(saga, name, type(obj))] = found
+    return found
 
 
 def _same(value: Any) -> Any:
@@ -55,14 +80,14 @@ def plain_errors(kind: str, message: str) -> BaseException:
 class Endpoint:
     """One (participant, operation) of one world, with its call counter."""
 
-    __slots__ = ("calls", "fn", "operation", "participant", "slot", "step", "world")
+    __slots__ = ("calls", "fn", "is_async", "operation", "participant", "slot", "step", "world")
 
     #: Builds the error the caller sees for an injected failure.
     errors: ErrorFactory = staticmethod(plain_errors)
     #: Turns a participant's reply into what the trace records.
     summarize: Callable[[Any], Any] = staticmethod(_same)
 
-    def __init__(self, world: World, step: Step, operation: str, slot: int, fn: Callable[..., Any] | None) -> None:
+    def __init__(self, world: World, step: Step, operation: str, slot: int, fn: Callable[..., Any] | None, is_async: bool = False) -> None:
         self.world = world
         self.participant = step.participant
         self.operation = operation
@@ -71,17 +96,16 @@ class Endpoint:
         self.slot = slot
         self.calls = 0
         self.fn = fn
+        #: Whether the participant's method is ``async def`` (the caller then awaits the call).
+        self.is_async = is_async
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         fn = self.fn
-        if fn is None:
-            raise SagaDefinitionError(f"{self.participant}.{self.operation} is an HTTP endpoint; call it through its client")
         world = self.world
-        if world.async_mode:
-            raise SagaDefinitionError(
-                f"an async saga called {self.participant}.{self.operation} synchronously; in an async saga "
-                "use an async client (HttpParticipant(asynchronous=True))"
-            )
+        if fn is None:
+            raise world.fail(SagaDefinitionError(f"{self.participant}.{self.operation} is an HTTP endpoint; call it through its client"))
+        if self.is_async:
+            return self._call_async(args, kwargs)
         request: Any = kwargs if not args else {"args": list(args), **kwargs}
         key = kwargs.get("idempotency_key")
         attempt, fault = world.decide(self)
@@ -89,6 +113,15 @@ class Endpoint:
             return world.apply_now(self, attempt, key, request, fn, args, kwargs)
         thunk = partial(fn, *args, **kwargs)
         return world.drive(world.deliver_decided(self, attempt, fault, thunk, key, request))
+
+    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A call of an ``async def`` participant method: the caller awaits it, and other tasks of
+        the saga run while the participant awaits."""
+        assert self.fn is not None
+        world = self.world
+        request: Any = kwargs if not args else {"args": list(args), **kwargs}
+        thunk = partial(self.fn, *args, **kwargs)
+        return await world.adrive(world.deliver(self, thunk, kwargs.get("idempotency_key"), request))
 
     def __repr__(self) -> str:
         return f"<endpoint {self.participant}.{self.operation}>"
@@ -113,28 +146,36 @@ class Transported:
 class ParticipantProxy:
     """What the saga sees as ``services.<participant>``: its declared operations, through the harness."""
 
-    def __init__(self, name: str, endpoints: Mapping[str, Endpoint]) -> None:
+    def __init__(self, name: str, endpoints: Mapping[str, Endpoint], world: World | None = None) -> None:
         self.__dict__.update(endpoints)
         self.__dict__["_name"] = name
+        self.__dict__["_world"] = world
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)  # copy, pickle and friends probe for these
         declared = sorted(k for k in self.__dict__ if not k.startswith("_"))
-        raise SagaDefinitionError(
+        error = SagaDefinitionError(
             f"the saga called {self._name}.{name}, which no step declares; declared operations of "
             f"{self._name}: {', '.join(declared)}. Add it to a Step (as action or compensation)."
         )
+        raise error if self._world is None else self._world.fail(error)
 
 
 class Services:
     """The saga's view of the world: ``services.<participant>`` and ``services.clock``."""
 
-    def __init__(self, proxies: Mapping[str, Any], clock: VirtualClock) -> None:
+    def __init__(self, proxies: Mapping[str, Any], clock: VirtualClock, world: World | None = None) -> None:
         self.__dict__.update(proxies)
         self.clock = clock
+        self.__dict__["_world"] = world
 
     def __getattr__(self, name: str) -> Any:
-        known = sorted(k for k in self.__dict__ if k != "clock")
-        raise SagaDefinitionError(f"the saga asked for services.{name}; this saga's participants are: {', '.join(known)}")
+        if name.startswith("__"):
+            raise AttributeError(name)  # copy, pickle and friends probe for these
+        known = sorted(k for k in self.__dict__ if k not in ("clock", "_world"))
+        error = SagaDefinitionError(f"the saga asked for services.{name}; this saga's participants are: {', '.join(known)}")
+        raise error if self._world is None else self._world.fail(error)
 
     def __getitem__(self, name: str) -> Any:
         return getattr(self, name)
@@ -204,7 +245,7 @@ class World:
 
     def __init__(self, saga: Saga, chooser: Chooser, seed: int = 0) -> None:
         self.saga = saga
-        self.clock = VirtualClock(self._check_time)
+        self.clock = VirtualClock(self._check_time, self.fail)
         self.trace: list[TraceEntry | None] = []
         self._chooser = chooser
         # The world's private random source: a 64-bit LCG seeded from the plan's seed. It only
@@ -222,6 +263,19 @@ class World:
         #: Participants frozen by a pause: the pause, and the virtual time they thaw.
         self._frozen: dict[str, tuple[Pause, float]] = {}
         self.async_mode = False
+        #: Whether library clocks follow this execution's virtual clock (`_clocks`).
+        self.virtual_time = saga.virtual_time
+        #: Why the harness stopped the saga (a budget spent), once it did.
+        self.halted: str | None = None
+        self._after_halt = 0
+        #: The first error of the harness raised inside the saga's code (a definition error, an
+        #: error of the search deciding a fault): re-raised when the run ends, whatever the saga
+        #: did with it, so that no saga can turn one into a verdict by catching it.
+        self.harness_error: BaseException | None = None
+        #: Where the saga was stuck when the watchdog stopped it (`_watchdog`).
+        self.stuck: str | None = None
+        #: The event loop of an async saga while it runs.
+        self.loop: WorldLoop | None = None
         self.participants = self._build_participants()
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self.services = self._build_services()
@@ -251,12 +305,19 @@ class World:
 
     def _build_services(self) -> Services:
         proxies: dict[str, Any] = {}
-        for name, ops in self.saga.layout:
+        saga = self.saga
+        for name, ops in saga.layout:
             obj = self.participants[name]
             endpoints: dict[str, Endpoint] = {}
+            transported = isinstance(obj, Transported)
+            if transported:
+                awaited: frozenset[str] = frozenset()
+            else:
+                found = _ASYNC_OPERATIONS.get((saga, name, type(obj)))
+                awaited = found if found is not None else _async_operations(saga, name, obj, ops)
             for step, op, slot in ops:
                 ep: Endpoint
-                if isinstance(obj, Transported):
+                if transported:
                     ep = ClientEndpoint(self, step, op, slot, None)
                 else:
                     fn = getattr(obj, op, None)
@@ -265,37 +326,71 @@ class World:
                             f"saga {self.saga.name!r}: participant {name!r} ({type(obj).__name__}) has no "
                             f"method {op!r} for step {step}"
                         )
-                    ep = Endpoint(self, step, op, slot, fn)
+                    ep = Endpoint(self, step, op, slot, fn, op in awaited)
                 endpoints[op] = ep
                 self.endpoints[(name, op)] = ep
-            proxies[name] = obj.client(self, endpoints) if isinstance(obj, Transported) else ParticipantProxy(name, endpoints)
-        return Services(proxies, self.clock)
+            proxies[name] = cast(Transported, obj).client(self, endpoints) if transported else ParticipantProxy(name, endpoints, self)
+        return Services(proxies, self.clock, self)
 
     # -- what ledgers ask --------------------------------------------------------------------
     def current_delivery(self) -> tuple[int, str]:
+        if self.async_mode:
+            return _DELIVERY.get(), self._correlation
         return self._current, self._correlation
 
     def next_row_seq(self) -> int:
         self._row_seq += 1
         return self._row_seq - 1
 
+    # -- what goes wrong ---------------------------------------------------------------------
+    def fail(self, error: BaseException) -> BaseException:
+        """Note an error of the harness that is about to be raised inside the saga's code; the run
+        raises it again at its end (see ``harness_error``). Returns it, to be raised."""
+        if self.harness_error is None:
+            self.harness_error = error
+        return error
+
+    def halt(self, reason: str) -> None:
+        """Stop the execution: it spent a budget, or can never go on. From now on its calls are
+        refused, and an event loop stops at once."""
+        if self.halted is None:
+            self.halted = reason
+
+    def _after_halting(self) -> None:
+        """One more call or sleep after the halt. A saga gets as many as its call budget to wind
+        down by itself; one that goes on after that is stopped by raising."""
+        self._after_halt += 1
+        if self._after_halt > self.saga.max_deliveries:
+            raise _Halted(self.halted)
+
     # -- the network -------------------------------------------------------------------------
     def _check_time(self, now: float) -> None:
         if now > self.saga.max_seconds:
-            raise _Halted(f"still running after {self.saga.max_seconds:g} virtual seconds")
+            self.halt(f"still running after {self.saga.max_seconds:g} virtual seconds")
+        if self.halted is not None:
+            self._after_halting()
+
+    def _refuse(self, ep: Endpoint) -> BaseException:
+        self._after_halting()
+        return ep.errors("connect", f"{ep.participant}.{ep.operation}: connection refused: the execution was stopped ({self.halted})")
 
     def decide(self, ep: Endpoint) -> tuple[int, Fault | None]:
         """Count the call, decide its fault, let network latency pass."""
         self._deliveries += 1
-        if self._deliveries > self.saga.max_deliveries:
-            raise _Halted(f"made more than {self.saga.max_deliveries} calls")
+        if self.halted is not None or self._deliveries > self.saga.max_deliveries:
+            if self._deliveries > _CLOSED:
+                raise ep.errors("connect", f"{ep.participant}.{ep.operation}: connection refused: the saga's run is over")
+            self.halt(f"made more than {self.saga.max_deliveries} calls")
+            raise self._refuse(ep)
         ep.calls += 1
         attempt = ep.calls
         self._rng = (self._rng * 6364136223846793005 + 1442695040888963407) & _MASK64
         now = self.clock._now + _LATENCY + (self._rng >> 11) * _JITTER / 9007199254740992.0
         self.clock._now = now
         if now > self.saga.max_seconds:
-            raise _Halted(f"still running after {self.saga.max_seconds:g} virtual seconds")
+            ep.calls -= 1
+            self.halt(f"still running after {self.saga.max_seconds:g} virtual seconds")
+            raise self._refuse(ep)
         frozen = self._frozen.get(ep.participant) if self._frozen else None
         if frozen is not None and now < frozen[1]:
             # A frozen participant takes in nothing else: whatever else the plan says about this
@@ -319,17 +414,21 @@ class World:
         trace.append(None)
         previous = self._current
         self._current = seq
+        token = _DELIVERY.set(seq) if self.async_mode else None
+        arrived = self.clock._now
         try:
             reply = fn(*args, **kwargs)
         except Exception as exc:
             trace[seq] = TraceEntry(
-                seq, self.clock._now, ep.participant, ep.operation, attempt, self._correlation, key, request,
+                seq, arrived, ep.participant, ep.operation, attempt, self._correlation, key, request,
                 "raised", f"{type(exc).__name__}: {exc}", None,
             )
             raise
         finally:
             self._current = previous
-        trace[seq] = TraceEntry(seq, self.clock._now, ep.participant, ep.operation, attempt, self._correlation, key, request, "ok", reply, None)
+            if token is not None:
+                _DELIVERY.reset(token)
+        trace[seq] = TraceEntry(seq, arrived, ep.participant, ep.operation, attempt, self._correlation, key, request, "ok", reply, None)
         return reply
 
     def deliver(self, ep: Endpoint, thunk: Thunk, key: str | None, request: Any) -> Generator[Thunk, Any, Any]:
@@ -370,12 +469,12 @@ class World:
                 pass  # it died before it could answer, whatever it would have answered
             restart = self.saga.restart_hook(ep.participant)
             assert restart is not None  # plans are validated: crash only where a step says how to restart
-            restart(self.participants[ep.participant])
+            self._hook("restart", ep, restart)
             raise ep.errors("reset", f"{point}: connection reset: {ep.participant} died before it replied (injected {label})")
         if kind == "refuse":
             refuse = ep.step.refuse
             assert refuse is not None  # plans are validated: refuse only where the step declares how
-            refuse(self.participants[ep.participant])
+            self._hook("refuse", ep, refuse)
             return (yield from self._apply(ep, attempt, key, request, thunk, "ok", label))
         if kind == "duplicate":
             assert isinstance(fault, Duplicate)
@@ -413,7 +512,18 @@ class World:
             self._hold(thaw, ep, attempt, key, request, thunk, pause.label)
             clock._now += self.saga.call_timeout
             raise ep.errors("timeout", f"{point}: no reply within {self.saga.call_timeout:g}s ({ep.participant} frozen by injected {pause.label})")
-        raise SagaDefinitionError(f"fault kind {kind!r} is not known to this world")  # pragma: no cover
+        raise self.fail(SagaDefinitionError(f"fault kind {kind!r} is not known to this world"))  # pragma: no cover
+
+    def _hook(self, what: str, ep: Endpoint, hook: Callable[[Any], None]) -> None:
+        """Run a step's refuse or restart hook: an error in it is the harness's, not the saga's."""
+        try:
+            hook(self.participants[ep.participant])
+        except SagaVerifyError as exc:
+            raise self.fail(exc) from None
+        except Exception as exc:
+            raise self.fail(
+                SagaDefinitionError(f"the {what} hook of step {ep.step} raised {type(exc).__name__}: {exc}")
+            ) from exc
 
     def _hold(self, due: float, ep: Endpoint, attempt: int, key: str | None, request: Any, thunk: Thunk, label: str) -> None:
         self.pending_order += 1
@@ -442,20 +552,26 @@ class World:
     def _apply(self, ep: Endpoint, attempt: int, key: str | None, request: Any, thunk: Thunk, outcome: str, label: str | None) -> Generator[Thunk, Any, Any]:
         seq = len(self.trace)
         self.trace.append(None)  # reserve the slot: ledger rows written during the call point at it
+        # Stamped with the time it arrived: an async participant may await, and other calls land
+        # meanwhile, so the trace's times follow its order.
+        arrived = self.clock._now
         previous = self._current
         self._current = seq
+        token = _DELIVERY.set(seq) if self.async_mode else None
         try:
             reply = yield thunk
         except Exception as exc:
             self.trace[seq] = TraceEntry(
-                seq, self.clock._now, ep.participant, ep.operation, attempt, self._correlation, key, request,
+                seq, arrived, ep.participant, ep.operation, attempt, self._correlation, key, request,
                 "raised", f"{type(exc).__name__}: {exc}", label,
             )
             raise
         finally:
             self._current = previous
+            if token is not None:
+                _DELIVERY.reset(token)
         self.trace[seq] = TraceEntry(
-            seq, self.clock._now, ep.participant, ep.operation, attempt, self._correlation, key, request,
+            seq, arrived, ep.participant, ep.operation, attempt, self._correlation, key, request,
             outcome, ep.summarize(reply), label,
         )
         return reply
@@ -468,11 +584,6 @@ class World:
     # -- drivers -----------------------------------------------------------------------------
     def drive(self, gen: Generator[Thunk, Any, Any]) -> Any:
         """Run a delivery whose participant calls are plain functions."""
-        if self.async_mode:
-            raise SagaDefinitionError(
-                "an async saga called a participant synchronously; in an async saga use an async "
-                "client (HttpParticipant(asynchronous=True))"
-            )
         try:
             thunk = next(gen)
             while True:
@@ -506,33 +617,68 @@ class World:
         saga = self.saga
         result: Any = None
         error: BaseException | None = None
-        halted: str | None = None
+        if self.virtual_time and (_clocks.SWITCH.travel is None or len(sys.modules) != _clocks.SWITCH.modules_seen):
+            _clocks.engage()
+        context = CURRENT.set(self)
+        # The watchdog's bookkeeping, inline: it costs every execution.
+        ident = get_ident()
+        active = _watchdog.ACTIVE
+        previous = active.get(ident)
+        active[ident] = self
+        if _watchdog.THREAD is None:
+            _watchdog.start()
         try:
-            if saga.is_async:
-                result = self._run_async()
-            else:
-                result = saga.run(self.services, saga.input)
-                if inspect.isawaitable(result):
-                    raise SagaDefinitionError(
-                        f"saga {saga.name!r}: run returned an awaitable; declare it with 'async def'"
-                    )
-        except _Halted as stop:
-            halted = str(stop)
-        except SagaDefinitionError:
-            raise
-        except Exception as exc:
-            error = exc
-        # The network eventually delivers what it held, whether or not anyone still waits.
-        if self.pending:
             try:
-                if self.async_mode:
-                    self._loop_run(self.adrive(self._flush(None)))
+                if saga.is_async:
+                    result = self._run_async()
                 else:
-                    self.drive(self._flush(None))
-            except _Halted as stop:
-                halted = halted or str(stop)
-        if halted:
+                    result = saga.run(self.services, saga.input)
+                    if inspect.isawaitable(result):
+                        raise self.fail(
+                            SagaDefinitionError(f"saga {saga.name!r}: run returned an awaitable; declare it with 'async def'")
+                        )
+            except _Halted:
+                pass
+            except _watchdog.Stuck:
+                pass
+            except KeyboardInterrupt:
+                if self.stuck is None:
+                    raise  # a person's Ctrl-C, not the watchdog's
+            except SagaVerifyError as exc:
+                self.fail(exc)
+            except Exception as exc:
+                error = exc
+            # The network eventually delivers what it held, whether or not anyone still waits.
+            if self.pending and self.stuck is None and self.harness_error is None:
+                try:
+                    if self.async_mode:
+                        self._loop_run(self.adrive(self._flush(None)))
+                    else:
+                        self.drive(self._flush(None))
+                except _Halted:
+                    pass
+        except _watchdog.Stuck:
+            pass  # the watchdog's interrupt landed in the harness's own code, after the saga's
+        finally:
+            if previous is None:
+                del active[ident]
+            else:
+                active[ident] = previous
+            if self.stuck is not None:
+                _watchdog.take_back(ident)
+            CURRENT.reset(context)
+        if self.stuck is not None:
+            raise SagaStuckError(
+                f"saga {saga.name!r} did not return within {saga.max_real_seconds:g} real seconds "
+                f"(max_real_seconds) under {str(FaultPlan(tuple(self.injected))) or 'no faults'}: it waits on "
+                "something saga-verify does not own (a thread, a lock, real I/O or a busy loop), so it was "
+                f"stopped from outside. It was at:\n{self.stuck}"
+            )
+        if self.harness_error is not None:
+            raise self.harness_error
+        if self.halted is not None:
             status = "halted"
+            error = None  # what it raised after it was stopped is the stop's doing
         elif error is not None:
             status = "crashed"
         else:
@@ -541,12 +687,16 @@ class World:
         trace = tuple(e for e in self.trace if e is not None)
         ledgers = {name: tuple(getattr(obj, "ledger", ()) or ()) for name, obj in self.participants.items()}
         rows = tuple(sorted((r for rows in ledgers.values() for r in rows), key=lambda r: r.seq))
+        operations = saga.operations
+        for row in rows:
+            if (row.participant, row.action) not in operations and row.participant in ledgers:
+                raise self._unknown_action(row)
         return Execution(
             saga=saga,
             status=status,
             result=result,
             error=error,
-            halted=halted,
+            halted=self.halted,
             trace=trace,
             ledgers=ledgers,
             participants=self.participants,
@@ -557,15 +707,33 @@ class World:
             _rows=rows,
         )
 
+    def _unknown_action(self, row: LedgerRow) -> SagaDefinitionError:
+        declared = sorted(op for participant, op in self.saga.operations if participant == row.participant)
+        return SagaDefinitionError(
+            f"participant {row.participant!r} recorded {row.action!r} in its ledger, which no step of saga "
+            f"{self.saga.name!r} declares; the operations of {row.participant}: {', '.join(declared)}. A ledger "
+            "row names the operation that took effect (a step's action or compensation), or every invariant "
+            "about that step holds for nothing"
+        )
+
     def _run_async(self) -> Any:
         self.async_mode = True
         return self._loop_run(self.saga.run(self.services, self.saga.input))
 
     def _loop_run(self, coro: Any) -> Any:
-        loop = asyncio.new_event_loop()
+        loop = WorldLoop(self)
+        self.loop = loop
         try:
             return loop.run_until_complete(coro)
+        except LoopStopped:
+            if self.stuck is not None:
+                raise _watchdog.Stuck from None
+            raise _Halted(self.halted) from None
         finally:
+            # Tasks the saga left behind go no further: what their clean-up calls is refused.
+            self._deliveries = _CLOSED
+            loop.abandon()
+            self.loop = None
             loop.close()
 
 
@@ -593,6 +761,7 @@ def run_plan(saga: Saga, plan: FaultPlan | None = None) -> Execution:
     """Execute the saga once under ``plan`` (no faults if None) and return what happened."""
     plan = plan if plan is not None else FaultPlan()
     plan.validate(saga)
-    return World(saga, plan_chooser(plan), plan.seed).run()
+    with _clocks.clock_session():
+        return World(saga, plan_chooser(plan), plan.seed).run()
 
 

@@ -3,6 +3,7 @@
 from ._builtin import (
     all_or_nothing,
     compensation_matches_effect,
+    forward_order,
     full_compensation,
     invariants_for,
     irreversible_last,
@@ -21,6 +22,7 @@ __all__ = [
     "all_or_nothing",
     "check",
     "compensation_matches_effect",
+    "forward_order",
     "full_compensation",
     "invariant",
     "invariants_for",

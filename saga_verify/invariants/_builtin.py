@@ -86,11 +86,19 @@ def _full_compensation(execution: Execution) -> list[Violation]:
                     found.append(Violation(f"the saga reported compensated, but irreversible {step} took effect for {corr}", tuple(forward)))
                 continue
             net = sum(r.amount for r in forward) - sum(r.amount for r in undo)
-            if len(forward) > len(undo) or net:
+            counts = f"{len(forward)} x {step.action}, {len(undo)} x {step.compensation}, net {net:g}"
+            if len(undo) > len(forward) or net < 0:
                 found.append(
                     Violation(
-                        f"the saga reported compensated, but {step} is still in effect for {corr} "
-                        f"({len(forward)} x {step.action}, {len(undo)} x {step.compensation}, net {net:g})",
+                        f"the saga reported compensated, but {step} was over-compensated for {corr}: "
+                        f"{step.participant}.{step.compensation} undid more than took effect ({counts})",
+                        tuple(forward + undo),
+                    )
+                )
+            elif len(forward) > len(undo) or net:
+                found.append(
+                    Violation(
+                        f"the saga reported compensated, but {step} is still in effect for {corr} ({counts})",
                         tuple(forward + undo),
                     )
                 )
@@ -186,9 +194,13 @@ def _first_calls(execution: Execution) -> dict[tuple[str, str], int]:
 
 def _reverse_compensation_order(execution: Execution) -> list[Violation]:
     # Judged on the order the saga *issued* compensations: the network may still land them in
-    # another order (a held refund after the release), which no saga can prevent.
+    # another order (a held refund after the release), which no saga can prevent. Only steps that
+    # depend on each other are ordered: independent ones may be undone in any order, as a library
+    # may run them concurrently.
     found = []
-    steps = list(_compensatable(execution.saga))
+    saga = execution.saga
+    position = {step: i for i, step in enumerate(saga.steps)}
+    steps = list(_compensatable(saga))
     called = _first_calls(execution)
     for corr, effects in _by_correlation(execution).items():
         done = []
@@ -200,6 +212,9 @@ def _reverse_compensation_order(execution: Execution) -> list[Violation]:
         done.sort(key=lambda t: t[0].seq)
         for i, (fwd_a, issued_a, a) in enumerate(done):
             for fwd_b, issued_b, b in done[i + 1 :]:
+                ia, ib = position[a], position[b]
+                if not (saga.depends(ib, ia) or saga.depends(ia, ib)):
+                    continue
                 if issued_a < issued_b:
                     found.append(
                         Violation(
@@ -214,7 +229,35 @@ def _reverse_compensation_order(execution: Execution) -> list[Violation]:
 reverse_compensation_order = Invariant(
     "reverse_compensation_order",
     _reverse_compensation_order,
-    "the saga issues compensations in the reverse order in which their steps took effect",
+    "the saga issues compensations in the reverse order in which their steps took effect, for steps that depend on each other",
+)
+
+
+def _forward_order(execution: Execution) -> list[Violation]:
+    found = []
+    saga = execution.saga
+    steps = saga.steps
+    for corr, effects in _by_correlation(execution).items():
+        for i, step in enumerate(steps):
+            forward = _rows(effects, step.participant, step.action)
+            if not forward:
+                continue
+            first = forward[0]
+            for j in saga.dependencies[i]:
+                needed = steps[j]
+                before = [r for r in _rows(effects, needed.participant, needed.action) if r.seq < first.seq]
+                if before:
+                    continue
+                later = _rows(effects, needed.participant, needed.action)
+                what = f"before {needed}, which it depends on" if later else f"without {needed}, which it depends on"
+                found.append(Violation(f"{step} took effect for {corr} {what}", (first, *later[:1])))
+    return found
+
+
+forward_order = Invariant(
+    "forward_order",
+    _forward_order,
+    "a step takes effect only after the steps it depends on did (by default, the step before it)",
 )
 
 
@@ -309,6 +352,7 @@ def standard_invariants(saga_or_steps: Saga | Iterable[Step]) -> tuple[Invariant
         no_forward_after_compensation,
         reverse_compensation_order,
         irreversible_last,
+        forward_order,
     )
 
 

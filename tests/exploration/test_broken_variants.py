@@ -13,7 +13,8 @@ from saga_verify.faults._alphabet import alphabet
 from saga_verify.faults._kinds import FAULT_KINDS
 from saga_verify.reference import order_saga, variants
 
-#: What the default pipeline (database, sweep, Hypothesis) finds for each broken variant, seed 0.
+#: What the default pipeline (database, sweep, Hypothesis) finds first for each broken variant,
+#: seed 0: the smallest plan, and what it breaks.
 EXPECTED = {
     "charge_without_key": ("lose-reply at payment.charge#1", ("no_double_charge",)),
     "fresh_key_on_retry": ("lose-reply at shipping.create#1", ("no_double_create",)),
@@ -22,13 +23,13 @@ EXPECTED = {
         ("full_compensation",),
     ),
     "forward_order_compensation": ("refuse at shipping.create#1", ("reverse_compensation_order",)),
-    "notify_before_pivot": ("no faults", ("irreversible_last",)),
+    "notify_before_pivot": ("no faults", ("irreversible_last", "forward_order")),
     "swallowed_compensation_error": (
         "refuse at payment.charge#1; outage at inventory.release#1",
         ("full_compensation",),
     ),
     "unbounded_retry": ("outage at inventory.reserve#1", ("terminates",)),
-    "decline_treated_as_success": ("refuse at payment.charge#1", ("all_or_nothing", "irreversible_last")),
+    "decline_treated_as_success": ("refuse at payment.charge#1", ("all_or_nothing", "irreversible_last", "forward_order")),
     "non_idempotent_refund": (
         "refuse at shipping.create#1; lose-reply at payment.refund#1",
         ("compensation_matches_effect", "full_compensation"),
@@ -52,14 +53,15 @@ def _broken_by(saga: saga_verify.Saga, plan: saga_verify.FaultPlan) -> set[str]:
     return {v.invariant for v in violations}
 
 
-def assert_one_minimal(failure: saga_verify.Failure) -> None:
-    """No fault of the plan can be dropped, and none made a simpler kind, and still break it."""
+def assert_one_minimal(failure: saga_verify.Failure, shown_before: set[str] | frozenset[str] = frozenset()) -> None:
+    """No fault of the plan can be dropped, and none made a simpler kind, and still break what it
+    shows that no earlier failure shows (what it was made minimal for)."""
     saga, plan = failure.saga, failure.plan
-    broken = set(failure.invariants)
+    broken = set(failure.invariants) - set(shown_before)
     for i, fault in enumerate(plan.faults):
         without = plan.with_faults(plan.faults[:i] + plan.faults[i + 1 :])
         assert not _broken_by(saga, without) & broken, f"{fault} can be dropped from {plan}"
-    target = failure.invariants[0]
+    target = next(name for name in failure.invariants if name in broken)
     templates = alphabet(saga)
     for i, fault in enumerate(plan.faults):
         for template in templates[(fault.at.participant, fault.at.operation)]:
@@ -88,13 +90,22 @@ def test_search_finds_the_minimal_plan(variant, tmp_path) -> None:
     assert failure.invariants == invariants
     assert failure.examples <= 100
     assert failure.found_by == ("baseline" if plan_text == "no faults" else "sweep")
-    # The search stopped at its first failure: the sweep finds the smallest plan, Hypothesis is skipped.
-    assert result.hypothesis_examples == 0
     assert result.examples_to_violation == failure.examples
     assert (failure.plan.saga, failure.plan.saga_ref) == (variant.name, f"saga_verify.reference:{variant.name}")
     assert_one_minimal(failure)
     # It really breaks what it says it breaks, when run on its own.
     assert _broken_by(variant.saga, failure.plan) >= set(invariants)
+    # The search went on after it for the invariants it did not break: the whole sweep ran, then
+    # Hypothesis. Every other failure shows an invariant no failure before it shows, under a plan
+    # of its own that really breaks it.
+    assert result.sweep_complete
+    assert result.hypothesis_examples > 0
+    shown = set(failure.invariants)
+    for other in result.failures[1:]:
+        assert set(other.invariants) - shown, f"{other.plan} shows nothing new"
+        assert other.plan.faults != failure.plan.faults
+        assert _broken_by(variant.saga, other.plan) >= set(other.invariants)
+        shown |= set(other.invariants)
 
 
 def test_with_pauses_on_one_frozen_participant_explains_what_took_two_faults(tmp_path) -> None:
@@ -142,11 +153,14 @@ def test_hypothesis_alone_finds_and_shrinks_each_variant(variant) -> None:
 
     assert not result.ok, f"Hypothesis missed {variant.name} in {result.executions} executions"
     assert result.sweep_executions == 0
+    assert (result.failures[0].found_by == "baseline") == (variant.name == "notify_before_pivot")
+    shown: set[str] = set()
     for failure in result.failures:
         assert len(failure.plan.faults) <= 3, str(failure.plan)
-        assert failure.found_by == ("baseline" if variant.name == "notify_before_pivot" else "hypothesis")
+        assert failure.found_by == ("baseline" if not failure.plan.faults else "hypothesis")
         assert _broken_by(variant.saga, failure.plan) >= set(failure.invariants)
-        assert_one_minimal(failure)
+        assert_one_minimal(failure, shown)
+        shown |= set(failure.invariants)
 
 
 @pytest.mark.slow

@@ -33,20 +33,18 @@ def test_second_search_replays_the_stored_failure_first(db, tmp_path) -> None:
     settings = hypothesis.settings(database=db)
     first = explore(charge_without_key, settings=settings, report_dir=tmp_path)
     assert first.failures[0].found_by == "sweep"
-    assert [str(p) for p in _stored(db, charge_without_key)] == ["lose-reply at payment.charge#1"]
+    assert sorted(str(p) for p in _stored(db, charge_without_key)) == sorted(str(f.plan) for f in first.failures)
 
     second = explore(charge_without_key, settings=settings, report_dir=tmp_path)
 
-    (failure,) = second.failures
-    assert failure.found_by == "database"
-    assert str(failure.plan) == str(first.failures[0].plan)
-    assert failure.invariants == first.failures[0].invariants
-    assert failure.examples == 3  # two fault-free runs, then the stored plan
-    assert second.executions < first.executions
-    assert second.sweep_executions == 0
-    assert second.hypothesis_examples == 0
-    assert failure.plan_path == first.failures[0].plan_path
-    assert len(_stored(db, charge_without_key)) == 1  # the same plan, not a second copy
+    # Every failure comes back from the database, smallest plan first; the search finds nothing more.
+    assert [f.found_by for f in second.failures] == ["database"] * len(first.failures)
+    assert second.failures[0].examples == 3  # two fault-free runs, then the first stored plan
+    assert str(second.failures[0].plan) == str(first.failures[0].plan)
+    assert sorted((str(f.plan), f.invariants, f.plan_path) for f in second.failures) == sorted(
+        (str(f.plan), f.invariants, f.plan_path) for f in first.failures
+    )
+    assert len(_stored(db, charge_without_key)) == len(first.failures)  # the same plans, not second copies
 
 
 def test_a_failure_found_by_hypothesis_is_replayed_from_the_database() -> None:
@@ -58,10 +56,9 @@ def test_a_failure_found_by_hypothesis_is_replayed_from_the_database() -> None:
 
     second = explore(fresh_key_on_retry, settings=settings, report_dir=None, sweep_faults=0, max_examples=500)
 
-    assert [f.found_by for f in second.failures] == ["database"]
+    assert [f.found_by for f in second.failures] == ["database"] * len(first.failures)
     assert str(second.failures[0].plan) == str(first.failures[0].plan)
-    assert second.hypothesis_examples == 0
-    assert second.executions < first.executions / 4
+    assert second.failures[0].examples == 3
 
 
 def test_a_plan_that_no_longer_breaks_the_saga_is_forgotten(db) -> None:
@@ -105,8 +102,9 @@ def test_a_stored_failure_is_shrunk_again_before_it_is_reported() -> None:
 
     result = explore(charge_without_key, settings=hypothesis.settings(database=db), report_dir=None)
 
-    (failure,) = result.failures
+    failure = result.failures[0]
     assert failure.found_by == "database"
+    assert failure.examples == 3
     assert str(failure.plan) == "lose-reply at payment.charge#1"
     assert "lose-reply at payment.charge#1" in {str(p) for p in _stored(db, charge_without_key)}
 
@@ -124,13 +122,13 @@ def test_each_saga_and_set_of_invariants_has_its_own_entries() -> None:
 
 def test_a_stored_failure_of_one_saga_is_not_replayed_against_another(db) -> None:
     settings = hypothesis.settings(database=db)
-    explore(charge_without_key, settings=settings, report_dir=None)
+    found = explore(charge_without_key, settings=settings, report_dir=None)
 
     result = explore(order_saga, settings=settings, report_dir=None, sweep_faults=0, max_examples=0)
 
     assert result.ok
     assert result.executions == 2
-    assert len(_stored(db, charge_without_key)) == 1  # the other saga's entry is left alone
+    assert len(_stored(db, charge_without_key)) == len(found.failures)  # the other saga's entries are left alone
 
 
 def test_no_database_remembers_nothing(tmp_path, monkeypatch) -> None:

@@ -13,8 +13,14 @@ import saga_verify
 from saga_verify import FaultPlan, SagaVerifyError, SagaViolationError, explore, replay, verify
 from saga_verify._runtimes import place
 from saga_verify._world import trace_to_json
-from saga_verify.errors import OptionError
-from saga_verify.reference import charge_without_key, fresh_key_on_retry, order_saga, refund_forgets_charge
+from saga_verify.errors import OptionError, SagaViolationGroup
+from saga_verify.reference import (
+    charge_without_key,
+    forward_order_compensation,
+    fresh_key_on_retry,
+    order_saga,
+    refund_forgets_charge,
+)
 
 
 def _no_db(**kw) -> hypothesis.settings:
@@ -24,17 +30,45 @@ def _no_db(**kw) -> hypothesis.settings:
 # -- verify ------------------------------------------------------------------------------------
 def test_verify_raises_with_the_report(tmp_path) -> None:
     with pytest.raises(SagaViolationError) as info:
-        verify(charge_without_key, settings=_no_db(), report_dir=tmp_path)
+        verify(forward_order_compensation, settings=_no_db(), report_dir=tmp_path)
 
     error = info.value
+    assert type(error) is SagaViolationError  # one broken invariant: no group
     assert isinstance(error, AssertionError)
     assert isinstance(error, SagaVerifyError)
     result = error.result
     assert isinstance(result, saga_verify.ExplorationResult)
     assert not result.ok
     assert str(error) == saga_verify.report(result) == saga_verify.report(result.failures[0])
-    assert "lose-reply at payment.charge#1" in str(error)
-    assert "no_double_charge" in str(error)
+    assert "refuse at shipping.create#1" in str(error)
+    assert "reverse_compensation_order" in str(error)
+
+
+def test_verify_raises_every_distinct_broken_invariant_as_a_group(tmp_path) -> None:
+    """A saga with several bugs shows them all in one run, each with its own minimal plan, as
+    Hypothesis reports several bugs: a group of violation errors, one per failure."""
+    with pytest.raises(SagaViolationError) as info:
+        verify(charge_without_key, settings=_no_db(), report_dir=tmp_path)
+
+    group = info.value
+    assert isinstance(group, SagaViolationGroup)
+    assert isinstance(group, ExceptionGroup)
+    assert isinstance(group, SagaVerifyError)
+    result = group.result
+    assert len(result.failures) == len(group.exceptions) > 1
+    assert group.message == f"{len(result.failures)} distinct broken invariants in saga 'charge_without_key'"
+    assert [str(e) for e in group.exceptions] == [saga_verify.report(f) for f in result.failures]
+    assert all(type(e) is SagaViolationError and e.result is result for e in group.exceptions)
+    assert str(result.failures[0].plan) == "lose-reply at payment.charge#1"
+    shown = [set(f.invariants) for f in result.failures]
+    assert "no_double_charge" in shown[0]
+    assert all(s - set().union(*shown[:i]) for i, s in enumerate(shown)), shown
+    assert len({f.plan.faults for f in result.failures}) == len(result.failures)
+    # It splits like any exception group.
+    matched, rest = group.split(SagaViolationError)
+    assert rest is None
+    assert isinstance(matched, SagaViolationGroup)
+    assert matched.result is result
 
 
 def test_verify_returns_the_result_when_the_saga_holds(tmp_path) -> None:
@@ -136,7 +170,8 @@ def test_hypothesis_phase_finds_what_the_sweep_is_too_shallow_for() -> None:
     assert shallow.ok
     assert shallow.sweep_executions > 0
     deeper = explore(refund_forgets_charge, settings=_no_db(), report_dir=None, sweep_faults=2, max_examples=0)
-    assert [f.found_by for f in deeper.failures] == ["sweep"]
+    assert deeper.failures
+    assert {f.found_by for f in deeper.failures} == {"sweep"}
 
 
 def test_sweep_budget_limits_the_sweep() -> None:
@@ -170,7 +205,9 @@ def test_plan_file_is_written_into_the_report_dir(found, tmp_path) -> None:
     assert path.exists()
     assert path.parent == tmp_path
     assert re.fullmatch(r"charge_without_key-no_double_charge-[0-9a-f]{8}\.json", path.name)
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary files left behind
+    # One file per failure, each named after the invariant it was found for; no temporary files.
+    result = explore(charge_without_key, settings=_no_db(), report_dir=tmp_path, seed=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f.plan_path.name for f in result.failures)
 
 
 def test_plan_file_is_json_naming_the_saga(found) -> None:
@@ -247,15 +284,18 @@ def test_baseline_failure_is_not_saved_to_the_database_but_is_written(tmp_path) 
     from saga_verify.reference import notify_before_pivot
 
     db = InMemoryExampleDatabase()
-    result = explore(notify_before_pivot, settings=hypothesis.settings(database=db), report_dir=tmp_path)
-    (failure,) = result.failures
+    result = explore(notify_before_pivot, settings=hypothesis.settings(database=db), report_dir=tmp_path, max_examples=0)
+    failure = result.failures[0]
     assert failure.found_by == "baseline"
     assert failure.plan.faults == ()
     assert failure.examples == 2
-    assert result.executions == 3  # two fault-free runs, then the replay check of the failure
     assert failure.plan_path is not None
     assert FaultPlan.load(failure.plan_path).faults == ()
-    assert db.data == {}  # a plan with no faults teaches the database nothing
+    # A plan with no faults teaches the database nothing; the plans of the other failures it found
+    # after it (the search goes on for the invariants the baseline did not break) are saved.
+    stored = [FaultPlan.loads(raw.decode("utf-8")) for values in db.data.values() for raw in values]
+    assert all(plan.faults for plan in stored)
+    assert sorted(str(p) for p in stored) == sorted(str(f.plan) for f in result.failures[1:])
 
 
 # -- sagas that cannot be judged, and invariants of one's own -------------------------------------
@@ -285,7 +325,7 @@ def _careless(services, _input) -> str:
 
 def test_a_saga_that_crashes_under_a_fault_breaks_no_unhandled_error() -> None:
     result = explore(_box_saga("careless", _careless), settings=_no_db(), report_dir=None)
-    (failure,) = result.failures
+    failure = result.failures[0]
     assert str(failure.plan) == "fail at box.put#1"
     assert failure.invariants == ("no_unhandled_error",)
     assert failure.violations[0].message == "the saga raised ConnectionRefusedError: box.put#1: connection refused (injected fail)"

@@ -26,6 +26,7 @@ from saga_verify.invariants import (
     all_or_nothing,
     check,
     compensation_matches_effect,
+    forward_order,
     full_compensation,
     invariants_for,
     irreversible_last,
@@ -419,7 +420,7 @@ def test_each_broken_reference_variant_breaks_what_its_plan_targets() -> None:
         "charge_without_key": (plan(LoseReply(P("payment.charge#1"))), {"no_double_charge"}),
         "fresh_key_on_retry": (plan(LoseReply(P("shipping.create#1"))), {"no_double_create"}),
         "forward_order_compensation": (plan(Refuse(P("shipping.create#1"))), {"reverse_compensation_order"}),
-        "notify_before_pivot": (plan(Refuse(P("shipping.create#1"))), {"full_compensation", "irreversible_last"}),
+        "notify_before_pivot": (plan(Refuse(P("shipping.create#1"))), {"full_compensation", "irreversible_last", "forward_order"}),
         "unbounded_retry": (plan(Outage(P("payment.charge#1"))), {"terminates"}),
     }
     by_name = {v.name: v for v in ref.variants()}
@@ -458,6 +459,7 @@ def test_standard_invariant_names() -> None:
         "no_forward_after_compensation",
         "reverse_compensation_order",
         "irreversible_last",
+        "forward_order",
     ]
     assert all(i.description for i in standard_invariants(ref.order_saga))
     assert [i.name for i in standard_invariants(STEPS)] == names  # the steps alone will do
@@ -491,3 +493,75 @@ def test_invariants_read_the_ledgers_not_the_plan() -> None:
     b = run_plan(ref.charge_without_key, plan(LoseReply(P("payment.charge#1")), Outage(P("payment.refund#3"))))
     invariants = standard_invariants(ref.charge_without_key)
     assert [str(v) for v in check(a, invariants)] == [str(v) for v in check(b, invariants)]
+
+
+# -- over-compensation, step dependencies ------------------------------------------------------------
+def test_a_double_refund_is_named_over_compensation() -> None:
+    # It used to say the charge was "still in effect (net -100)".
+    execution = run_plan(ref.non_idempotent_refund, plan(Refuse(P("shipping.create#1")), LoseReply(P("payment.refund#1"))))
+    (violation,) = full_compensation(execution)
+    assert violation.message == (
+        "the saga reported compensated, but payment.charge was over-compensated for order-1: "
+        "payment.refund undid more than took effect (1 x charge, 2 x refund, net -100)"
+    )
+
+
+class _Recorder:
+    """A participant whose every operation records itself, so a saga can make effects land in
+    any order."""
+
+    def __init__(self) -> None:
+        self.ledger = Ledger()
+
+    def __getattr__(self, operation: str) -> Callable[..., str]:
+        def do(**_: Any) -> str:
+            self.ledger.record(operation)
+            return "ok"
+
+        return do
+
+
+def _ordered(steps: list[Step], calls: list[tuple[str, str]]) -> Execution:
+    """Run a saga that makes ``calls`` (participant, operation) in this order and says it compensated."""
+
+    def run(services: Any, order: Any) -> str:
+        for participant, operation in calls:
+            getattr(getattr(services, participant), operation)()
+        return "compensated"
+
+    names = {s.participant for s in steps}
+    return run_plan(Saga("ordered", steps=steps, participants=lambda: {n: _Recorder() for n in names}, run=run, input={"order_id": "o-1"}))
+
+
+def test_forward_order_needs_the_step_before_by_default() -> None:
+    steps = [Step("a", "do", "undo"), Step("b", "do", "undo")]
+    assert forward_order(_ordered(steps, [("a", "do"), ("b", "do")])) == []
+    (early,) = forward_order(_ordered(steps, [("b", "do"), ("a", "do")]))
+    assert early.message == "b.do took effect for o-1 before a.do, which it depends on"
+    (alone,) = forward_order(_ordered(steps, [("b", "do")]))
+    assert alone.message == "b.do took effect for o-1 without a.do, which it depends on"
+
+
+def test_forward_order_follows_what_each_step_declares() -> None:
+    independent = [Step("a", "do", "undo"), Step("b", "do", "undo", depends_on=())]
+    assert forward_order(_ordered(independent, [("b", "do"), ("a", "do")])) == []
+    joined = [Step("a", "do", "undo"), Step("b", "do", "undo", depends_on=()), Step("c", "do", "undo", depends_on=("a.do", "b.do"))]
+    (violation,) = forward_order(_ordered(joined, [("a", "do"), ("c", "do"), ("b", "do")]))
+    assert violation.message == "c.do took effect for o-1 before b.do, which it depends on"
+
+
+def test_reverse_compensation_order_constrains_only_steps_that_depend_on_each_other() -> None:
+    chained = [Step("a", "do", "undo"), Step("b", "do", "undo")]
+    forward_undo = [("a", "do"), ("b", "do"), ("a", "undo"), ("b", "undo")]
+    assert [v.invariant for v in reverse_compensation_order(_ordered(chained, forward_undo))] == ["reverse_compensation_order"]
+    independent = [Step("a", "do", "undo"), Step("b", "do", "undo", depends_on=())]
+    assert reverse_compensation_order(_ordered(independent, forward_undo)) == []
+    # Dependence goes through other steps: c depends on a through b.
+    through = [Step("a", "do", "undo"), Step("x", "do", "undo", depends_on=()), Step("b", "do", "undo", depends_on=("a.do",)), Step("c", "do", "undo", depends_on=("b.do",))]
+    calls = [("a", "do"), ("x", "do"), ("b", "do"), ("c", "do"), ("a", "undo"), ("x", "undo"), ("b", "undo"), ("c", "undo")]
+    broken = {v.message.split(" for ")[0] for v in reverse_compensation_order(_ordered(through, calls))}
+    assert broken == {
+        "the saga called a.undo before b.undo",
+        "the saga called a.undo before c.undo",
+        "the saga called b.undo before c.undo",
+    }

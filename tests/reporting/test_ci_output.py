@@ -21,8 +21,17 @@ def test_correct(saga_verify):
 
 
 def test_broken(saga_verify):
-    saga_verify(reference.charge_without_key)
+    saga_verify(reference.charge_without_key, max_examples=0)
 """
+
+#: What the sweep finds broken in charge_without_key, whatever the seed: each failure's invariants
+#: and minimal plan, smallest first.
+BROKEN = [
+    ("no_double_charge", "lose-reply at payment.charge#1"),
+    ("full_compensation", "refuse at shipping.create#1"),
+    ("all_or_nothing", "refuse at shipping.create#1; outage at inventory.release#1"),
+    ("full_compensation, no_forward_after_compensation", "delay seconds=30 at payment.charge#1; refuse at payment.charge#2"),
+]
 
 
 @pytest.fixture
@@ -45,7 +54,7 @@ def test_each_saga_test_records_seed_verdict_plan_and_replay(project, monkeypatc
     result.assert_outcomes(passed=1, failed=1)
     assert "::error" not in result.stdout.str()  # not under GitHub Actions: no annotations
     props = _properties(project.path / "junit.xml")
-    (plan_file,) = (project.path / "plans").iterdir()
+    plan_files = _plan_files(project)
     assert props["test_correct"] == [
         ("saga_verify.saga", "order"),
         ("saga_verify.seed", "7"),
@@ -57,12 +66,27 @@ def test_each_saga_test_records_seed_verdict_plan_and_replay(project, monkeypatc
         ("saga_verify.saga", "charge_without_key"),
         ("saga_verify.seed", "7"),
         ("saga_verify.verdict", "broken"),
-        ("saga_verify.bound", "one fault breaks it; the fault-free run holds"),
+        ("saga_verify.bound", "every plan of up to 2 faults over the calls its executions make was tried (744 plans)"),
         ("saga_verify.location", "test_sagas.py:9"),
-        ("saga_verify.broken", "no_double_charge"),
-        ("saga_verify.plan", "lose-reply at payment.charge#1"),
-        ("saga_verify.replay", f"saga-verify replay {plan_file}"),
+    ] + [
+        prop
+        for (broken, plan), plan_file in zip(BROKEN, plan_files, strict=True)
+        for prop in (
+            ("saga_verify.broken", broken),
+            ("saga_verify.plan", plan),
+            ("saga_verify.replay", f"saga-verify replay {plan_file}"),
+        )
     ]
+
+
+def _plan_files(project: pytest.Pytester) -> list[str]:
+    """The plan file of each failure in BROKEN, in its order (each file names its first invariant
+    and holds its plan)."""
+    from saga_verify import FaultPlan
+
+    written = {str(FaultPlan.load(p)): str(p) for p in (project.path / "plans").iterdir()}
+    assert sorted(written) == sorted(plan for _, plan in BROKEN)
+    return [written[plan] for _, plan in BROKEN]
 
 
 def test_junit_properties_need_no_legacy_junit_family(project) -> None:
@@ -79,12 +103,12 @@ def test_one_annotation_per_failure_under_github_actions(project, monkeypatch) -
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     result = project.runpytest("--saga-report-dir=plans", "--saga-seed=3", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
-    (plan_file,) = (project.path / "plans").iterdir()
     lines = [line for line in result.stdout.lines if line.startswith("::")]
     assert lines == [
-        "::error file=test_sagas.py,line=9,title=saga charge_without_key broke no_double_charge::"
-        "saga 'charge_without_key' broke no_double_charge under: lose-reply at payment.charge#1%0A"
+        f"::error file=test_sagas.py,line=9,title=saga charge_without_key broke {broken.replace(',', '%2C')}::"
+        f"saga 'charge_without_key' broke {broken} under: {plan}%0A"
         f"Reproduce with: saga-verify replay {plan_file}"
+        for (broken, plan), plan_file in zip(BROKEN, _plan_files(project), strict=True)
     ]
 
 
@@ -95,7 +119,7 @@ def test_annotations_and_properties_come_back_from_xdist_workers(project, monkey
     )
     result.assert_outcomes(passed=1, failed=1)
     lines = [line for line in result.stdout.lines if line.startswith("::error")]
-    assert len(lines) == 1
+    assert len(lines) == len(BROKEN)
     assert lines[0].startswith("::error file=test_sagas.py,line=9,title=saga charge_without_key broke no_double_charge::")
     props = _properties(project.path / "junit.xml")
     assert ("saga_verify.verdict", "broken") in props["test_broken"]

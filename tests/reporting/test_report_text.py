@@ -11,7 +11,7 @@ import pytest
 import saga_verify
 from saga_verify import FaultPlan, explore, replay
 from saga_verify._reporting import render_execution, render_failure, render_result, render_timeline
-from saga_verify.reference import charge_without_key, notify_before_pivot, order_saga
+from saga_verify.reference import charge_without_key, forward_order_compensation, notify_before_pivot, order_saga
 
 CHARGE_WITHOUT_KEY_REPORT = """\
 saga 'charge_without_key' broke no_double_charge
@@ -100,28 +100,55 @@ def test_failure_report_reads_top_to_bottom(failure) -> None:
 
 
 def test_result_report_of_a_single_failure_is_the_failure_report(tmp_path) -> None:
-    result = explore(charge_without_key, settings=_no_db(), report_dir=tmp_path)
+    result = explore(forward_order_compensation, settings=_no_db(), report_dir=tmp_path)
+    assert len(result.failures) == 1
     assert saga_verify.report(result) == render_result(result) == render_failure(result.failures[0]) == saga_verify.report(result.failures[0])
+
+
+def test_result_report_of_several_failures_lists_each(tmp_path) -> None:
+    result = explore(charge_without_key, settings=_no_db(), report_dir=tmp_path)
+    parts = [render_failure(f) for f in result.failures]
+    assert len(parts) > 1
+    head = f"{len(parts)} distinct broken invariants in saga 'charge_without_key':"
+    assert saga_verify.report(result) == head + "\n\n" + "\n\n".join(parts)
 
 
 def test_result_report_of_a_saga_that_holds() -> None:
     result = explore(order_saga, settings=_no_db(), report_dir=None, sweep_faults=1, max_examples=3)
     text = saga_verify.report(result)
     assert re.fullmatch(
-        r"saga 'order' held every invariant over 44 executions \(39 in the sweep, 3 from Hypothesis\) in \d+\.\d\d s",
+        r"saga 'order' held every invariant over 44 executions \(39 in the sweep, 3 from Hypothesis\) in \d+\.\d\d s\n"
+        r"  every plan of up to 1 fault over these calls holds \(39 plans\)",
         text,
     ), text
+
+
+def test_result_report_of_a_saga_that_holds_says_when_the_sweep_stopped_early() -> None:
+    result = explore(order_saga, settings=_no_db(), report_dir=None, sweep_faults=3, sweep_budget=25, max_examples=0)
+    assert result.ok
+    assert saga_verify.report(result).splitlines()[1] == (
+        "  the sweep stopped at its budget after 25 plans: not every plan of up to 3 faults was tried "
+        "(raise sweep_budget, or --sweep-budget, to go further)"
+    )
+
+
+def test_result_report_of_a_search_without_a_sweep_claims_no_sweep() -> None:
+    result = explore(order_saga, settings=_no_db(), report_dir=None, sweep_faults=0, max_examples=3)
+    assert "\n" not in saga_verify.report(result)
 
 
 def test_report_of_a_saga_that_breaks_on_a_good_day(tmp_path) -> None:
     failure = explore(notify_before_pivot, settings=_no_db(), report_dir=tmp_path).failures[0]
     lines = saga_verify.report(failure).splitlines()
-    assert lines[0] == "saga 'notify_before_pivot' broke irreversible_last"
+    assert lines[0] == "saga 'notify_before_pivot' broke irreversible_last, forward_order"
     assert lines[1] == "  minimal plan (0 faults): none: it breaks on a good day"
     assert lines[2] == "  found by baseline after 2 executions; minimised in 0.000 s"
-    assert lines[-4:-1] == [
+    assert lines[-7:-1] == [
         "  irreversible_last: irreversible notification.send took effect for order-1 before shipping.create had succeeded",
         "      ledger  notification: send 1 msg-1 for order-1 at t=0.036 (delivery #2)",
+        "  forward_order: notification.send took effect for order-1 before shipping.create, which it depends on",
+        "      ledger  notification: send 1 msg-1 for order-1 at t=0.036 (delivery #2)",
+        "      ledger  shipping: create 1 sh-1 for order-1 at t=0.047 (delivery #3)",
         "",
     ]
     assert lines[-1] == f"Reproduce with: saga-verify replay {failure.plan_path}"

@@ -34,7 +34,9 @@ def _variant(name: str) -> Saga:
 def test_http_finds_the_same_minimal_plan_as_simulation(name: str, tmp_path: Path) -> None:
     found = {}
     for runtime in ("sim", "asgi"):
-        result = explore(_variant(name), settings=NO_DB, report_dir=tmp_path / runtime, max_examples=0, runtime=runtime)
+        result = explore(
+            _variant(name), settings=NO_DB, report_dir=tmp_path / runtime, max_examples=0, runtime=runtime, all_failures=False
+        )
         (failure, *_) = result.failures
         found[runtime] = (failure.plan.faults, failure.invariants, failure.examples)
     assert found["asgi"] == found["sim"]
@@ -88,8 +90,8 @@ def test_refuse_reaches_the_service_as_its_own_refusal() -> None:
 
 
 def test_plan_files_replay_on_the_runtime_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = explore(charge_without_key, settings=NO_DB, report_dir=tmp_path, max_examples=0, runtime="asgi")
-    (failure,) = result.failures
+    result = explore(charge_without_key, settings=NO_DB, report_dir=tmp_path, max_examples=0, runtime="asgi", all_failures=False)
+    failure = result.failures[0]
     assert failure.plan_path is not None
     stored = json.loads(failure.plan_path.read_text())
     assert stored["saga"] == {"name": "charge_without_key", "ref": "saga_verify.reference:charge_without_key"}

@@ -453,21 +453,6 @@ def test_an_async_client_needs_an_async_transport() -> None:
         run_plan(saga)
 
 
-@pytest.mark.parametrize(
-    "plan", [FaultPlan(), FaultPlan((LoseReply(P("payment.charge#1")),))], ids=["no-fault", "lose-reply"]
-)
-def test_an_async_saga_calling_a_plain_participant_is_a_definition_error(plan: FaultPlan) -> None:
-    # Whether a saga is set up right cannot depend on the faults: if it is wrong under one plan it
-    # is wrong under all, or the fault-free preflight passes and the search crashes later.
-    async def saga_run(services: Any, order: Any) -> str:
-        services.payment.charge(order_id="order-7", amount=40, idempotency_key=KEY)
-        return "completed"
-
-    saga = Saga("async-plain", steps=STEPS, participants=lambda: {"payment": Payment()}, run=saga_run, input=ORDER)
-    with pytest.raises(SagaDefinitionError, match=r"an async saga called \S+ synchronously"):
-        run_plan(saga, plan)
-
-
 # -- plain calls and httpx: the same verdict ---------------------------------------------------
 
 

@@ -382,3 +382,38 @@ def test_the_public_explore_is_the_function_whatever_was_imported_first() -> Non
     root = Path(__import__("saga_verify").__file__).parent.parent
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
     assert done.stdout.split() == ["function", "True"]
+
+
+# -- step dependencies, the saga's clocks and real-time limit ------------------------------------------
+def test_a_step_depends_on_the_one_before_unless_it_says_otherwise() -> None:
+    steps = [Step("a", "go", "undo"), Step("b", "go", "undo"), Step("c", "go", "undo", depends_on=()), Step("d", "go", depends_on=("a.go", "c.go"))]
+    saga = Saga("deps", steps=steps, participants=dict, run=lambda s, o: "completed")
+    assert saga.dependencies == ((), (0,), (), (0, 2))
+    assert [saga.depends(3, 0), saga.depends(1, 0), saga.depends(2, 0), saga.depends(3, 1)] == [True, True, False, False]
+    assert Step("a", "go", depends_on="b.go").depends_on == ("b.go",)
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ([Step("a", "go", depends_on=("b.go",)), Step("b", "go")], r"step a.go depends on b.go, which does not come before it; list the steps"),
+        ([Step("a", "go"), Step("b", "go", depends_on=("b.go",))], r"step b.go depends on b.go, which does not come before it"),
+        ([Step("a", "go"), Step("b", "go", depends_on=("z.go",))], r"step b.go depends on z.go, which is no step of this saga; its steps: a.go, b.go"),
+    ],
+    ids=["later", "itself", "unknown"],
+)
+def test_a_dependency_on_an_unknown_or_later_step_is_refused(steps: list[Step], message: str) -> None:
+    with pytest.raises(SagaDefinitionError, match=message):
+        Saga("deps", steps=steps, participants=dict, run=lambda s, o: "completed")
+
+
+@pytest.mark.parametrize("bad", ["payment", ["payment.charge", 3], 7, "payment.charge.extra"])
+def test_depends_on_takes_step_names(bad: Any) -> None:
+    with pytest.raises(SagaDefinitionError, match=r"Step depends_on= takes step names like 'payment.charge'"):
+        Step("shipping", "create", depends_on=bad)
+
+
+@pytest.mark.parametrize(("option", "value"), [("virtual_time", 1), ("max_real_seconds", 0), ("max_real_seconds", True)])
+def test_clock_options_are_checked(option: str, value: Any) -> None:
+    with pytest.raises(SagaDefinitionError, match=rf"saga 'x': {option} must be"):
+        Saga("x", steps=[Step("a", "go")], participants=dict, run=lambda s, o: "completed", **{option: value})
