@@ -5,8 +5,10 @@ Everything the harness owns ends an execution deterministically (call and virtua
 event loop with nothing left to run); this is for what it does not own: a saga blocked on a lock,
 a thread, real I/O or a busy loop. In order, gentlest first, it wakes the execution's event loop
 (which then stops), raises `Stuck` in the thread, and, for the main thread blocked in a system
-call, sends it SIGINT (when Python's own handler is installed), as Ctrl-C would. The execution
-notes where it was stuck, and the search fails with `SagaStuckError` instead of judging it.
+call, sends it a signal: a real-time signal of its own whose handler raises `Stuck` (installed
+when the watchdog starts in the main thread), or else SIGINT when Python's own handler is
+installed, as Ctrl-C would. The execution notes where it was stuck, and the search fails with
+`SagaStuckError` instead of judging it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ ACTIVE: dict[int, Any] = {}
 #: The watchdog thread, once one runs in this process.
 THREAD: threading.Thread | None = None
 _lock = threading.Lock()
+#: The signal that wakes the main thread blocked in a system call, once its handler is installed.
+#: A signal of the watchdog's own: SIGINT is ignored in many places executions run (a background
+#: job of a shell, some CI runners), and a blocked lock wakes only for a signal with a handler.
+WAKE: int | None = None
+#: Sent again after this many interruptions while the execution still runs: a signal that landed
+#: just before the thread blocked is lost.
+WAKE_EVERY = 10
 
 
 def start() -> None:
@@ -49,6 +58,7 @@ def start() -> None:
     global THREAD
     with _lock:
         if THREAD is None:
+            _install_wake()
             thread = threading.Thread(target=_watch, name="saga-verify watchdog", daemon=True)
             thread.start()
             THREAD = thread
@@ -61,6 +71,29 @@ def take_back(ident: int) -> None:
     is on its way."""
     with _lock:
         _clear_in(ident, None)
+
+
+def _install_wake() -> None:
+    global WAKE
+    wake = getattr(signal, "SIGRTMIN", None)
+    if WAKE is not None or wake is None or threading.current_thread() is not threading.main_thread():
+        return
+    wake += 3  # clear of the first few, which C libraries and runtimes take for themselves
+    try:
+        if signal.getsignal(wake) not in (signal.SIG_DFL, None):
+            return  # the process uses it already
+        signal.signal(wake, _wake)
+    except (OSError, ValueError):  # pragma: no cover - a platform that refuses it
+        return
+    WAKE = wake
+
+
+def _wake(signum: int, frame: Any) -> None:
+    # Sent only to a stuck execution, but it may land just after that execution ended: then it
+    # does nothing.
+    world = ACTIVE.get(threading.get_ident())
+    if world is not None and world.stuck is not None:
+        raise Stuck
 
 
 def _forget_after_fork() -> None:
@@ -103,10 +136,14 @@ def _interrupt(ident: int, world: Any, attempt: int) -> None:
             loop.call_soon_threadsafe(_nothing)
             return
         _raise_in(ident, Stuck)
-        main = threading.main_thread().ident
-        if attempt == 2 and ident == main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        if attempt >= 2 and ident == threading.main_thread().ident:
             # Blocked in a system call (a lock, a socket): only a signal wakes the main thread.
-            signal.pthread_kill(ident, signal.SIGINT)
+            if WAKE is not None:
+                if attempt % WAKE_EVERY == 2:
+                    signal.pthread_kill(ident, WAKE)
+            elif attempt == 2 and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                # Once only: a Ctrl-C that landed after the execution ended would stop the search.
+                signal.pthread_kill(ident, signal.SIGINT)
         if attempt == 20:
             print(
                 f"saga-verify: saga {world.saga.name!r} swallows every interruption and cannot be stopped; "

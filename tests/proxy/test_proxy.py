@@ -173,7 +173,8 @@ def test_delay_holds_the_request_while_others_overtake_it(payment: ServiceProces
     def decide(request: ProxiedRequest) -> ProxyAction:
         if json.loads(request.body)["order_id"] == "slow":
             held.set()
-            return Delay(0.5)
+            # Held until the fast one was answered: a fixed hold a busy machine can outlast.
+            return Delay(30, until=lambda: "fast" in replies)
         return Pass()
 
     replies: dict[str, httpx.Response] = {}
@@ -190,7 +191,7 @@ def test_delay_holds_the_request_while_others_overtake_it(payment: ServiceProces
     assert _charges(payment) == [replies["fast"].json()["charge_id"], replies["slow"].json()["charge_id"]]
     assert proxy.records == [
         ProxyRecord(2, "POST", "/charges", Pass(), 201),
-        ProxyRecord(1, "POST", "/charges", Delay(0.5), 201),
+        ProxyRecord(1, "POST", "/charges", Delay(30), 201),
     ]
 
 
@@ -382,16 +383,19 @@ def test_closing_the_proxy_abandons_a_pending_lagged_copy(payment: ServiceProces
 
 
 def test_settle_waits_for_a_delayed_request_whose_caller_gave_up(payment: ServiceProcess) -> None:
-    with FaultProxy(payment.url, scripted({1: Delay(0.5)})) as proxy:
+    # The hold ends when the test says so, not after a real-time margin a busy machine can eat.
+    release = threading.Event()
+    with FaultProxy(payment.url, scripted({1: Delay(60, until=release.is_set)})) as proxy:
         assert proxy.settle(0)  # idle
         with httpx.Client(base_url=proxy.url, timeout=0.05) as client, pytest.raises(httpx.ReadTimeout):
             _charge(client, "o-1", "k-1")
         assert _eventually(lambda: proxy.in_flight == 1)
         assert not proxy.settle(0.1)
         assert _charges(payment) == []
-        assert proxy.settle(5)
+        release.set()
+        assert proxy.settle(30)
         assert len(_charges(payment)) == 1
-        assert proxy.records == [ProxyRecord(1, "POST", "/charges", Delay(0.5), 201)]
+        assert proxy.records == [ProxyRecord(1, "POST", "/charges", Delay(60), 201)]
         assert proxy.in_flight == 0
 
 

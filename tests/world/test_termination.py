@@ -7,6 +7,7 @@ fails the test (after its timeout) instead of hanging the suite."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,10 @@ HERE = Path(__file__).resolve().parent
 HANG = 120
 
 
-def _search(saga_name: str, **options: Any) -> dict[str, Any]:
-    """Explore ``sagas_in_tasks.<saga_name>`` in a fresh interpreter; what it found, as JSON."""
+def _search(saga_name: str, *, ignore_sigint: bool = False, **options: Any) -> dict[str, Any]:
+    """Explore ``sagas_in_tasks.<saga_name>`` in a fresh interpreter; what it found, as JSON.
+    With ``ignore_sigint``, the interpreter starts with SIGINT ignored, as a shell's background
+    job (and many CI runners) start it."""
     code = f"""
 import json, sys
 sys.path.insert(0, {str(HERE)!r})
@@ -43,7 +46,10 @@ else:
                       "hypothesis_examples": result.hypothesis_examples}}))
 """
     try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG, check=False,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"the search of {saga_name} did not end within {HANG} s")
     assert done.returncode == 0, done.stderr
@@ -107,6 +113,12 @@ def test_a_saga_stuck_on_what_the_harness_does_not_own_is_stopped_by_the_watchdo
     assert "it waits on something saga-verify does not own" in message
     assert 'sagas_in_tasks.py", line' in message
     assert where in message  # where it was stuck
+
+
+def test_a_saga_blocked_on_a_lock_is_stopped_where_sigint_is_ignored() -> None:
+    found = _search("blocked_on_a_lock", ignore_sigint=True, max_examples=0)
+    assert found["error"] == "SagaStuckError"
+    assert "in _blocked\n    threading.Event().wait()" in found["message"]
 
 
 def test_a_stuck_saga_is_an_error_here_too_not_a_verdict() -> None:
