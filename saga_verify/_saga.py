@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import math
 import inspect
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace

@@ -59,7 +59,7 @@ class Events:
         self.world = world
         saga = world.saga
         first = len(saga.operations)
-        self.points = {key: EventPoint(world, *key, first + i) for i, key in enumerate(saga.events)}
+        self.points = {(p, e): EventPoint(world, p, e, first + i) for i, (p, e) in enumerate(saga.events)}
         self.in_flight: list[_Arrival] = []
         self._order = 0
         self.arrived: dict[tuple[str, str], deque[Any]] = {}

@@ -25,7 +25,7 @@ def retry(world: Any, call: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     says (a refusal is an answer); the last transport error is raised when the budget is spent or
     the next wait would pass the deadline."""
     step = getattr(call, "step", None)
-    if not isinstance(step, Step) or getattr(call, "world", None) is not world:
+    if not isinstance(step, Step) or id(getattr(call, "world", None)) != id(world):
         raise world.fail(
             SagaDefinitionError(
                 f"services.retry takes an operation of a participant, such as services.payment.charge; got {call!r}"
@@ -55,7 +55,7 @@ async def aretry(world: Any, call: Any, args: tuple[Any, ...], kwargs: dict[str,
     import asyncio
 
     step = getattr(call, "step", None)
-    if not isinstance(step, Step) or getattr(call, "world", None) is not world:
+    if not isinstance(step, Step) or id(getattr(call, "world", None)) != id(world):
         raise world.fail(
             SagaDefinitionError(f"services.aretry takes an operation of a participant, such as services.payment.charge; got {call!r}")
         )

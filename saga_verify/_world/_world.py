@@ -25,7 +25,7 @@ from ..faults._plan import FaultPlan
 from . import _clocks, _retry, _watchdog
 from ._clock import VirtualClock
 from ._current import CURRENT
-from ._events import Events, EventPoint, Moment
+from ._events import EventPoint, Events, Moment
 from ._ledger import Ledger, LedgerRow
 from ._loop import LoopStopped, WorldLoop
 from ._trace import TraceEntry
