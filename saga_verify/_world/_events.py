@@ -22,7 +22,8 @@ class Moment(NamedTuple):
     time: float
     """Virtual seconds when it happened."""
     kind: str
-    """``wait``, ``wait-timeout``, ``wait-forever``, ``backoff``, ``gave-up`` or ``deadline``."""
+    """``wait``, ``received``, ``wait-timeout``, ``wait-forever``, ``backoff``, ``gave-up`` or
+    ``deadline``."""
     text: str
     """What happened, in words."""
 
@@ -156,6 +157,7 @@ class Events:
             if box is None:
                 box = self.arrived.get(key)
             if box:
+                world.note(clock._now, "received", f"{name} arrives: the saga stops waiting")
                 return box.popleft()
             if until is not None and clock._now >= until:
                 world.note(clock._now, "wait-timeout", f"{name} did not arrive within {timeout:g}s: the saga stops waiting")
