@@ -173,6 +173,11 @@ class FaultPlan:
                         "duplicated, delayed, or lost from then on (outage)"
                     )
                 continue
+            if fault.kind == "drop":
+                raise PlanError(
+                    f"plan drops {fault.at}, which is no event of saga {saga.name!r}: drop is for events "
+                    "(a Step's events=); a call that is not delivered is 'fail'"
+                )
             if key not in operations:
                 names = [f"{p}.{o}" for p, o in sorted(operations)] + [f"{p}.{e} (event)" for p, e in events]
                 wanted = f"{key[0]}.{key[1]}"
