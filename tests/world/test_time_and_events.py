@@ -4,6 +4,7 @@ bounded, jittered back-off, per-step timeouts and the saga's deadline. Nothing r
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -165,7 +166,7 @@ def test_retry_calls_again_within_the_budget_with_bounded_exponential_jittered_b
     assert len(waits_) == 5
     assert execution.moments[-1].kind == "gave-up"
     ceilings = [1.0, 2.0, 4.0, 4.0, 4.0]  # doubled, then capped
-    gaps = [b.time - a.time for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [b.time - a.time for a, b in itertools.pairwise(calls)]
     for gap, ceiling in zip(gaps, ceilings, strict=True):
         # The back-off lies in the upper half of its ceiling (plus the network's few milliseconds).
         assert ceiling / 2 <= gap <= ceiling + 0.02
