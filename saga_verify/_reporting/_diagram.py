@@ -281,7 +281,19 @@ def _entry(
     def badge(x: float, y: float, text: str, colour: str) -> str:
         return f'<g class="fault"{mark}>' + _text(x, y, text, size=11, fill=colour, weight="bold") + "</g>"
 
-    if outcome in ("late", "copy"):
+    if (entry.participant, entry.operation) in execution.saga.events:
+        # An event the participant sent: it travels the other way, from the participant to the saga.
+        words = {"event": "event arrives", "copy": "event arrives again (copy)", "dropped": "event lost"}[outcome]
+        out.append(_text(x_s + 8, y_req - 6, f"{entry.operation} #{entry.attempt}: {words}", fill=STYLES["reply"][0]))
+        if outcome == "dropped":
+            out.append(_arrow(x_p, mid + 6, y_req, "lost", prefix, head=False))
+            out.append(f'<g class="fault fault-drop"{mark}>{_cross(mid, y_req)}</g>')
+            out.append(badge(x_s + 8, y_rep + 4, f"✕ {fault}: the saga never receives it", STYLES["fault"][0]))
+        else:
+            out.append(_arrow(x_p, x_s + 2, y_req, "copy" if outcome == "copy" else "reply", prefix))
+            if fault and outcome == "event":
+                out.append(badge(x_p + 12, y_req + 4, f"◷ {fault}" if fault.startswith("delay") else f"\u00d72 {fault}", STYLES["late"][0]))
+    elif outcome in ("late", "copy"):
         # What landed, by the fault that caused it: a late outcome may be a duplicate's copy.
         if outcome == "copy" or (fault or "").startswith("duplicate"):
             kind, words = "copy", "duplicate copy lands" + (" late" if outcome == "late" else "")
