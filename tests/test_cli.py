@@ -56,7 +56,7 @@ def test_demo_json_rows_have_their_shape(demo_json) -> None:
     rows = json.loads(demo_json[0].stdout)
     for row in rows:
         assert {"saga", "kind", "runtime", "broken", "bug", "violated", "examples", "plan", "seconds"} <= set(row)
-        assert row["kind"] == "orchestrated"
+        assert row["kind"] == {v.name: v.kind for v in variants()}[row["saga"]]
         assert row["runtime"] == "sim"
         assert isinstance(row["broken"], bool)
         assert row["bug"] is None or isinstance(row["bug"], str)
@@ -453,8 +453,9 @@ def test_progress_shows_on_a_terminal_and_goes_away(tmp_path) -> None:
     assert re.match(r"\d distinct broken invariants in saga 'fresh_key_on_retry':\n\nsaga 'fresh_key_on_retry' broke no_double_create\n", out)
     code, _, shown = _on_a_terminal(["demo", "--max-examples", "0", "--report-dir", str(tmp_path)], tmp_path)
     assert code == 0  # the sweep alone catches every broken variant
-    assert "order (1/12): sweep" in shown
-    assert "volatile_dedupe (12/12)" in shown
+    assert "order (1/16): sweep" in shown
+    assert "volatile_dedupe (12/16)" in shown
+    assert "retries_past_budget (16/16)" in shown
 
 
 def test_no_progress_when_not_a_terminal(tmp_path) -> None:
