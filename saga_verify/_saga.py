@@ -26,7 +26,7 @@ class InvariantLike(Protocol):
     def __call__(self, execution: Any, /) -> Sequence[Any]: ...
 
 #: Names a participant may not take: they are attributes of the services object.
-RESERVED_NAMES = frozenset({"clock", "retry", "wait_for", "deadline"})
+RESERVED_NAMES = frozenset({"clock", "retry", "aretry", "wait_for", "await_for", "deadline"})
 TERMINAL_STATUSES = ("completed", "compensated", "failed")
 _NAME_RE = re.compile(r"^[A-Za-z_][\w-]*$")
 _REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
 from ..errors import SagaDefinitionError
@@ -65,6 +65,8 @@ class Events:
         self._order = 0
         self.arrived: dict[tuple[str, str], deque[Any]] = {}
         self._halted = halted
+        #: What an async wait with nothing in flight awaits: resolved when something is sent.
+        self._sent: Any = None
 
     # -- the participant's side ----------------------------------------------------------------
     def send(self, participant: str, event: str, payload: Any, after: float) -> None:
@@ -102,6 +104,8 @@ class Events:
     def _schedule(self, due: float, point: EventPoint, attempt: int, payload: Any, outcome: str, label: str | None) -> None:
         self._order += 1
         heapq.heappush(self.in_flight, _Arrival(due, self._order, point, attempt, payload, outcome, label))
+        if self._sent is not None and not self._sent.done():
+            self._sent.set_result(None)  # wakes an async wait that had nothing in flight to wait for
 
     # -- the network ---------------------------------------------------------------------------
     def land(self, until: float | None) -> None:
@@ -125,6 +129,53 @@ class Events:
     def wait_for(self, name: object, timeout: float | None) -> Any:
         """The next arrival of event ``name`` (``"payment.paid"``) the saga has not taken yet,
         waiting on virtual time for it at most ``timeout`` seconds (None: for ever)."""
+        clock = self.world.clock
+        waiting = self._waiting(name, timeout)
+        try:
+            wait = next(waiting)
+            while True:
+                if wait is None:
+                    # Nothing is in flight, and in a plain saga nothing else runs to send more.
+                    raise self._stop_waiting(name)
+                clock.advance(wait)
+                wait = waiting.send(None)
+        except StopIteration as done:
+            return done.value
+
+    async def await_for(self, name: object, timeout: float | None) -> Any:
+        """`wait_for` for an ``async def`` saga: it waits on the event loop, so the saga's other
+        tasks run meanwhile (and may make calls that send the event, which wakes it)."""
+        import asyncio
+
+        waiting = self._waiting(name, timeout)
+        try:
+            wait = next(waiting)
+            while True:
+                # Another task may send something meanwhile: that wakes the wait early. With nothing
+                # to wait for (None) and no task that ever sends, the loop finds every task waiting
+                # for what cannot happen and stops the execution.
+                sent = self._sent = asyncio.get_running_loop().create_future()
+                if wait is None:
+                    await sent
+                else:
+                    try:
+                        await asyncio.wait_for(sent, wait)
+                    except TimeoutError:
+                        pass
+                wait = waiting.send(None)
+        except StopIteration as done:
+            return done.value
+
+    def _stop_waiting(self, name: object) -> BaseException:
+        world = self.world
+        reason = f"waited for {name} with no deadline, and nothing will ever send it"
+        world.note(world.clock._now, "wait-forever", f"nothing more will arrive: the wait for {name} can never end")
+        world.halt(reason)
+        return self._halted(reason)
+
+    def _waiting(self, name: object, timeout: float | None) -> Generator[float | None, None, Any]:
+        """The wait itself, for either driver: yields the virtual seconds to wait next (None: until
+        something is sent), returns the payload, or raises TimeoutError at the deadline."""
         world = self.world
         key = self._key(name)
         if timeout is not None and (
@@ -133,29 +184,23 @@ class Events:
             raise world.fail(SagaDefinitionError(f"wait_for({name!r}): timeout must be a finite number of seconds >= 0 or None, got {timeout!r}"))
         clock = world.clock
         self.land(clock._now)
-        box = self.arrived.get(key)
+        box = self.arrived.setdefault(key, deque())
         if box:
             return box.popleft()
         started = clock._now
         until = None if timeout is None else started + timeout
         world.note(started, "wait", f"the saga waits for {name}" + (f" until t={until:.3f}" if until is not None else ", with no deadline"))
         while True:
-            if not self.in_flight:
-                if until is None:
-                    reason = f"waited for {name} with no deadline, and nothing will ever send it"
-                    world.note(clock._now, "wait-forever", f"nothing more will arrive: the wait for {name} can never end")
-                    world.halt(reason)
-                    raise self._halted(reason)
-                due = until
+            if not self.in_flight and until is None:
+                yield None
             else:
-                due = self.in_flight[0].due if until is None else min(self.in_flight[0].due, until)
-            if due > clock._now:
-                clock.advance(due - clock._now)
-                if world.halted is not None:
-                    raise self._halted(world.halted)
-            self.land(due)
-            if box is None:
-                box = self.arrived.get(key)
+                due = until if not self.in_flight else self.in_flight[0].due if until is None else min(self.in_flight[0].due, until)
+                assert due is not None
+                if due > clock._now:
+                    yield due - clock._now
+            if world.halted is not None:
+                raise self._halted(world.halted)
+            self.land(clock._now)
             if box:
                 world.note(clock._now, "received", f"{name} arrives: the saga stops waiting")
                 return box.popleft()

@@ -205,6 +205,13 @@ class Services:
             )
         return world.events.wait_for(event, timeout)
 
+    async def await_for(self, event: str, timeout: float | None = None) -> Any:
+        """`wait_for` for an ``async def`` saga: its other tasks run while it waits."""
+        world = self._world
+        if world.events is None:
+            self.wait_for(event, timeout)  # raises the same definition error
+        return await world.events.await_for(event, timeout)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)  # copy, pickle and friends probe for these

@@ -256,3 +256,53 @@ def test_same_plan_same_trace_with_events_and_backoff() -> None:
     a, b = run_plan(saga, plan), run_plan(saga, plan)
     assert trace_to_json(a.trace) == trace_to_json(b.trace)
     assert a.moments == b.moments
+
+
+# -- async sagas -----------------------------------------------------------------------------------
+def test_an_async_saga_awaits_an_event_while_its_other_tasks_run() -> None:
+    import asyncio
+
+    async def run(services: Any, _: Any) -> Any:
+        async def charge_later() -> None:
+            await asyncio.sleep(10)  # virtual: the loop moves the clock
+            services.payment.charge(amount=3, idempotency_key="k")
+
+        task = asyncio.create_task(charge_later())
+        payload = await services.await_for("payment.paid", timeout=60)
+        await task
+        return {"status": "completed", "payload": payload, "at": services.clock.now()}
+
+    execution = run_plan(webhook_saga(run))
+    assert execution.status == "completed"
+    assert execution.result["payload"] == {"amount": 3}
+    assert execution.result["at"] == pytest.approx(15.0, abs=0.05)  # sent at 10, arrives 5 s later
+    dropped = run_plan(webhook_saga(run), FaultPlan((Drop(PAID),)))
+    assert dropped.status == "crashed"  # the TimeoutError at t=60 went unhandled
+    assert isinstance(dropped.error, TimeoutError)
+    assert dropped.returned_at == pytest.approx(60.0, abs=0.05)
+
+
+def test_an_async_wait_with_no_deadline_for_an_event_nobody_sends_stops_the_execution() -> None:
+    async def run(services: Any, _: Any) -> str:
+        services.payment.charge(amount=1, idempotency_key="k")
+        await services.await_for("payment.paid")
+        return "completed"
+
+    assert run_plan(webhook_saga(run)).status == "completed"
+    execution = run_plan(webhook_saga(run), FaultPlan((Drop(PAID),)))
+    assert execution.status == "halted"
+    assert [v.invariant for v in check(execution, [terminates])] == ["terminates"]
+
+
+def test_aretry_retries_an_async_saga_within_the_budget() -> None:
+    async def run(services: Any, _: Any) -> str:
+        try:
+            await services.aretry(services.payment.charge, amount=1, idempotency_key="k")
+        except ConnectionError:
+            return "failed"
+        return "completed"
+
+    execution = run_plan(webhook_saga(run, retries=2), FaultPlan((Outage(DeliveryPoint("payment", "charge")),)))
+    assert execution.status == "failed"
+    assert len([e for e in execution.trace if e.operation == "charge"]) == 3
+    assert [m.kind for m in execution.moments] == ["backoff", "backoff", "gave-up"]
