@@ -123,6 +123,14 @@ def _defs(prefix: str) -> str:
     return "<defs>" + "".join(heads) + hatch + "</defs>"
 
 
+def _timeout_of(execution: Execution, entry: TraceEntry) -> float:
+    """How long the caller of this entry waited: its step's ``timeout=``, or the saga's."""
+    for step in execution.saga.steps:
+        if step.participant == entry.participant and entry.operation in (step.action, step.compensation) and step.timeout is not None:
+            return step.timeout
+    return execution.saga.call_timeout
+
+
 def _is_compensation(execution: Execution, participant: str, operation: str) -> bool:
     return any(s.participant == participant and s.compensation == operation for s in execution.saga.steps)
 
@@ -313,7 +321,7 @@ def _entry(
         out.append(_arrow(x_s, stop - 6, y_req, "fault", prefix, head=False))
         out.append(f'<g class="fault fault-{escape(outcome)}"{mark}>{_cross(stop, y_req)}</g>')
         out.append(_text(x_s + 8, y_req - 6, call, fill=STYLES[style][0]))
-        seen = "ConnectionError" if outcome == "failed" else f"TimeoutError after {execution.saga.call_timeout:g} s"
+        seen = "ConnectionError" if outcome == "failed" else f"TimeoutError after {_timeout_of(execution, entry):g} s"
         out.append(badge(x_s + 8, y_rep + 4, f"✕ {fault}: caller sees {seen}", STYLES["fault"][0]))
     elif outcome == "held":
         out.append(_arrow(x_s, mid - 10, y_req, style, prefix, head=False))
@@ -323,7 +331,7 @@ def _entry(
         )
         out.append(_text(x_s + 8, y_req - 6, call, fill=STYLES[style][0]))
         out.append(badge(mid + 14, y_req + 4, f"held: {fault}", STYLES["late"][0]))
-        out.append(_text(x_s + 8, y_rep + 4, f"caller sees TimeoutError after {execution.saga.call_timeout:g} s", size=10, fill="#78909c"))
+        out.append(_text(x_s + 8, y_rep + 4, f"caller sees TimeoutError after {_timeout_of(execution, entry):g} s", size=10, fill="#78909c"))
     elif outcome == "frozen":
         out.append(_arrow(x_s, x_p - 10, y_req, style, prefix))
         out.append(_text(x_s + 8, y_req - 6, call, fill=STYLES[style][0]))
@@ -331,7 +339,7 @@ def _entry(
             out.append(badge(x_p + 12, y_req + 4, f"❄ {fault}", STYLES["paused"][0]))
         else:
             out.append(_text(x_p + 12, y_req + 4, "waits: paused", size=10, fill=STYLES["paused"][0]))
-        out.append(_text(x_s + 8, y_rep + 4, f"caller sees TimeoutError after {execution.saga.call_timeout:g} s", size=10, fill="#78909c"))
+        out.append(_text(x_s + 8, y_rep + 4, f"caller sees TimeoutError after {_timeout_of(execution, entry):g} s", size=10, fill="#78909c"))
     else:
         # Delivered: ok, reply-lost, crashed, raised.
         out.append(_arrow(x_s, x_p - 2, y_req, style, prefix))

@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .._world import LedgerRow, TraceEntry
+from .._world import LedgerRow, Moment, TraceEntry
 
 if TYPE_CHECKING:
     from .._exploration import ExplorationResult, Failure
     from .._world import Execution
-    from .._world._events import Moment
 
 OUTCOME_TEXT = {
     "ok": "ok",
