@@ -73,3 +73,13 @@ def test_the_report_reads_the_webhook_as_it_happened() -> None:
     assert "EVENT LOST" in lines[start + 5]
     assert "waits: the saga waits for payment.paid until t=90.000" in lines[start + 3]
     assert "WAIT TIMED OUT" in lines[start + 6]
+
+
+def test_the_coverage_matrix_has_a_column_for_the_webhook() -> None:
+    result = saga_verify.explore(timed_order_saga, settings=NO_DB, report_dir=None, seed=0, max_examples=0)
+    assert result.coverage is not None
+    data = result.coverage.to_json()
+    assert data["operations"][-1] == "payment.paid"
+    assert data["cells"]["drop"]["payment.paid"]["plans"] > 0
+    assert data["cells"]["drop"]["payment.charge"] is None  # a call is never dropped: it fails
+    assert data["cells"]["fail"]["payment.paid"] is None
