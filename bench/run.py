@@ -894,13 +894,14 @@ def variants_only(names: Sequence[str]) -> int:
     found = bench_variants(chosen)
     print(f"broken variants, seeds 0-9, pinned cpu {pinned}: median executions to the first violation (found/10)")
     print(f"  (search counts include explore()'s {PREFLIGHT_RUNS} fault-free preflight runs; the random baselines count from their first run)")
-    print(f"  {'variant':<32} {'default':>12} {'hyp-only':>12} {'per-call':>10} {'uniform':>10} {'call/def':>9}  first plan (seed 0)")
+    print(f"  {'variant':<32} {'default':>12} {'shrink max':>10} {'hyp-only':>12} {'shrink max':>10} {'per-call':>10} {'uniform':>10} {'call/def':>9}  first plan (seed 0)")
     for name, v in found.items():
         d, h = v["default"], v["hypothesis_only"]
         plan = explore(place(known[name].saga, "sim"), seed=0, settings=_settings(), report_dir=None, all_failures=False)
         first = plan.failures[0] if plan.failures else None
         print(
-            f"  {name:<32} {_fmt(d['median_examples']):>7} ({d['found']:>2}) {_fmt(h['median_examples']):>7} ({h['found']:>2})"
+            f"  {name:<32} {_fmt(d['median_examples']):>7} ({d['found']:>2}) {_fmt(d['max_shrink_s'], 3):>10}"
+            f" {_fmt(h['median_examples']):>7} ({h['found']:>2}) {_fmt(h['max_shrink_s'], 3):>10}"
             f" {_baseline_cell(v['per_call_random']):>10} {_baseline_cell(v['uniform_plans']):>10}"
             f" {_fmt(v['ratio_per_call_to_default'], 2):>9}  {first.plan if first else '-'} -> {', '.join(first.invariants) if first else '-'}"
         )
