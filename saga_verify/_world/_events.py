@@ -104,8 +104,9 @@ class Events:
     def _schedule(self, due: float, point: EventPoint, attempt: int, payload: Any, outcome: str, label: str | None) -> None:
         self._order += 1
         heapq.heappush(self.in_flight, _Arrival(due, self._order, point, attempt, payload, outcome, label))
-        if self._sent is not None and not self._sent.done():
-            self._sent.set_result(None)  # wakes an async wait that had nothing in flight to wait for
+        sent, self._sent = self._sent, None
+        if sent is not None and not sent.done() and not sent.get_loop().is_closed():
+            sent.set_result(None)  # wakes an async wait: something more is in flight
 
     # -- the network ---------------------------------------------------------------------------
     def land(self, until: float | None) -> None:
@@ -129,7 +130,8 @@ class Events:
     def wait_for(self, name: object, timeout: float | None) -> Any:
         """The next arrival of event ``name`` (``"payment.paid"``) the saga has not taken yet,
         waiting on virtual time for it at most ``timeout`` seconds (None: for ever)."""
-        clock = self.world.clock
+        world = self.world
+        clock = world.clock
         waiting = self._waiting(name, timeout)
         try:
             wait = next(waiting)
@@ -138,6 +140,8 @@ class Events:
                     # Nothing is in flight, and in a plain saga nothing else runs to send more.
                     raise self._stop_waiting(name)
                 clock.advance(wait)
+                if world.pending and world.halted is None:
+                    world.drive(world.flush_due())  # a held request lands, and may send an event
                 wait = waiting.send(None)
         except StopIteration as done:
             return done.value
@@ -162,6 +166,9 @@ class Events:
                         await asyncio.wait_for(sent, wait)
                     except TimeoutError:
                         pass
+                world = self.world
+                if world.pending and world.halted is None:
+                    await world.adrive(world.flush_due())  # a held request lands, and may send an event
                 wait = waiting.send(None)
         except StopIteration as done:
             return done.value
@@ -191,11 +198,13 @@ class Events:
         until = None if timeout is None else started + timeout
         world.note(started, "wait", f"the saga waits for {name}" + (f" until t={until:.3f}" if until is not None else ", with no deadline"))
         while True:
-            if not self.in_flight and until is None:
+            # The next moment anything can change: an event lands, a request held in the network
+            # lands (its participant may send one), or the wait's deadline.
+            wakes = [t for t in (until, self.in_flight[0].due if self.in_flight else None, world.pending[0][0] if world.pending else None) if t is not None]
+            if not wakes:
                 yield None
             else:
-                due = until if not self.in_flight else self.in_flight[0].due if until is None else min(self.in_flight[0].due, until)
-                assert due is not None
+                due = min(wakes)
                 if due > clock._now:
                     yield due - clock._now
             if world.halted is not None:

@@ -621,6 +621,10 @@ class World:
         self.pending_order += 1
         heapq.heappush(self.pending, (due, self.pending_order, ep, attempt, key, request, thunk, label))
 
+    def flush_due(self) -> Generator[Thunk, Any, None]:
+        """Land the held requests due by now (a saga waiting on virtual time for an event)."""
+        return self._flush(self.clock._now)
+
     def _flush(self, until: float | None) -> Generator[Thunk, Any, None]:
         """Land held requests and late copies that are due, oldest first, each at its due time
         (never before the entry it follows, so the trace's times never go back)."""

@@ -306,3 +306,28 @@ def test_aretry_retries_an_async_saga_within_the_budget() -> None:
     assert execution.status == "failed"
     assert len([e for e in execution.trace if e.operation == "charge"]) == 3
     assert [m.kind for m in execution.moments] == ["backoff", "backoff", "gave-up"]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_request_held_in_the_network_lands_while_the_saga_waits_and_its_event_wakes_it(kind: str) -> None:
+    def charge(services: Any) -> None:
+        try:
+            services.payment.charge(amount=1, idempotency_key="k")
+        except TimeoutError:
+            pass  # held: it lands at t=50, and the provider sends the webhook then
+
+    def run(services: Any, _: Any) -> Any:
+        charge(services)
+        services.wait_for("payment.paid")
+        return {"status": "completed", "at": services.clock.now()}
+
+    async def arun(services: Any, _: Any) -> Any:
+        charge(services)
+        await services.await_for("payment.paid")
+        return {"status": "completed", "at": services.clock.now()}
+
+    plan = FaultPlan((Delay(DeliveryPoint("payment", "charge"), seconds=50.0),))
+    execution = run_plan(webhook_saga(run if kind == "sync" else arun), plan)
+    assert execution.status == "completed"
+    assert execution.result["at"] == pytest.approx(55.0, abs=0.05)
+    assert [e.outcome for e in execution.trace] == ["held", "late", "event"]
