@@ -4,6 +4,8 @@ Prints a compact summary and writes bench/results.json (atomically). Every figur
 same run. Nothing here asserts on time: targets are reported as met or missed, never enforced.
 `bench/run.py --runtimes [N [RUNTIME ...]]` measures only the plans/s per runtime (every one, or
 those named), N times, and prints them (bench/results.json stays as it is).
+`bench/run.py --variants [NAME ...]` measures only the broken variants named (by default those of
+kind durable: the timed order saga's), and prints them (bench/results.json stays as it is).
 
 What is measured:
 - raw_runs_per_s: traced fault-free simulated executions of the reference order saga
@@ -24,7 +26,8 @@ What is measured:
   fault-injection baselines that run until the first violation and never shrink:
   uniform_plans (a plan of 1-2 faults drawn uniformly from the declared fault space, blind to
   which calls an execution reaches) and per_call_random (a fault with probability FAULT_RATE at
-  every call an execution reaches).
+  every call an execution reaches). Both draw from the same faults as the search, events'
+  arrivals (drop, duplicate, delay, outage) included.
 """
 
 from __future__ import annotations
@@ -509,14 +512,15 @@ def uniform_plan(rng: random.Random, operations: Sequence[tuple[str, str]], temp
 
 def _uniform_plans_chooser(saga: Saga, seed: int) -> Callable[[], Chooser]:
     rng = random.Random(seed)
-    operations = sorted(saga.operations)
+    # Events' arrivals are delivery points like calls: the same faults as the search can put there.
+    operations = [*sorted(saga.operations), *saga.events]
     templates = {op: templates_for(saga, *op) for op in operations}
     return lambda: plan_chooser(uniform_plan(rng, operations, templates))
 
 
 def _per_call_chooser(saga: Saga, seed: int) -> Callable[[], Chooser]:
     rng = random.Random(seed)
-    templates = {op: templates_for(saga, *op) for op in saga.operations}
+    templates = {op: templates_for(saga, *op) for op in (*saga.operations, *saga.events)}
 
     def choose(ep: Endpoint, attempt: int) -> Fault | None:
         if rng.random() >= FAULT_RATE:
@@ -593,10 +597,10 @@ def _meets(summary: dict[str, Any]) -> bool:
     )
 
 
-def bench_variants() -> dict[str, Any]:
+def bench_variants(names: Sequence[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for variant in variants():
-        if not variant.broken:
+        if not variant.broken or (names is not None and variant.name not in names):
             continue
         saga = place(variant.saga, "sim")
         # Executions to the first violation, and its shrink: each search stops at its first failure
@@ -874,9 +878,42 @@ def runtimes_only(repetitions: int, names: Sequence[str] | None = None) -> int:
     return 0
 
 
+def variants_only(names: Sequence[str]) -> int:
+    """``bench/run.py --variants [NAME ...]``: executions to the first violation of the broken
+    variants named (by default the durable ones) for the default search, Hypothesis alone and the
+    two random baselines over the same faults, seeds 0-9, printed; bench/results.json is left as
+    it is."""
+    known = {v.name: v for v in variants() if v.broken}
+    chosen = list(names) or [n for n, v in known.items() if v.kind == "durable"]
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        print(f"bench/run.py --variants: no broken variant {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
+        return 2
+    pinned = _pin_to_one_core()
+    started = time.perf_counter()
+    found = bench_variants(chosen)
+    print(f"broken variants, seeds 0-9, pinned cpu {pinned}: median executions to the first violation (found/10)")
+    print(f"  (search counts include explore()'s {PREFLIGHT_RUNS} fault-free preflight runs; the random baselines count from their first run)")
+    print(f"  {'variant':<32} {'default':>12} {'shrink max':>10} {'hyp-only':>12} {'shrink max':>10} {'per-call':>10} {'uniform':>10} {'call/def':>9}  first plan (seed 0)")
+    for name, v in found.items():
+        d, h = v["default"], v["hypothesis_only"]
+        plan = explore(place(known[name].saga, "sim"), seed=0, settings=_settings(), report_dir=None, all_failures=False)
+        first = plan.failures[0] if plan.failures else None
+        print(
+            f"  {name:<32} {_fmt(d['median_examples']):>7} ({d['found']:>2}) {_fmt(d['max_shrink_s'], 3):>10}"
+            f" {_fmt(h['median_examples']):>7} ({h['found']:>2}) {_fmt(h['max_shrink_s'], 3):>10}"
+            f" {_baseline_cell(v['per_call_random']):>10} {_baseline_cell(v['uniform_plans']):>10}"
+            f" {_fmt(v['ratio_per_call_to_default'], 2):>9}  {first.plan if first else '-'} -> {', '.join(first.invariants) if first else '-'}"
+        )
+    print(f"total {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--runtimes"]:
         return runtimes_only(int(sys.argv[2]) if len(sys.argv) > 2 else 1, sys.argv[3:] or None)
+    if sys.argv[1:2] == ["--variants"]:
+        return variants_only(sys.argv[2:])
     started = time.perf_counter()
     pinned = _pin_to_one_core()
     machine = _machine(pinned)

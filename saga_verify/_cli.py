@@ -153,7 +153,8 @@ def demo_runs(
     from .reference import variants
 
     runs = []
-    found = variants()
+    # A saga whose participants are plain objects runs on sim only: on another runtime it is left out.
+    found = [v for v in variants() if runtime in v.runtimes]
     for number, variant in enumerate(found, 1):
         if progress is not None:
             progress.start(f"{variant.name} ({number}/{len(found)})")
@@ -243,7 +244,9 @@ def _demo(args: argparse.Namespace) -> int:
     caught = sum(r["verdict"] == "caught" for r in rows)
     broken = sum(r["broken"] for r in rows)
     print()
-    print(f"{caught}/{broken} broken variants caught; correct saga: {rows[0]['verdict']}")
+    correct = [r["verdict"] for r in rows if not r["broken"]]
+    held = "holds" if all(v == "holds" for v in correct) else next(v for v in correct if v != "holds")
+    print(f"{caught}/{broken} broken variants caught; correct saga{'s' if len(correct) > 1 else ''}: {held}")
     example = next((r for r in rows if r["plan_file"]), None)
     if example:
         print(f"Replay any minimal plan: saga-verify replay {example['plan_file']}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ._system import System, check_system_covers
 from .errors import SagaDefinitionError
@@ -25,7 +26,7 @@ class InvariantLike(Protocol):
     def __call__(self, execution: Any, /) -> Sequence[Any]: ...
 
 #: Names a participant may not take: they are attributes of the services object.
-RESERVED_NAMES = frozenset({"clock"})
+RESERVED_NAMES = frozenset({"clock", "retry", "aretry", "wait_for", "await_for", "deadline"})
 TERMINAL_STATUSES = ("completed", "compensated", "failed")
 _NAME_RE = re.compile(r"^[A-Za-z_][\w-]*$")
 _REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -51,6 +52,20 @@ class Step:
     depends_on: str | Sequence[str] | None = None
     """The earlier steps (``"participant.action"``) that must take effect before this one: None
     means the step before it, ``()`` none (a step a library may run concurrently with others)."""
+    timeout: float | None = None
+    """Virtual seconds the saga waits for a reply to each call of this step's operations before
+    it times out; None means the saga's ``call_timeout``."""
+    retries: int | None = None
+    """The step's retry budget: at most this many calls of ``action`` after the first (what
+    ``services.retry`` allows, and what the ``retry_budget`` invariant holds the saga to)."""
+    backoff: float = 0.5
+    """Virtual seconds ``services.retry`` waits before the first retry; doubled for each next one."""
+    max_backoff: float = 8.0
+    """The longest wait between two retries: the back-off is bounded here."""
+    events: str | Sequence[str] = ()
+    """The events the step's participant sends the saga on its own (a payment webhook, an
+    approval), which the saga awaits with ``services.wait_for``. Each arrival is a delivery point
+    (``payment.paid#1``) that a plan may delay, duplicate or drop."""
 
     def __post_init__(self) -> None:
         for label, value in (("participant", self.participant), ("action", self.action)):
@@ -71,6 +86,12 @@ class Step:
                     f"Step depends_on= takes step names like 'payment.charge' (or a list of them), got {self.depends_on!r}"
                 )
             object.__setattr__(self, "depends_on", tuple(names))
+        _check_timing(self)
+
+    @property
+    def event_names(self) -> tuple[str, ...]:
+        """The events the step's participant sends, as a tuple."""
+        return cast(tuple[str, ...], self.events)
 
     @property
     def irreversible(self) -> bool:
@@ -79,6 +100,32 @@ class Step:
 
     def __str__(self) -> str:
         return f"{self.participant}.{self.action}"
+
+
+def _check_timing(step: Step) -> None:
+    """Check a step's timing declarations (timeout, retry budget, back-off, events)."""
+    for label, value in (("timeout", step.timeout), ("backoff", step.backoff), ("max_backoff", step.max_backoff)):
+        if value is None and label == "timeout":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise SagaDefinitionError(f"Step {step.participant}.{step.action}: {label}= must be a positive number of seconds, got {value!r}")
+    if step.max_backoff < step.backoff:
+        raise SagaDefinitionError(
+            f"Step {step.participant}.{step.action}: max_backoff= ({step.max_backoff!r}) is below backoff= ({step.backoff!r})"
+        )
+    if step.retries is not None and (isinstance(step.retries, bool) or not isinstance(step.retries, int) or step.retries < 0):
+        raise SagaDefinitionError(f"Step {step.participant}.{step.action}: retries= must be a whole number >= 0, got {step.retries!r}")
+    names = (step.events,) if isinstance(step.events, str) else step.events
+    if not isinstance(names, Sequence) or not all(isinstance(n, str) and _NAME_RE.match(n) for n in names):
+        raise SagaDefinitionError(
+            f"Step {step.participant}.{step.action}: events= takes event names like 'paid' (or a list of them), got {step.events!r}"
+        )
+    clash = {step.action, step.compensation} & set(names)
+    if clash:
+        raise SagaDefinitionError(
+            f"Step {step.participant}.{step.action}: event {sorted(n for n in clash if n)[0]!r} has the name of an operation; name events apart"
+        )
+    object.__setattr__(step, "events", tuple(names))
 
 
 def _default_outcome(result: object) -> object:
@@ -137,6 +184,10 @@ class Saga:
     """Real (wall-clock) seconds after which an execution that has not returned is stopped from
     outside: the saga waits on something the harness does not own (a thread, a lock, real I/O, a
     busy loop), and the search fails with `SagaStuckError` saying where."""
+    deadline: float | None = None
+    """Virtual seconds from the start by which the saga must have settled: past it, it may only
+    compensate, and it must end compensated, or failed and flagged for a person (the
+    ``within_deadline`` invariant). None: no deadline."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -161,6 +212,14 @@ class Saga:
                         "each operation belongs to one step"
                     )
                 seen.add((step.participant, op))
+        for step in self.steps:
+            for event in step.event_names:
+                if (step.participant, event) in seen:
+                    raise SagaDefinitionError(
+                        f"saga {self.name!r}: {step.participant}.{event} is declared twice, or as an event and an operation; "
+                        "each name of a participant is one operation or one event"
+                    )
+                seen.add((step.participant, event))
         if isinstance(self.participants, System):
             check_system_covers(self.participants, self.name, self.participant_names, self.operations)
         elif not callable(self.participants):
@@ -178,6 +237,10 @@ class Saga:
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise SagaDefinitionError(f"saga {self.name!r}: {label} must be a positive number, got {value!r}")
+        if self.deadline is not None and (
+            isinstance(self.deadline, bool) or not isinstance(self.deadline, (int, float)) or not math.isfinite(self.deadline) or self.deadline <= 0
+        ):
+            raise SagaDefinitionError(f"saga {self.name!r}: deadline must be a positive number of seconds or None, got {self.deadline!r}")
         for label, flag in (("pauses", self.pauses), ("virtual_time", self.virtual_time)):
             if not isinstance(flag, bool):
                 raise SagaDefinitionError(f"saga {self.name!r}: {label} must be True or False, got {flag!r}")
@@ -193,6 +256,12 @@ class Saga:
         ops = {(s.participant, s.action) for s in self.steps}
         ops |= {(s.participant, s.compensation) for s in self.steps if s.compensation}
         return frozenset(ops)
+
+    @cached_property
+    def events(self) -> tuple[tuple[str, str], ...]:
+        """Every (participant, event) the saga's participants send it, sorted: their arrivals are
+        delivery points after the operations' own."""
+        return tuple(sorted((s.participant, e) for s in self.steps for e in s.event_names))
 
     @cached_property
     def dependencies(self) -> tuple[tuple[int, ...], ...]:

@@ -56,7 +56,7 @@ def test_demo_json_rows_have_their_shape(demo_json) -> None:
     rows = json.loads(demo_json[0].stdout)
     for row in rows:
         assert {"saga", "kind", "runtime", "broken", "bug", "violated", "examples", "plan", "seconds"} <= set(row)
-        assert row["kind"] == "orchestrated"
+        assert row["kind"] == {v.name: v.kind for v in variants()}[row["saga"]]
         assert row["runtime"] == "sim"
         assert isinstance(row["broken"], bool)
         assert row["bug"] is None or isinstance(row["bug"], str)
@@ -81,7 +81,12 @@ def test_demo_json_correct_saga_holds_and_every_broken_one_is_caught(demo_json) 
     assert correct["plan"] is None
     assert correct["verdict"] == "holds"
     assert correct["examples"] > 500  # it says how much it searched
-    assert len(rows) == 11
+    timed = rows.pop("timed_order")
+    assert (timed["kind"], timed["verdict"], timed["violated"]) == ("durable", "holds", [])
+    assert len(rows) == 14
+    assert {name for name, row in rows.items() if row["kind"] == "durable"} == {
+        "timeout_without_compensation", "webhook_wait_without_deadline", "retries_past_budget"
+    }
     bugs = {v.name: v.bug for v in variants()}
     for name, row in rows.items():
         assert row["broken"] is True
@@ -109,12 +114,13 @@ def test_demo_table(capsys, tmp_path) -> None:
     assert set(lines[2]) == {"-", " "}
     body = lines[3 : 3 + len(VARIANT_NAMES)]
     assert [line.split()[0] for line in body] == VARIANT_NAMES
-    assert body[0].split()[1] == "holds"
-    assert all(line.split()[1] == "caught" for line in body[1:])
+    correct = {v.name for v in variants() if not v.broken}
+    assert correct == {"order", "timed_order"}
+    assert all(line.split()[1] == ("holds" if line.split()[0] in correct else "caught") for line in body)
     by_name = {line.split()[0]: line for line in body}
     assert "lose-reply at payment.charge#1" in by_name["charge_without_key"]
     assert "no faults" in by_name["notify_before_pivot"]
-    assert "11/11 broken variants caught; correct saga: holds" in lines
+    assert "14/14 broken variants caught; correct sagas: holds" in lines
     assert lines[-1].startswith(f"Replay any minimal plan: saga-verify replay {tmp_path}")
     assert (tmp_path / lines[-1].rsplit("/", 1)[1]).exists()
 
@@ -373,8 +379,8 @@ def test_demo_html_ends_with_the_report_path(tmp_path, capsys) -> None:
     out, _ = capsys.readouterr()
     assert out.splitlines()[-1] == f"HTML report: {html / 'report.html'}"
     text = (html / "report.html").read_text(encoding="utf-8")
-    assert "12 sagas, 11 broken" in text
-    assert text.count('class="sequence"') == 11  # one diagram per caught variant
+    assert "16 sagas, 14 broken" in text
+    assert text.count('class="sequence"') == 14  # one diagram per caught variant
 
 
 @pytest.mark.parametrize("command", [["demo"], ["explore", "saga_verify.reference:charge_without_key"]])
@@ -447,8 +453,9 @@ def test_progress_shows_on_a_terminal_and_goes_away(tmp_path) -> None:
     assert re.match(r"\d distinct broken invariants in saga 'fresh_key_on_retry':\n\nsaga 'fresh_key_on_retry' broke no_double_create\n", out)
     code, _, shown = _on_a_terminal(["demo", "--max-examples", "0", "--report-dir", str(tmp_path)], tmp_path)
     assert code == 0  # the sweep alone catches every broken variant
-    assert "order (1/12): sweep" in shown
-    assert "volatile_dedupe (12/12)" in shown
+    assert "order (1/16): sweep" in shown
+    assert "volatile_dedupe (12/16)" in shown
+    assert "retries_past_budget (16/16)" in shown
 
 
 def test_no_progress_when_not_a_terminal(tmp_path) -> None:

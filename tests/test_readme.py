@@ -211,3 +211,31 @@ def test_the_arazzo_example_fails_for_a_retry_without_a_key(monkeypatch: pytest.
     # Every distinct broken invariant has its report (a group of them when there are several).
     reports = [str(e) for e in getattr(info.value, "exceptions", [info.value])]
     assert any("1. lose-reply at payment.charge#1" in report for report in reports), reports
+
+
+# -- "Durable sagas: deadlines, retries and waiting for a webhook" ---------------------------------
+def webhook_block() -> str:
+    section = README.read_text(encoding="utf-8").split("### Deadlines, retries and waiting for a webhook", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "README lost its webhook example"
+    return match.group(1)
+
+
+def test_the_webhook_example_holds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # where verify writes what it finds
+    namespace: dict[str, object] = {}
+    exec(compile(webhook_block(), "README.md", "exec"), namespace)
+    assert namespace["saga"].deadline == 120  # type: ignore[attr-defined]
+
+
+def test_the_webhook_example_without_a_timeout_waits_for_ever_on_a_dropped_webhook(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from saga_verify import SagaViolationError
+
+    monkeypatch.chdir(tmp_path)
+    block = webhook_block()
+    assert 'services.wait_for("payment.paid", timeout=60)' in block
+    block = block.replace('services.wait_for("payment.paid", timeout=60)', 'services.wait_for("payment.paid")')
+    with pytest.raises(SagaViolationError) as info:
+        exec(compile(block, "README.md", "exec"), {})
+    reports = [str(e) for e in getattr(info.value, "exceptions", [info.value])]
+    assert any("1. drop at payment.paid#1" in r and "within_deadline" in r for r in reports), reports

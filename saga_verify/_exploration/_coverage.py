@@ -75,8 +75,9 @@ class Coverage:
 
     @property
     def operations(self) -> tuple[tuple[str, str], ...]:
-        """The saga's operations in step order, each action before its compensation (the columns)."""
-        return tuple((participant, op) for participant, ops in self.saga.layout for _step, op, _slot in ops)
+        """The saga's operations in step order, each action before its compensation, then the
+        events its participants send (the columns)."""
+        return (*((participant, op) for participant, ops in self.saga.layout for _step, op, _slot in ops), *self.saga.events)
 
     def is_compensation(self, participant: str, operation: str) -> bool:
         return any(s.participant == participant and s.compensation == operation for s in self.saga.steps)

@@ -123,6 +123,14 @@ def _defs(prefix: str) -> str:
     return "<defs>" + "".join(heads) + hatch + "</defs>"
 
 
+def _timeout_of(execution: Execution, entry: TraceEntry) -> float:
+    """How long the caller of this entry waited: its step's ``timeout=``, or the saga's."""
+    for step in execution.saga.steps:
+        if step.participant == entry.participant and entry.operation in (step.action, step.compensation) and step.timeout is not None:
+            return step.timeout
+    return execution.saga.call_timeout
+
+
 def _is_compensation(execution: Execution, participant: str, operation: str) -> bool:
     return any(s.participant == participant and s.compensation == operation for s in execution.saga.steps)
 
@@ -281,7 +289,19 @@ def _entry(
     def badge(x: float, y: float, text: str, colour: str) -> str:
         return f'<g class="fault"{mark}>' + _text(x, y, text, size=11, fill=colour, weight="bold") + "</g>"
 
-    if outcome in ("late", "copy"):
+    if (entry.participant, entry.operation) in execution.saga.events:
+        # An event the participant sent: it travels the other way, from the participant to the saga.
+        words = {"event": "event arrives", "copy": "event arrives again (copy)", "dropped": "event lost"}[outcome]
+        out.append(_text(x_s + 8, y_req - 6, f"{entry.operation} #{entry.attempt}: {words}", fill=STYLES["reply"][0]))
+        if outcome == "dropped":
+            out.append(_arrow(x_p, mid + 6, y_req, "lost", prefix, head=False))
+            out.append(f'<g class="fault fault-drop"{mark}>{_cross(mid, y_req)}</g>')
+            out.append(badge(x_s + 8, y_rep + 4, f"✕ {fault}: the saga never receives it", STYLES["fault"][0]))
+        else:
+            out.append(_arrow(x_p, x_s + 2, y_req, "copy" if outcome == "copy" else "reply", prefix))
+            if fault and outcome == "event":
+                out.append(badge(x_p + 12, y_req + 4, f"◷ {fault}" if fault.startswith("delay") else f"\u00d72 {fault}", STYLES["late"][0]))
+    elif outcome in ("late", "copy"):
         # What landed, by the fault that caused it: a late outcome may be a duplicate's copy.
         if outcome == "copy" or (fault or "").startswith("duplicate"):
             kind, words = "copy", "duplicate copy lands" + (" late" if outcome == "late" else "")
@@ -301,7 +321,7 @@ def _entry(
         out.append(_arrow(x_s, stop - 6, y_req, "fault", prefix, head=False))
         out.append(f'<g class="fault fault-{escape(outcome)}"{mark}>{_cross(stop, y_req)}</g>')
         out.append(_text(x_s + 8, y_req - 6, call, fill=STYLES[style][0]))
-        seen = "ConnectionError" if outcome == "failed" else f"TimeoutError after {execution.saga.call_timeout:g} s"
+        seen = "ConnectionError" if outcome == "failed" else f"TimeoutError after {_timeout_of(execution, entry):g} s"
         out.append(badge(x_s + 8, y_rep + 4, f"✕ {fault}: caller sees {seen}", STYLES["fault"][0]))
     elif outcome == "held":
         out.append(_arrow(x_s, mid - 10, y_req, style, prefix, head=False))
@@ -311,7 +331,7 @@ def _entry(
         )
         out.append(_text(x_s + 8, y_req - 6, call, fill=STYLES[style][0]))
         out.append(badge(mid + 14, y_req + 4, f"held: {fault}", STYLES["late"][0]))
-        out.append(_text(x_s + 8, y_rep + 4, f"caller sees TimeoutError after {execution.saga.call_timeout:g} s", size=10, fill="#78909c"))
+        out.append(_text(x_s + 8, y_rep + 4, f"caller sees TimeoutError after {_timeout_of(execution, entry):g} s", size=10, fill="#78909c"))
     elif outcome == "frozen":
         out.append(_arrow(x_s, x_p - 10, y_req, style, prefix))
         out.append(_text(x_s + 8, y_req - 6, call, fill=STYLES[style][0]))
@@ -319,7 +339,7 @@ def _entry(
             out.append(badge(x_p + 12, y_req + 4, f"❄ {fault}", STYLES["paused"][0]))
         else:
             out.append(_text(x_p + 12, y_req + 4, "waits: paused", size=10, fill=STYLES["paused"][0]))
-        out.append(_text(x_s + 8, y_rep + 4, f"caller sees TimeoutError after {execution.saga.call_timeout:g} s", size=10, fill="#78909c"))
+        out.append(_text(x_s + 8, y_rep + 4, f"caller sees TimeoutError after {_timeout_of(execution, entry):g} s", size=10, fill="#78909c"))
     else:
         # Delivered: ok, reply-lost, crashed, raised.
         out.append(_arrow(x_s, x_p - 2, y_req, style, prefix))

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from .._files import unwritable_folder, write_atomically
-from .._world import LedgerRow, TraceEntry
+from .._world import LedgerRow, Moment, TraceEntry
 from ..errors import OptionError
 from ._diagram import legend, sequence_diagram
 from ._matrix import coverage_table
-from ._timeline import OUTCOME_TEXT, compact
+from ._timeline import MOMENT_MARK, OUTCOME_TEXT, compact
 
 if TYPE_CHECKING:
     from .._exploration import ExplorationResult, Failure
@@ -124,6 +124,13 @@ def _effect(row: LedgerRow) -> str:
     return f"{row.action} {amount}" + (f" {row.ref}" if row.ref else "")
 
 
+def _moment_row(moment: Moment) -> str:
+    return (
+        f'<tr class="moment moment-{escape(moment.kind)}"><td class="num"></td><td class="num">{moment.time:.3f}</td>'
+        f'<td colspan="6"><em>{escape(MOMENT_MARK.get(moment.kind, moment.kind))}</em>: {escape(moment.text)}</td></tr>'
+    )
+
+
 def _timeline_table(failure: Failure, prefix: str, entries: set[int], rows: set[int]) -> str:
     execution = failure.execution
     effects: dict[int, list[LedgerRow]] = {}
@@ -131,7 +138,11 @@ def _timeline_table(failure: Failure, prefix: str, entries: set[int], rows: set[
         effects.setdefault(row.delivery, []).append(row)
     compensations = {(s.participant, s.compensation) for s in execution.saga.steps if s.compensation}
     lines = []
+    moments = list(execution.moments)
     for e in execution.trace:
+        # Waits, back-offs and the deadline, between the deliveries, in time order.
+        while moments and moments[0].time < e.time:
+            lines.append(_moment_row(moments.pop(0)))
         classes = []
         if (e.participant, e.operation) in compensations:
             classes.append("compensation")
@@ -150,6 +161,7 @@ def _timeline_table(failure: Failure, prefix: str, entries: set[int], rows: set[
             f"<td>{escape(OUTCOME_TEXT.get(e.outcome, e.outcome))}</td><td><code>{escape(compact(e.reply) if e.reply is not None else '')}</code></td>"
             f'<td class="fault-cell">{escape(e.fault or "")}</td><td>{effect_text}</td></tr>'
         )
+    lines += [_moment_row(m) for m in moments]
     ending = execution.status
     if execution.halted:
         ending = f"halted: {execution.halted}"

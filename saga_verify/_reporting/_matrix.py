@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 def _why_not(coverage: Coverage, kind: str, participant: str, operation: str) -> str:
     """Why the search never puts ``kind`` at this operation."""
     saga = coverage.saga
+    if (participant, operation) in saga.events:
+        return "an event's arrival can only be dropped, duplicated, delayed or lost from then on"
+    if kind == "drop":
+        return "only an event's arrival is dropped (a call that is not delivered is 'fail')"
     if kind == "refuse":
         if coverage.is_compensation(participant, operation):
             return "a compensation is never refused: only a step's action declares refuse="

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .._world import LedgerRow, TraceEntry
+from .._world import LedgerRow, Moment, TraceEntry
 
 if TYPE_CHECKING:
     from .._exploration import ExplorationResult, Failure
@@ -23,6 +23,19 @@ OUTCOME_TEXT = {
     "late": "LANDED LATE",
     "copy": "DUPLICATE COPY",
     "raised": "RAISED",
+    "event": "EVENT ARRIVED",
+    "dropped": "EVENT LOST (dropped on its way; the saga never receives it)",
+}
+
+#: How each kind of moment on the timeline is marked (waits, back-offs, the deadline).
+MOMENT_MARK = {
+    "wait": "waits",
+    "received": "wakes",
+    "wait-timeout": "WAIT TIMED OUT",
+    "wait-forever": "WAITS FOR EVER",
+    "backoff": "backs off",
+    "gave-up": "GIVES UP",
+    "deadline": "DEADLINE",
 }
 
 
@@ -52,9 +65,20 @@ def render_entry(entry: TraceEntry) -> str:
     )
 
 
+def render_moment(moment: Moment) -> str:
+    """A wait, a back-off or the deadline, between the deliveries: ``~~ t= 60.011 WAIT TIMED OUT ...``."""
+    return f"  ~~   t={moment.time:8.3f}  {MOMENT_MARK.get(moment.kind, moment.kind)}: {moment.text}"
+
+
 def render_timeline(execution: Execution) -> str:
     lines = [f"Timeline (virtual seconds; saga instance {execution.correlation_id}):"]
-    lines += [render_entry(e) for e in execution.trace]
+    moments = list(execution.moments)
+    for entry in execution.trace:
+        # A moment goes before the first delivery later than it, so the timeline reads in time order.
+        while moments and moments[0].time < entry.time:
+            lines.append(render_moment(moments.pop(0)))
+        lines.append(render_entry(entry))
+    lines += [render_moment(m) for m in moments]
     ending = execution.status
     if execution.halted:
         ending = f"halted: {execution.halted}"

@@ -8,6 +8,7 @@ from typing import Any
 
 from ._clock import VirtualClock
 from ._current import current_services
+from ._events import Moment
 from ._ledger import Ledger, LedgerRow
 from ._trace import OUTCOMES, TraceEntry, trace_to_json
 from ._world import Endpoint, Execution, Services, Transported, World, plan_chooser, run_plan
@@ -19,6 +20,7 @@ __all__ = [
     "HttpParticipant",
     "Ledger",
     "LedgerRow",
+    "Moment",
     "Services",
     "SyncASGITransport",
     "TraceEntry",

@@ -7,6 +7,8 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any, NamedTuple, Protocol
 
+from ..errors import SagaDefinitionError
+
 
 class _Clock(Protocol):
     def now(self) -> float: ...
@@ -126,6 +128,19 @@ class Ledger:
             )
         self.rows.append(row)
         return row
+
+    def send(self, event: str, payload: Any = None, *, after: float = 0.0) -> None:
+        """Send the saga ``event`` (a webhook, an approval; declared in the Step's ``events=``)
+        carrying ``payload``: it arrives ``after`` virtual seconds from now, unless the plan
+        delays, duplicates or drops it. The saga takes it with ``services.wait_for``. Only in
+        simulation, where the harness carries it."""
+        send = getattr(self._world, "send_event", None)
+        if send is None:
+            raise SagaDefinitionError(
+                f"{self._participant or 'a participant'} sent event {event!r} outside a simulated execution: "
+                "events travel only where saga-verify runs the participant (runtime 'sim')"
+            )
+        send(self._participant, event, payload, after)
 
     def bind(self, world: LedgerBinding, participant: str) -> None:
         """Attach to an execution (the harness does this when it builds the world), or to whatever

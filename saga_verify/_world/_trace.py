@@ -19,6 +19,8 @@ OUTCOMES = {
     "late": "a held request landed",
     "copy": "a duplicate copy landed",
     "raised": "the participant raised while handling it",
+    "event": "an event a participant sent (a webhook, an approval) reached the saga",
+    "dropped": "an event a participant sent was lost on its way; the saga never received it",
 }
 
 

@@ -22,9 +22,10 @@ from .._saga import Saga, Step
 from ..errors import SagaDefinitionError, SagaStuckError, SagaVerifyError
 from ..faults._kinds import Delay, DeliveryPoint, Duplicate, Fault, Outage, Pause
 from ..faults._plan import FaultPlan
-from . import _clocks, _watchdog
+from . import _clocks, _retry, _watchdog
 from ._clock import VirtualClock
 from ._current import CURRENT
+from ._events import EventPoint, Events, Moment
 from ._ledger import Ledger, LedgerRow
 from ._loop import LoopStopped, WorldLoop
 from ._trace import TraceEntry
@@ -80,7 +81,7 @@ def plain_errors(kind: str, message: str) -> BaseException:
 class Endpoint:
     """One (participant, operation) of one world, with its call counter."""
 
-    __slots__ = ("calls", "fn", "is_async", "operation", "participant", "slot", "step", "world")
+    __slots__ = ("calls", "fn", "is_async", "operation", "participant", "slot", "step", "timeout", "world")
 
     #: Builds the error the caller sees for an injected failure.
     errors: ErrorFactory = staticmethod(plain_errors)
@@ -98,6 +99,8 @@ class Endpoint:
         self.fn = fn
         #: Whether the participant's method is ``async def`` (the caller then awaits the call).
         self.is_async = is_async
+        #: Virtual seconds the caller waits for a reply: the step's ``timeout=``, or the saga's.
+        self.timeout = step.timeout if step.timeout is not None else world.saga.call_timeout
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         fn = self.fn
@@ -163,17 +166,56 @@ class ParticipantProxy:
 
 
 class Services:
-    """The saga's view of the world: ``services.<participant>`` and ``services.clock``."""
+    """The saga's view of the world: ``services.<participant>``, ``services.clock``, the saga's
+    ``services.deadline``, and the means to wait on virtual time: ``services.retry`` (a step's
+    operation retried within its budget, with back-off) and ``services.wait_for`` (an event, with
+    a deadline)."""
 
     def __init__(self, proxies: Mapping[str, Any], clock: VirtualClock, world: World | None = None) -> None:
         self.__dict__.update(proxies)
         self.clock = clock
+        #: Virtual seconds from the start by which the saga must have settled, or None.
+        self.deadline: float | None = world.saga.deadline if world is not None else None
         self.__dict__["_world"] = world
+
+    def retry(self, call: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)`` (an operation: ``services.payment.charge``), called again
+        after each transport error within its step's ``retries=`` budget, waiting a bounded
+        exponential back-off with jitter from the plan's seed (``backoff=``, ``max_backoff=``);
+        a forward step stops retrying where the next wait would pass the saga's deadline. The
+        last error is raised when it gives up; a reply, whatever it says, is returned."""
+        return _retry.retry(self._world, call, args, kwargs)
+
+    async def aretry(self, call: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """`retry` for an ``async def`` saga."""
+        return await _retry.aretry(self._world, call, args, kwargs)
+
+    def wait_for(self, event: str, timeout: float | None = None) -> Any:
+        """The next arrival of ``event`` (``"payment.paid"``, declared in a Step's ``events=``)
+        that the saga has not taken yet: its payload. Waits on virtual time at most ``timeout``
+        seconds and raises ``TimeoutError`` after that; with no timeout it waits for ever (an
+        execution in which nothing will ever send it is stopped, and does not terminate)."""
+        world = self._world
+        if world.events is None:
+            raise world.fail(
+                SagaDefinitionError(
+                    f"the saga waits for event {event!r}, but saga {world.saga.name!r} declares no events; "
+                    "name them in a Step's events= (e.g. Step('payment', 'charge', 'refund', events='paid'))"
+                )
+            )
+        return world.events.wait_for(event, timeout)
+
+    async def await_for(self, event: str, timeout: float | None = None) -> Any:
+        """`wait_for` for an ``async def`` saga: its other tasks run while it waits."""
+        world = self._world
+        if world.events is None:
+            self.wait_for(event, timeout)  # raises the same definition error
+        return await world.events.await_for(event, timeout)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)  # copy, pickle and friends probe for these
-        known = sorted(k for k in self.__dict__ if k not in ("clock", "_world"))
+        known = sorted(k for k in self.__dict__ if k not in ("clock", "deadline", "_world"))
         error = SagaDefinitionError(f"the saga asked for services.{name}; this saga's participants are: {', '.join(known)}")
         raise error if self._world is None else self._world.fail(error)
 
@@ -204,6 +246,12 @@ class Execution:
     correlation_id: str = ""
     elapsed: float = 0.0
     """Virtual seconds from start to the last delivery."""
+    returned_at: float | None = None
+    """Virtual seconds from start to when the saga's code returned or raised (None if it was
+    stopped)."""
+    moments: tuple[Moment, ...] = ()
+    """What happened to time besides the deliveries (waits for events, back-offs, the deadline
+    passing), in time order: for the timeline."""
     _rows: tuple[LedgerRow, ...] = field(default=(), repr=False)
 
     @property
@@ -276,6 +324,10 @@ class World:
         self.stuck: str | None = None
         #: The event loop of an async saga while it runs.
         self.loop: WorldLoop | None = None
+        #: Waits, back-offs and the deadline, for the timeline (`Moment`).
+        self.moments: list[Moment] = []
+        #: The events the saga's participants send it, if the saga declares any.
+        self.events = Events(self, _Halted) if saga.events else None
         self.participants = self._build_participants()
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self.services = self._build_services()
@@ -342,6 +394,44 @@ class World:
         self._row_seq += 1
         return self._row_seq - 1
 
+    # -- time and events -----------------------------------------------------------------------
+    @property
+    def correlation_id(self) -> str:
+        return self._correlation
+
+    def note(self, time: float, kind: str, text: str) -> None:
+        """Put a `Moment` on the timeline."""
+        self.moments.append(Moment(time, kind, text))
+
+    def random(self) -> float:
+        """A number in [0, 1) from the world's private random source (seeded by the plan)."""
+        self._rng = (self._rng * 6364136223846793005 + 1442695040888963407) & _MASK64
+        return (self._rng >> 11) / 9007199254740992.0
+
+    def send_event(self, participant: str, event: str, payload: Any, after: float) -> None:
+        """A participant sends the saga an event (`Ledger.send`)."""
+        if self.events is None:
+            raise self.fail(
+                SagaDefinitionError(
+                    f"{participant} sent event {event!r}, but saga {self.saga.name!r} declares no events; "
+                    "name it in its Step's events="
+                )
+            )
+        self.events.send(participant, event, payload, after)
+
+    def decide_event(self, point: EventPoint, attempt: int) -> Fault | None:
+        """The fault (or None) at the ``attempt``-th arrival of an event."""
+        key = (point.participant, point.operation)
+        outage = self._outages.get(key) if self._outages else None
+        if outage is not None:
+            return outage
+        fault = self._chooser(cast(Endpoint, point), attempt)
+        if fault is not None:
+            self.injected.append(fault)
+            if isinstance(fault, Outage):
+                self._outages[key] = fault
+        return fault
+
     # -- what goes wrong ---------------------------------------------------------------------
     def fail(self, error: BaseException) -> BaseException:
         """Note an error of the harness that is about to be raised inside the saga's code; the run
@@ -391,6 +481,8 @@ class World:
             ep.calls -= 1
             self.halt(f"still running after {self.saga.max_seconds:g} virtual seconds")
             raise self._refuse(ep)
+        if self.events is not None and self.events.in_flight:
+            self.events.land(now)
         frozen = self._frozen.get(ep.participant) if self._frozen else None
         if frozen is not None and now < frozen[1]:
             # A frozen participant takes in nothing else: whatever else the plan says about this
@@ -453,15 +545,15 @@ class World:
             raise ep.errors("connect", f"{point}: connection refused (injected {label})")
         if kind == "timeout":
             self._record(ep, attempt, key, request, "timed-out", None, label)
-            clock._now += self.saga.call_timeout
-            raise ep.errors("timeout", f"{point}: no reply within {self.saga.call_timeout:g}s (injected {label})")
+            clock._now += ep.timeout
+            raise ep.errors("timeout", f"{point}: no reply within {ep.timeout:g}s (injected {label})")
         if kind == "lose-reply":
             try:
                 yield from self._apply(ep, attempt, key, request, thunk, "reply-lost", label)
             except Exception:
                 pass  # the caller never learns the participant failed: its reply is lost too
-            clock._now += self.saga.call_timeout
-            raise ep.errors("timeout", f"{point}: no reply within {self.saga.call_timeout:g}s (injected {label})")
+            clock._now += ep.timeout
+            raise ep.errors("timeout", f"{point}: no reply within {ep.timeout:g}s (injected {label})")
         if kind == "crash":
             try:
                 yield from self._apply(ep, attempt, key, request, thunk, "crashed", label)
@@ -486,13 +578,13 @@ class World:
             return reply
         if kind == "delay":
             assert isinstance(fault, Delay)
-            if fault.seconds < self.saga.call_timeout:
+            if fault.seconds < ep.timeout:
                 clock._now += fault.seconds
                 return (yield from self._apply(ep, attempt, key, request, thunk, "ok", label))
             self._record(ep, attempt, key, request, "held", None, label)
             self._hold(clock._now + fault.seconds, ep, attempt, key, request, thunk, label)
-            clock._now += self.saga.call_timeout
-            raise ep.errors("timeout", f"{point}: no reply within {self.saga.call_timeout:g}s (injected {label})")
+            clock._now += ep.timeout
+            raise ep.errors("timeout", f"{point}: no reply within {ep.timeout:g}s (injected {label})")
         if kind == "pause" or kind == "frozen":
             # The call that froze the participant carries the pause; the others merely arrived
             # while it was frozen, and each waits in it until the thaw.
@@ -502,7 +594,7 @@ class World:
                 assert isinstance(fault, Pause)
                 pause, thaw, label_here = fault, clock._now + fault.seconds, label
                 self._frozen[ep.participant] = (pause, thaw)
-            if thaw - clock._now < self.saga.call_timeout:
+            if thaw - clock._now < ep.timeout:
                 # Answered within the timeout, at the thaw: after what was waiting in it already.
                 clock._now = thaw
                 if self.pending:
@@ -510,8 +602,8 @@ class World:
                 return (yield from self._apply(ep, attempt, key, request, thunk, "ok", label_here))
             self._record(ep, attempt, key, request, "frozen", None, label_here)
             self._hold(thaw, ep, attempt, key, request, thunk, pause.label)
-            clock._now += self.saga.call_timeout
-            raise ep.errors("timeout", f"{point}: no reply within {self.saga.call_timeout:g}s ({ep.participant} frozen by injected {pause.label})")
+            clock._now += ep.timeout
+            raise ep.errors("timeout", f"{point}: no reply within {ep.timeout:g}s ({ep.participant} frozen by injected {pause.label})")
         raise self.fail(SagaDefinitionError(f"fault kind {kind!r} is not known to this world"))  # pragma: no cover
 
     def _hook(self, what: str, ep: Endpoint, hook: Callable[[Any], None]) -> None:
@@ -528,6 +620,10 @@ class World:
     def _hold(self, due: float, ep: Endpoint, attempt: int, key: str | None, request: Any, thunk: Thunk, label: str) -> None:
         self.pending_order += 1
         heapq.heappush(self.pending, (due, self.pending_order, ep, attempt, key, request, thunk, label))
+
+    def flush_due(self) -> Generator[Thunk, Any, None]:
+        """Land the held requests due by now (a saga waiting on virtual time for an event)."""
+        return self._flush(self.clock._now)
 
     def _flush(self, until: float | None) -> Generator[Thunk, Any, None]:
         """Land held requests and late copies that are due, oldest first, each at its due time
@@ -617,6 +713,7 @@ class World:
         saga = self.saga
         result: Any = None
         error: BaseException | None = None
+        returned_at: float | None = None
         if self.virtual_time and (_clocks.SWITCH.travel is None or len(sys.modules) != _clocks.SWITCH.modules_seen):
             _clocks.engage()
         context = CURRENT.set(self)
@@ -629,14 +726,19 @@ class World:
             _watchdog.start()
         try:
             try:
-                if saga.is_async:
-                    result = self._run_async()
-                else:
-                    result = saga.run(self.services, saga.input)
-                    if inspect.isawaitable(result):
-                        raise self.fail(
-                            SagaDefinitionError(f"saga {saga.name!r}: run returned an awaitable; declare it with 'async def'")
-                        )
+                try:
+                    if saga.is_async:
+                        result = self._run_async()
+                    else:
+                        result = saga.run(self.services, saga.input)
+                        if inspect.isawaitable(result):
+                            raise self.fail(
+                                SagaDefinitionError(f"saga {saga.name!r}: run returned an awaitable; declare it with 'async def'")
+                            )
+                except Exception:
+                    returned_at = self.clock._now
+                    raise
+                returned_at = self.clock._now
             except _Halted:
                 pass
             except _watchdog.Stuck:
@@ -657,6 +759,8 @@ class World:
                         self.drive(self._flush(None))
                 except _Halted:
                     pass
+            if self.events is not None and self.stuck is None and self.harness_error is None:
+                self.events.land(None)  # what was sent arrives, whether or not the saga still waits
         except _watchdog.Stuck:
             pass  # the watchdog's interrupt landed in the harness's own code, after the saga's
         finally:
@@ -685,6 +789,8 @@ class World:
             status_value = saga.outcome(result)
             status = status_value if isinstance(status_value, str) else repr(status_value)
         trace = tuple(e for e in self.trace if e is not None)
+        if saga.deadline is not None and trace and max(trace[-1].time, self.clock._now) > saga.deadline:
+            self.note(saga.deadline, "deadline", f"the saga's deadline passes (t={saga.deadline:g})")
         ledgers = {name: tuple(getattr(obj, "ledger", ()) or ()) for name, obj in self.participants.items()}
         rows = tuple(sorted((r for rows in ledgers.values() for r in rows), key=lambda r: r.seq))
         operations = saga.operations
@@ -704,6 +810,8 @@ class World:
             seed=self._seed,
             correlation_id=self._correlation,
             elapsed=self.clock._now,
+            returned_at=returned_at if self.halted is None else None,
+            moments=tuple(sorted(self.moments, key=lambda m: m.time)),
             _rows=rows,
         )
 

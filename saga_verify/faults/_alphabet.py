@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from .._saga import Saga
-from ._kinds import Crash, Delay, Duplicate, FailBeforeEffect, FaultTemplate, LoseReply, Outage, Pause, Refuse, Timeout
+from ._kinds import (
+    Crash,
+    Delay,
+    Drop,
+    Duplicate,
+    FailBeforeEffect,
+    FaultTemplate,
+    LoseReply,
+    Outage,
+    Pause,
+    Refuse,
+    Timeout,
+)
 
 #: How much later than the call timeout a "late" copy or held request lands, as a multiple.
 LATE_FACTOR = 30.0
@@ -12,14 +24,17 @@ LATE_FACTOR = 30.0
 def templates_for(saga: Saga, participant: str, operation: str) -> tuple[FaultTemplate, ...]:
     """Every fault a search tries at one operation, simplest first: shrinking moves towards the
     front of this list and the sweep tries it in this order."""
-    late = saga.call_timeout * LATE_FACTOR
+    if (participant, operation) in saga.events:
+        return event_templates(saga)
+    timeout = _timeout_of(saga, participant, operation)
+    late = timeout * LATE_FACTOR
     out = [FaultTemplate(FailBeforeEffect), FaultTemplate(Timeout), FaultTemplate(LoseReply)]
     if (participant, operation) in saga.refusable:
         out.append(FaultTemplate(Refuse))
     out += [
         FaultTemplate(Duplicate, (("lag", 0.0),)),
         FaultTemplate(Duplicate, (("lag", late),)),
-        FaultTemplate(Delay, (("seconds", saga.call_timeout / 2),)),
+        FaultTemplate(Delay, (("seconds", timeout / 2),)),
         FaultTemplate(Delay, (("seconds", late),)),
         FaultTemplate(Outage),
     ]
@@ -32,5 +47,34 @@ def templates_for(saga: Saga, participant: str, operation: str) -> tuple[FaultTe
     return tuple(out)
 
 
+def _timeout_of(saga: Saga, participant: str, operation: str) -> float:
+    """How long the saga waits for a reply from this operation: its step's ``timeout=``, or the
+    saga's ``call_timeout``."""
+    for step in saga.steps:
+        if step.participant == participant and operation in (step.action, step.compensation) and step.timeout is not None:
+            return step.timeout
+    return saga.call_timeout
+
+
+def event_templates(saga: Saga) -> tuple[FaultTemplate, ...]:
+    """What a search tries at an event's arrival, simplest first: lost, delivered twice (at once,
+    then late), held a little, held past any wait (after the saga gave up on it), and every
+    later one lost too."""
+    wait = saga.deadline if saga.deadline is not None else saga.call_timeout * LATE_FACTOR
+    return (
+        FaultTemplate(Drop),
+        FaultTemplate(Duplicate, (("lag", 0.0),)),
+        FaultTemplate(Duplicate, (("lag", wait),)),
+        FaultTemplate(Delay, (("seconds", saga.call_timeout),)),
+        FaultTemplate(Delay, (("seconds", wait),)),
+        FaultTemplate(Outage),
+    )
+
+
 def alphabet(saga: Saga) -> dict[tuple[str, str], tuple[FaultTemplate, ...]]:
-    return {op: templates_for(saga, *op) for op in sorted(saga.operations)}
+    """The faults a search may put at each delivery point: the operations in sorted order (their
+    position is an endpoint's slot), then the events the participants send."""
+    table = {op: templates_for(saga, *op) for op in sorted(saga.operations)}
+    for event in saga.events:
+        table[event] = event_templates(saga)
+    return table

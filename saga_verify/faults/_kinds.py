@@ -191,6 +191,20 @@ class Outage(Fault):
     meaning: ClassVar[str] = "this and every later attempt fails before effect"
 
 
+@dataclass(frozen=True)
+class Drop(Fault):
+    """An event (a webhook, an approval) is lost on its way to the saga: it was sent, and the
+    saga never receives it. Only at an event's arrival."""
+
+    kind: ClassVar[str] = "drop"
+    meaning: ClassVar[str] = "an event is lost on its way; the saga never receives it"
+
+
+#: The kinds a plan may put at an event's arrival (``payment.paid#1``): an event can be lost,
+#: delivered twice, held; an outage loses this and every later one.
+EVENT_KINDS: frozenset[str] = frozenset({"drop", "duplicate", "delay", "outage"})
+
+
 def _check_seconds(fault: Fault, value: object, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PlanError(f"{fault.kind} at {fault.at}: {name} must be a number of seconds, got {value!r}")
@@ -201,6 +215,7 @@ def _check_seconds(fault: Fault, value: object, name: str) -> None:
 #: Every fault kind, simplest first: searches try them and shrink towards them in this order.
 FAULT_KINDS: tuple[type[Fault], ...] = (
     FailBeforeEffect,
+    Drop,
     Timeout,
     LoseReply,
     Refuse,

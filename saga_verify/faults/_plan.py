@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 from .._files import write_atomically
 from ..errors import PlanError
-from ._kinds import FAULT_KINDS, POINT_PATTERN, Crash, DeliveryPoint, Fault, Outage, Refuse, fault_from_json
+from ._kinds import (
+    EVENT_KINDS,
+    FAULT_KINDS,
+    POINT_PATTERN,
+    Crash,
+    DeliveryPoint,
+    Fault,
+    Outage,
+    Refuse,
+    fault_from_json,
+)
 
 if TYPE_CHECKING:
     from .._saga import Saga
@@ -153,10 +163,23 @@ class FaultPlan:
                 + (f" ({self.saga_ref})" if self.saga_ref else "")
             )
         operations = saga.operations
+        events = saga.events
         for fault in self.faults:
             key = (fault.at.participant, fault.at.operation)
+            if key in events:
+                if fault.kind not in EVENT_KINDS:
+                    raise PlanError(
+                        f"plan puts {fault.kind} at {fault.at}, an event's arrival: an event can only be dropped, "
+                        "duplicated, delayed, or lost from then on (outage)"
+                    )
+                continue
+            if fault.kind == "drop":
+                raise PlanError(
+                    f"plan drops {fault.at}, which is no event of saga {saga.name!r}: drop is for events "
+                    "(a Step's events=); a call that is not delivered is 'fail'"
+                )
             if key not in operations:
-                names = [f"{p}.{o}" for p, o in sorted(operations)]
+                names = [f"{p}.{o}" for p, o in sorted(operations)] + [f"{p}.{e} (event)" for p, e in events]
                 wanted = f"{key[0]}.{key[1]}"
                 hint = difflib.get_close_matches(wanted, names, n=1)
                 suggestion = f" (did you mean {hint[0]}?)" if hint else ""

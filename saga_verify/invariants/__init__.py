@@ -15,6 +15,7 @@ from ._builtin import (
     terminates,
 )
 from ._core import Invariant, Violation, check, invariant
+from ._time import retry_budget, within_deadline
 
 __all__ = [
     "Invariant",
@@ -30,7 +31,9 @@ __all__ = [
     "no_double_effect",
     "no_forward_after_compensation",
     "no_unhandled_error",
+    "retry_budget",
     "reverse_compensation_order",
     "standard_invariants",
     "terminates",
+    "within_deadline",
 ]

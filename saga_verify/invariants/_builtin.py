@@ -9,6 +9,7 @@ from .._saga import TERMINAL_STATUSES, Saga, Step
 from .._world import Execution, LedgerRow
 from ..errors import SagaDefinitionError
 from ._core import Invariant, Violation
+from ._time import retry_budget, within_deadline
 
 _ANSWERED = frozenset({"ok"})
 
@@ -340,8 +341,11 @@ irreversible_last = Invariant(
 
 
 def standard_invariants(saga_or_steps: Saga | Iterable[Step]) -> tuple[Invariant, ...]:
-    """The invariants every saga should hold, for a saga's steps (give the saga or its steps)."""
+    """The invariants every saga should hold, for a saga's steps (give the saga or its steps); and,
+    where they declare them, the deadline (`within_deadline`) and retry budgets (`retry_budget`)."""
     steps = tuple(saga_or_steps.steps if isinstance(saga_or_steps, Saga) else saga_or_steps)
+    timed = (within_deadline,) if isinstance(saga_or_steps, Saga) and saga_or_steps.deadline is not None else ()
+    budgets = (retry_budget,) if any(s.retries is not None for s in steps) else ()
     return (
         terminates,
         no_unhandled_error,
@@ -353,6 +357,8 @@ def standard_invariants(saga_or_steps: Saga | Iterable[Step]) -> tuple[Invariant
         reverse_compensation_order,
         irreversible_last,
         forward_order,
+        *timed,
+        *budgets,
     )
 
 

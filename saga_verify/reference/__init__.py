@@ -12,7 +12,7 @@ from typing import Any
 from saga_verify import Saga, Step
 from saga_verify.systems import Service, ServiceHandle, System
 
-from . import _broken
+from . import _broken, _timed
 from ._orchestrated import OrderSaga
 from ._participants import Inventory, Notification, Payment, Shipping
 from ._routes import ROUTES
@@ -29,6 +29,7 @@ __all__ = [
     "order_saga",
     "reference_http_system",
     "reference_system",
+    "timed_order_saga",
     "variants",
 ]
 
@@ -180,6 +181,18 @@ refund_forgets_charge = _saga("refund_forgets_charge", payment=_broken.RefundFor
 volatile_dedupe = _saga("volatile_dedupe", payment=_broken.VolatileDedupePayment)
 
 
+#: The correct timed order saga (`_timed`): a payment webhook awaited with a deadline, retries
+#: within budget; it holds every invariant, those about time included, under every plan.
+timed_order_saga = _timed.timed_saga("timed_order", _timed.TimedOrderSaga, f"{__name__}:timed_order_saga")
+timeout_without_compensation = _timed.timed_saga(
+    "timeout_without_compensation", _timed.TimeoutWithoutCompensation, f"{__name__}:timeout_without_compensation"
+)
+webhook_wait_without_deadline = _timed.timed_saga(
+    "webhook_wait_without_deadline", _timed.WebhookWaitWithoutDeadline, f"{__name__}:webhook_wait_without_deadline"
+)
+retries_past_budget = _timed.timed_saga("retries_past_budget", _timed.RetriesPastBudget, f"{__name__}:retries_past_budget")
+
+
 @dataclass(frozen=True)
 class Variant:
     """A reference saga and, for a broken one, the bug it carries."""
@@ -192,6 +205,11 @@ class Variant:
     payment_class: type[Payment] = Payment
     """The payment participant (a broken variant may serve a broken one)."""
     kind: str = "orchestrated"
+    runtimes: tuple[str, ...] = ("sim", "asgi", "process", "container")
+    """Where its participants can run (the timed sagas' are plain objects: ``sim`` only)."""
+    correct: Saga | None = None
+    """The correct saga of its kind, which must hold under this variant's plans (None: the
+    orchestrated order saga)."""
 
     @property
     def name(self) -> str:
@@ -207,7 +225,8 @@ def _bug(cls: type) -> str:
 
 
 def variants() -> tuple[Variant, ...]:
-    """The correct saga first, then every broken variant."""
+    """The correct saga first, then every broken variant; then the timed sagas (``kind`` durable,
+    ``sim`` only), the correct one first."""
     sagas = (
         (charge_without_key, _broken.ChargeWithoutKey),
         (fresh_key_on_retry, _broken.FreshKeyOnRetry),
@@ -227,4 +246,18 @@ def variants() -> tuple[Variant, ...]:
         Variant(order_saga, None),
         *(Variant(s, _bug(c), saga_class=c) for s, c in sagas),
         *(Variant(s, _bug(c), payment_class=c) for s, c in participants),
+        *_timed_variants(),
+    )
+
+
+def _timed_variants() -> tuple[Variant, ...]:
+    timed = (
+        (timeout_without_compensation, _timed.TimeoutWithoutCompensation),
+        (webhook_wait_without_deadline, _timed.WebhookWaitWithoutDeadline),
+        (retries_past_budget, _timed.RetriesPastBudget),
+    )
+    sim = ("sim",)
+    return (
+        Variant(timed_order_saga, None, kind="durable", runtimes=sim, correct=timed_order_saga),
+        *(Variant(s, _bug(c), kind="durable", runtimes=sim, correct=timed_order_saga) for s, c in timed),
     )

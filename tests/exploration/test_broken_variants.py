@@ -39,6 +39,10 @@ EXPECTED = {
         ("full_compensation", "no_forward_after_compensation"),
     ),
     "volatile_dedupe": ("crash at payment.charge#1", ("no_double_charge",)),
+    # The timed order saga's variants: a payment webhook and a deadline.
+    "timeout_without_compensation": ("drop at payment.paid#1", ("all_or_nothing",)),
+    "webhook_wait_without_deadline": ("drop at payment.paid#1", ("terminates", "within_deadline")),
+    "retries_past_budget": ("outage at payment.charge#1", ("retry_budget",)),
 }
 
 BROKEN = [v for v in variants() if v.broken]
@@ -74,7 +78,13 @@ def assert_one_minimal(failure: saga_verify.Failure, shown_before: set[str] | fr
 def test_expected_table_names_every_broken_variant() -> None:
     # A new broken variant must come with the plan the search has to find for it.
     assert sorted(v.name for v in BROKEN) == sorted(EXPECTED)
-    assert [v.broken for v in variants()] == [False] + [True] * len(EXPECTED)
+    # Each kind of reference saga: its correct saga first, then its broken variants.
+    kinds = [v.kind for v in variants()]
+    for kind in dict.fromkeys(kinds):
+        of_kind = [v for v in variants() if v.kind == kind]
+        assert [v.broken for v in of_kind] == [False] + [True] * (len(of_kind) - 1)
+        assert all(v.correct in (None, of_kind[0].saga) for v in of_kind)
+    assert kinds == sorted(kinds, key=kinds.index)  # one run of each kind
     assert variants()[0].saga is order_saga
     assert all(v.bug and v.bug.strip() == v.bug for v in BROKEN)
 
@@ -92,6 +102,8 @@ def test_search_finds_the_minimal_plan(variant, tmp_path) -> None:
     assert failure.found_by == ("baseline" if plan_text == "no faults" else "sweep")
     assert result.examples_to_violation == failure.examples
     assert (failure.plan.saga, failure.plan.saga_ref) == (variant.name, f"saga_verify.reference:{variant.name}")
+    # The correct saga of its kind holds under the plan that breaks the variant.
+    assert _broken_by(variant.correct or order_saga, dataclasses.replace(failure.plan, saga=None)) == set()
     assert_one_minimal(failure)
     # It really breaks what it says it breaks, when run on its own.
     assert _broken_by(variant.saga, failure.plan) >= set(invariants)

@@ -18,7 +18,7 @@ from saga_verify._cli import main
 from saga_verify.errors import PlanError
 from saga_verify.faults import fault_plans
 from saga_verify.faults._plan import plan_schema
-from saga_verify.reference import order_saga
+from saga_verify.reference import order_saga, timed_order_saga
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "contracts" / "plan.schema.json").read_text(encoding="utf-8"))
@@ -45,6 +45,13 @@ def test_every_generated_plan_conforms(plan: FaultPlan) -> None:
     VALIDATOR.validate(json.loads(plan.dumps()))
 
 
+@given(fault_plans(timed_order_saga, max_faults=4))
+def test_every_generated_plan_with_event_faults_conforms_and_round_trips(plan: FaultPlan) -> None:
+    VALIDATOR.validate(json.loads(plan.dumps()))
+    assert FaultPlan.loads(plan.dumps()) == plan
+    plan.validate(timed_order_saga)
+
+
 @pytest.mark.parametrize(
     "document",
     [
@@ -54,6 +61,7 @@ def test_every_generated_plan_conforms(plan: FaultPlan) -> None:
         {"faults": [{"kind": "fail", "at": " payment.charge#1"}]},
         {"faults": [{"kind": "delay", "at": "payment.charge#1", "seconds": -1}]},
         {"faults": [{"kind": "fail", "at": "payment.charge#1", "lag": 3}]},
+        {"faults": [{"kind": "drop", "at": "payment.paid#1", "seconds": 3}]},
         {"format": "saga-verify/plan@9", "faults": []},
         {"faults": [], "extra": 1},
         {"seed": 0},
@@ -75,6 +83,7 @@ def test_schema_and_loader_reject_the_same_documents(document: dict[str, object]
     [
         {"faults": []},
         {"faults": [{"kind": "timeout", "at": "payment.charge"}]},
+        {"faults": [{"kind": "drop", "at": "payment.paid#1"}, {"kind": "delay", "at": "payment.paid#2", "seconds": 120}]},
         {"format": "saga-verify/plan@1", "saga": "pkg.mod:saga", "seed": 3, "faults": []},
         {"format": "saga-verify/plan@2", "saga": {"name": "order"}, "faults": [], "violated": ["x"]},
         {"faults": [], "seed": 7.0},
@@ -88,7 +97,7 @@ def test_schema_and_loader_accept_the_same_documents(document: dict[str, object]
 
 _value = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-1, 40, allow_nan=False) | st.text(max_size=12), lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=6), inner, max_size=2), max_leaves=4)
 _fault = st.fixed_dictionaries(
-    {"kind": st.sampled_from(["fail", "delay", "duplicate", "pause", "explode"]), "at": st.sampled_from(["payment.charge#1", "payment.charge", "a.b#2", "payment#1", "a.b#0"])},
+    {"kind": st.sampled_from(["fail", "delay", "duplicate", "pause", "drop", "explode"]), "at": st.sampled_from(["payment.charge#1", "payment.charge", "a.b#2", "payment#1", "a.b#0"])},
     optional={"lag": st.sampled_from([0, 1.5, -1, "x"]), "seconds": st.sampled_from([30, 0.5, -2, None])},
 )
 _document = st.fixed_dictionaries(

@@ -251,3 +251,20 @@ def test_report_dir_path_is_accepted_as_text(tmp_path, results) -> None:
     path = write_report(str(tmp_path / "new" / "folder"), [SagaSection(results[0])])
     assert path == Path(tmp_path / "new" / "folder" / "report.html")
     assert path.is_file()
+
+
+def test_events_are_drawn_from_their_participant_and_waits_are_rows_of_the_timeline() -> None:
+    from saga_verify.reference import timed_order_saga, timeout_without_compensation
+
+    plain = _drawn(run_plan(timed_order_saga))
+    lost = run_plan(timed_order_saga, _plan("drop at payment.paid#1"))
+    svg = sequence_diagram(lost, prefix="x")
+    assert 'data-fault="drop at payment.paid#1"' in svg
+    assert "class:fault fault-drop" in _drawn(lost) - plain
+    assert "paid #1: event lost" in svg
+    assert "paid #1: event arrives" in sequence_diagram(run_plan(timed_order_saga), prefix="y")
+    result = explore(timeout_without_compensation, settings=hypothesis.settings(database=None), report_dir=None, all_failures=False)
+    body = render_section(SagaSection(result, ("a timing bug",), key="timed")).body
+    assert '<tr class="moment moment-wait">' in body
+    assert '<tr class="moment moment-wait-timeout">' in body
+    assert "WAIT TIMED OUT" in body

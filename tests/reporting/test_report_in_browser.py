@@ -63,7 +63,7 @@ def test_the_report_renders_without_errors_and_fetches_nothing(page, demo) -> No
     assert page.evaluate("document.scripts.length") == 0
     assert page.evaluate("document.title") == "saga-verify demo"
     sizes = page.evaluate("[...document.querySelectorAll('svg')].map(s => [s.getBoundingClientRect().width, s.getBoundingClientRect().height])")
-    assert len(sizes) == 1 + 11  # the legend and one diagram per broken variant
+    assert len(sizes) == 1 + 14  # the legend and one diagram per broken variant
     assert all(w > 300 and h > 90 for w, h in sizes), sizes
 
 

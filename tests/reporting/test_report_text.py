@@ -219,3 +219,49 @@ def test_timeline_of_a_saga_that_never_ends() -> None:
         "      trace   #199 inventory.reserve#200 -> FAILED (connection error, not delivered)",
     ]
     assert [v.invariant for v in violations] == [saga_verify.invariants.terminates.name]
+
+
+def test_the_timeline_shows_back_offs_and_the_deadline_between_the_deliveries() -> None:
+    from saga_verify import Ledger, Saga, Step, run_plan
+    from saga_verify.faults import DeliveryPoint, Outage
+
+    class Payment:
+        def __init__(self) -> None:
+            self.ledger = Ledger()
+
+        def charge(self, idempotency_key: str) -> dict[str, str]:
+            return {"status": "ok"}
+
+        def refund(self, idempotency_key: str) -> dict[str, str]:
+            return {"status": "ok"}
+
+    def run(services: object, _: object) -> str:
+        services.clock.sleep(9.0)  # type: ignore[attr-defined]
+        try:
+            services.retry(services.payment.charge, idempotency_key="k")  # type: ignore[attr-defined]
+        except ConnectionError:
+            services.clock.sleep(1.0)  # type: ignore[attr-defined]  # compensating past the deadline is allowed
+            services.payment.refund(idempotency_key="r")  # type: ignore[attr-defined]
+            return "compensated"
+        return "completed"
+
+    saga = Saga(
+        "backing-off",
+        steps=[Step("payment", "charge", "refund", retries=3, backoff=1.0, max_backoff=2.0)],
+        participants=lambda: {"payment": Payment()},
+        run=run,
+        deadline=10.0,
+    )
+    execution = run_plan(saga, FaultPlan((Outage(DeliveryPoint("payment", "charge")),)))
+    from saga_verify.invariants import check, invariants_for
+
+    text = render_execution(execution, check(execution, invariants_for(saga)))
+    lines = [line for line in text.splitlines() if line.startswith(("  ~~", "  #"))]
+    assert [line.split()[0] for line in lines] == ["#0", "~~", "#1", "~~", "~~", "#2"]
+    assert "backs off: payment.charge failed; back-off" in lines[1]
+    assert "before retry 1" in lines[1]
+    assert "GIVES UP: payment.charge failed; a retry after" in lines[3]
+    assert "would pass the deadline (t=10)" in lines[3]
+    assert lines[4].endswith("DEADLINE: the saga's deadline passes (t=10)")
+    assert "payment.refund#1" in lines[5]
+    assert "Every invariant held." in text
