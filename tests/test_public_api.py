@@ -19,6 +19,7 @@ PUBLIC = [
     "__version__",
     "Saga",
     "Step",
+    "Durable",
     "load_saga",
     "Ledger",
     "LedgerRow",
@@ -47,6 +48,8 @@ PUBLIC = [
 NAMESPACES = {
     "saga_verify.faults": [
         "FAULT_KINDS",
+        "CoordinatorCrashAfter",
+        "CoordinatorCrashBefore",
         "Crash",
         "Delay",
         "DeliveryPoint",
@@ -103,6 +106,7 @@ NAMESPACES = {
         "NondeterminismError",
         "OptionError",
         "PlanError",
+        "RecoveryError",
         "SagaCrashedError",
         "SagaDefinitionError",
         "SagaStuckError",

@@ -23,7 +23,11 @@ OUTCOME_TEXT = {
     "late": "LANDED LATE",
     "copy": "DUPLICATE COPY",
     "raised": "RAISED",
+    "unsent": "COORDINATOR DIED before sending it (not delivered)",
+    "unread": "COORDINATOR DIED before reading the reply (applied)",
 }
+#: What follows a call at which the coordinator died.
+RECOVERY_TEXT = "  ~~~~ coordinator crashed: a fresh coordinator, with nothing of the old one's memory, reopens the store and recovers (recovery {n})"
 
 
 def compact(value: Any) -> str:
@@ -54,7 +58,12 @@ def render_entry(entry: TraceEntry) -> str:
 
 def render_timeline(execution: Execution) -> str:
     lines = [f"Timeline (virtual seconds; saga instance {execution.correlation_id}):"]
-    lines += [render_entry(e) for e in execution.trace]
+    recoveries = 0
+    for entry in execution.trace:
+        lines.append(render_entry(entry))
+        if entry.outcome in ("unsent", "unread"):
+            recoveries += 1
+            lines.append(RECOVERY_TEXT.format(n=recoveries))
     ending = execution.status
     if execution.halted:
         ending = f"halted: {execution.halted}"

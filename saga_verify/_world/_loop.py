@@ -37,7 +37,7 @@ class _Selector(selectors.DefaultSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         world = self.loop.world
         ready: list[tuple[selectors.SelectorKey, int]] = super().select(0)
-        if world.stuck is not None or world.halted is not None:
+        if world.stuck is not None or world.halted is not None or world.dead is not None:
             raise LoopStopped
         if ready or timeout == 0:
             return ready

@@ -19,6 +19,8 @@ OUTCOMES = {
     "late": "a held request landed",
     "copy": "a duplicate copy landed",
     "raised": "the participant raised while handling it",
+    "unsent": "the coordinator died before sending it; a fresh coordinator recovers from the saga's store",
+    "unread": "applied; the coordinator died before reading the reply; a fresh coordinator recovers from the saga's store",
 }
 
 

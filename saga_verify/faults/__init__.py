@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from ._alphabet import templates_for
 from ._kinds import (
     FAULT_KINDS,
+    CoordinatorCrashAfter,
+    CoordinatorCrashBefore,
     Crash,
     Delay,
     DeliveryPoint,
@@ -24,6 +26,8 @@ from ._plan import FaultPlan
 
 __all__ = [
     "FAULT_KINDS",
+    "CoordinatorCrashAfter",
+    "CoordinatorCrashBefore",
     "Crash",
     "Delay",
     "DeliveryPoint",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._saga import Saga
-from ._kinds import Crash, Delay, Duplicate, FailBeforeEffect, FaultTemplate, LoseReply, Outage, Pause, Refuse, Timeout
+from ._kinds import COORDINATOR_CRASHES, Crash, Delay, Duplicate, FailBeforeEffect, FaultTemplate, LoseReply, Outage, Pause, Refuse, Timeout
 
 #: How much later than the call timeout a "late" copy or held request lands, as a multiple.
 LATE_FACTOR = 30.0
@@ -29,6 +29,10 @@ def templates_for(saga: Saga, participant: str, operation: str) -> tuple[FaultTe
         out.append(FaultTemplate(Pause, (("seconds", late),)))
     if participant in saga.restartable:
         out.append(FaultTemplate(Crash))
+    if saga.durable is not None:
+        # The coordinator dies at this call, before it goes out or after it was applied; a
+        # fresh coordinator recovers from the saga's store.
+        out += [FaultTemplate(cls) for cls in COORDINATOR_CRASHES]
     return tuple(out)
 
 
