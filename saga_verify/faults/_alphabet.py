@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from .._saga import Saga
-from ._kinds import COORDINATOR_CRASHES, Crash, Delay, Duplicate, FailBeforeEffect, FaultTemplate, LoseReply, Outage, Pause, Refuse, Timeout
+from ._kinds import (
+    COORDINATOR_CRASHES,
+    Crash,
+    Delay,
+    Duplicate,
+    FailBeforeEffect,
+    FaultTemplate,
+    LoseReply,
+    Outage,
+    Pause,
+    Refuse,
+    Timeout,
+)
 
 #: How much later than the call timeout a "late" copy or held request lands, as a multiple.
 LATE_FACTOR = 30.0

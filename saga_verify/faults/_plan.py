@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 from .._files import write_atomically
 from ..errors import PlanError
-from ._kinds import COORDINATOR_CRASHES, FAULT_KINDS, POINT_PATTERN, Crash, DeliveryPoint, Fault, Outage, Refuse, fault_from_json
+from ._kinds import (
+    COORDINATOR_CRASHES,
+    FAULT_KINDS,
+    POINT_PATTERN,
+    Crash,
+    DeliveryPoint,
+    Fault,
+    Outage,
+    Refuse,
+    fault_from_json,
+)
 
 if TYPE_CHECKING:
     from .._saga import Saga
