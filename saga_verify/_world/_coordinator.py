@@ -37,6 +37,40 @@ class CoordinatorDied(BaseException):
     ``BaseException`` cannot go on as if it were alive."""
 
 
+class StoreSeam:
+    """What one coordinator sees as ``services.store``: the saga's store, through the harness.
+    Once that coordinator is dead, touching it raises `CoordinatorDied`: a dead process writes
+    nothing, not even from a ``finally`` block of the saga's code."""
+
+    __slots__ = ("_incarnation", "_store", "_world")
+
+    def __init__(self, world: World, store: Any) -> None:
+        self._world = world
+        self._store = store
+        self._incarnation = world.recoveries
+
+    def _alive(self) -> None:
+        world = self._world
+        if world.dead is not None or world.recoveries != self._incarnation:
+            raise CoordinatorDied(world.dead or "an earlier coordinator")
+
+    def __getattr__(self, name: str) -> Any:
+        self._alive()
+        value = getattr(self._store, name)
+        if not callable(value):
+            return value
+        alive = self._alive
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            alive()  # checked at the call too: the method may have been looked up before the crash
+            return value(*args, **kwargs)
+
+        return guarded
+
+    def __repr__(self) -> str:
+        return f"<store {self._store!r} of coordinator {self._incarnation}>"
+
+
 def open_store(world: World, durable: Durable) -> Any:
     """Open the saga's store for one execution: an error in it is the harness's, named."""
     try:

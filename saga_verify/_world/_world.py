@@ -346,7 +346,8 @@ class World:
 
     def fresh_services(self) -> Services:
         """What one coordinator sees as ``services``: the same participants and store, a new object."""
-        return Services(self._proxies, self.clock, self, self.store)
+        store = _coordinator.StoreSeam(self, self.store) if self.store is not None else None
+        return Services(self._proxies, self.clock, self, store)
 
     # -- what ledgers ask --------------------------------------------------------------------
     def current_delivery(self) -> tuple[int, str]:

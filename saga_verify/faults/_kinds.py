@@ -200,7 +200,6 @@ class CoordinatorCrashBefore(Fault):
 
     kind: ClassVar[str] = "coordinator-crash-before"
     meaning: ClassVar[str] = "the coordinator dies before sending; a fresh one recovers from its store"
-    tried_last: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -211,7 +210,6 @@ class CoordinatorCrashAfter(Fault):
 
     kind: ClassVar[str] = "coordinator-crash-after"
     meaning: ClassVar[str] = "applied, then the coordinator dies before reading the reply; a fresh one recovers"
-    tried_last: ClassVar[bool] = True
 
 
 #: The kinds that kill the coordinator rather than disturb one call.
@@ -237,7 +235,8 @@ FAULT_KINDS: tuple[type[Fault], ...] = (
     # Last: they disturb a whole participant rather than one call (see Fault.tried_last).
     Pause,
     Crash,
-    # Only for sagas that declare a durable store and how they recover.
+    # Only for sagas that declare a durable store and how they recover, where they are the faults
+    # that matter most: not tried last.
     CoordinatorCrashBefore,
     CoordinatorCrashAfter,
 )

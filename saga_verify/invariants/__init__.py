@@ -15,6 +15,7 @@ from ._builtin import (
     terminates,
 )
 from ._core import Invariant, Violation, check, invariant
+from ._durable import compensation_resumed, saga_owned
 
 __all__ = [
     "Invariant",
@@ -22,6 +23,7 @@ __all__ = [
     "all_or_nothing",
     "check",
     "compensation_matches_effect",
+    "compensation_resumed",
     "forward_order",
     "full_compensation",
     "invariant",
@@ -31,6 +33,7 @@ __all__ = [
     "no_forward_after_compensation",
     "no_unhandled_error",
     "reverse_compensation_order",
+    "saga_owned",
     "standard_invariants",
     "terminates",
 ]

@@ -353,7 +353,14 @@ def standard_invariants(saga_or_steps: Saga | Iterable[Step]) -> tuple[Invariant
         reverse_compensation_order,
         irreversible_last,
         forward_order,
+        *(_durable_invariants() if isinstance(saga_or_steps, Saga) and saga_or_steps.durable is not None else ()),
     )
+
+
+def _durable_invariants() -> tuple[Invariant, ...]:
+    from ._durable import DURABLE_INVARIANTS  # it reads this module's helpers
+
+    return DURABLE_INVARIANTS
 
 
 def _double_name(step: Step, steps: tuple[Step, ...]) -> str:
