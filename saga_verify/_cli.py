@@ -150,10 +150,10 @@ def demo_runs(
 ) -> list[DemoRun]:
     """Search every reference saga, the correct one first."""
     from ._verify import explore_on
-    from .reference import variants
+    from .reference import durable_variants, variants
 
     runs = []
-    found = variants()
+    found = variants() + durable_variants()
     for number, variant in enumerate(found, 1):
         if progress is not None:
             progress.start(f"{variant.name} ({number}/{len(found)})")
@@ -243,7 +243,9 @@ def _demo(args: argparse.Namespace) -> int:
     caught = sum(r["verdict"] == "caught" for r in rows)
     broken = sum(r["broken"] for r in rows)
     print()
-    print(f"{caught}/{broken} broken variants caught; correct saga: {rows[0]['verdict']}")
+    # The correct sagas (orchestrated, durable) hold, or the first that does not says so.
+    correct = next((r["verdict"] for r in rows if not r["broken"] and r["verdict"] != "holds"), "holds")
+    print(f"{caught}/{broken} broken variants caught; correct saga: {correct}")
     example = next((r for r in rows if r["plan_file"]), None)
     if example:
         print(f"Replay any minimal plan: saga-verify replay {example['plan_file']}")

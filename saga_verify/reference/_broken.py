@@ -170,14 +170,13 @@ class CallsBeforeIntent(DurableOrderSaga):
         intent = self.recorded("intent", step)
         return str(intent["key"]) if intent is not None else self.mint(step)
 
-    def call(self, step: str, key: str, request: dict[str, Any]) -> Reply:
+    def call(self, step: str, key: str, request: dict[str, Any], inherited: bool = False) -> Reply:
         try:
-            return super().call(step, key, request)
+            return super().call(step, key, request, inherited)
         finally:
             # The bug: the intent is logged only once the call is over.
             if self.recorded("intent", step) is None:
-                self.entries.insert(len(self.entries) - 1, {"type": "intent", "step": step, "key": key})
-                self.log.append(self.order_id, {"type": "intent", "step": step, "key": key})
+                self.write({"type": "intent", "step": step, "key": key})
 
 
 class FreshKeysOnRecovery(DurableOrderSaga):

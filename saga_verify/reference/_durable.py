@@ -93,7 +93,10 @@ class DurableOrderSaga(OrderSaga):
                     self.reservation_id = outcome["reply"]["reservation_id"]
                 return
             raise StepFailed(outcome["status"])
-        reply = self.call(step, self.key_for(step), self.request(step))
+        # An intent logged by a coordinator that died: its call may have taken effect, whatever
+        # this coordinator's own attempts find.
+        inherited = self.recorded("intent", step) is not None
+        reply = self.call(step, self.key_for(step), self.request(step), inherited)
         if step == "reserve":
             self.reservation_id = reply["reservation_id"]
 
@@ -125,12 +128,14 @@ class DurableOrderSaga(OrderSaga):
             "notify": services.notification.send,
         }[step]
 
-    def call(self, step: str, key: str, request: dict[str, Any]) -> Reply:
-        """A forward call under its intent; its outcome is logged after it."""
+    def call(self, step: str, key: str, request: dict[str, Any], inherited: bool = False) -> Reply:
+        """A forward call under its intent; its outcome is logged after it. ``inherited``: the
+        intent was logged by an earlier coordinator."""
         try:
             reply = self.retry(self.operation(step), **request, idempotency_key=key)
         except GaveUp as gave_up:
-            self.write({"type": "outcome", "step": step, "status": "unknown" if gave_up.maybe_applied else "not-delivered"})
+            unknown = gave_up.maybe_applied or inherited
+            self.write({"type": "outcome", "step": step, "status": "unknown" if unknown else "not-delivered"})
             raise StepFailed(step) from gave_up
         if reply.get("status") != "ok":
             self.write({"type": "outcome", "step": step, "status": "refused"})
