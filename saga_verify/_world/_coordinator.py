@@ -13,14 +13,17 @@ the recovering ones included.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .._saga import Durable
 from ..errors import RecoveryError, SagaVerifyError
 from ..faults._kinds import COORDINATOR_CRASHES, CoordinatorCrashBefore, Fault
 
-if TYPE_CHECKING:
-    from .._saga import Durable
-    from ._world import Endpoint, Thunk, World
+#: The world (`_world.World`) and its endpoints, named loosely: this module sits below the
+#: module that defines them, which calls into it.
+World = Any
+Endpoint = Any
+Thunk = Callable[[], Any]
 
 #: The kinds this module delivers.
 KINDS = frozenset(cls.kind for cls in COORDINATOR_CRASHES)
@@ -93,6 +96,7 @@ def crash(world: World, ep: Endpoint, attempt: int, fault: Fault, thunk: Thunk, 
         except Exception:
             pass  # whatever the participant answered, nobody is left to read it
     world.dead = f"{ep.participant}.{ep.operation}#{attempt}"
+    world.died_at = world.clock._now
     raise CoordinatorDied(world.dead)
 
 

@@ -283,6 +283,8 @@ class World:
         self.crashes: list[str] = []
         #: Where the current coordinator died, until a fresh one takes over.
         self.dead: str | None = None
+        #: The virtual time the current coordinator died at.
+        self.died_at = 0.0
         #: How many fresh coordinators recovered the saga.
         self.recoveries = 0
         self.store: Any = _coordinator.open_store(self, saga.durable) if saga.durable is not None else None
@@ -383,6 +385,7 @@ class World:
     # -- the network -------------------------------------------------------------------------
     def _check_time(self, now: float) -> None:
         if self.dead is not None:
+            self.clock._now = self.died_at  # a dead coordinator's sleep does not pass
             raise _coordinator.CoordinatorDied(self.dead)
         if now > self.saga.max_seconds:
             self.halt(f"still running after {self.saga.max_seconds:g} virtual seconds")

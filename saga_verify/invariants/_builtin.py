@@ -9,6 +9,7 @@ from .._saga import TERMINAL_STATUSES, Saga, Step
 from .._world import Execution, LedgerRow
 from ..errors import SagaDefinitionError
 from ._core import Invariant, Violation
+from ._durable import DURABLE_INVARIANTS
 
 _ANSWERED = frozenset({"ok"})
 
@@ -353,14 +354,8 @@ def standard_invariants(saga_or_steps: Saga | Iterable[Step]) -> tuple[Invariant
         reverse_compensation_order,
         irreversible_last,
         forward_order,
-        *(_durable_invariants() if isinstance(saga_or_steps, Saga) and saga_or_steps.durable is not None else ()),
+        *(DURABLE_INVARIANTS if isinstance(saga_or_steps, Saga) and saga_or_steps.durable is not None else ()),
     )
-
-
-def _durable_invariants() -> tuple[Invariant, ...]:
-    from ._durable import DURABLE_INVARIANTS  # it reads this module's helpers
-
-    return DURABLE_INVARIANTS
 
 
 def _double_name(step: Step, steps: tuple[Step, ...]) -> str:

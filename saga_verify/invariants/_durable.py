@@ -6,7 +6,6 @@ from __future__ import annotations
 from .._saga import TERMINAL_STATUSES
 from .._world import Execution, TraceEntry
 from .._world._coordinator import CRASH_OUTCOMES
-from ._builtin import _by_correlation, _compensatable, _in_effect
 from ._core import Invariant, Violation
 
 _LANDED = frozenset({"late", "copy"})
@@ -32,9 +31,10 @@ def _compensation_resumed(execution: Execution) -> list[Violation]:
     if interrupted is None:
         return []
     found = []
-    for corr, effects in _by_correlation(execution).items():
-        for step in _compensatable(saga):
-            forward, undo = _in_effect(effects, step)
+    for corr, effects in execution.effects.items():
+        for step in (s for s in saga.steps if s.compensation):
+            forward = effects.get((step.participant, step.action), [])
+            undo = effects.get((step.participant, step.compensation or ""), [])
             if len(forward) <= len(undo):
                 continue
             retried = any(
