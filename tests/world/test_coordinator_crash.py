@@ -125,7 +125,8 @@ def test_a_crash_before_sending_leaves_no_effect_and_a_fresh_coordinator_recover
     assert [r.action for r in execution.rows()] == ["charge", "refund"]
     assert execution.status == "compensated"
     # Two coordinators, each with services of its own, over the one store.
-    assert len(SEEN) == 2 and SEEN[0] is not SEEN[1]
+    assert len(SEEN) == 2
+    assert SEEN[0] is not SEEN[1]
     assert SEEN[0].store is not SEEN[1].store
     assert SEEN[1].payment is SEEN[0].payment
 
@@ -311,7 +312,7 @@ def test_a_store_that_does_not_open_or_reopen_is_a_recovery_error() -> None:
 def test_durable_is_checked_where_the_saga_is_made() -> None:
     with pytest.raises(SagaDefinitionError, match="Durable store= must be callable"):
         Durable(store="sqlite:///x")  # type: ignore[arg-type]
-    with pytest.raises(SagaDefinitionError, match="durable must be a saga_verify.Durable"):
+    with pytest.raises(SagaDefinitionError, match=r"durable must be a saga_verify\.Durable"):
         Saga("x", STEPS, _participants, run, durable={"store": Store})  # type: ignore[arg-type]
     with pytest.raises(SagaDefinitionError, match="participant name 'store' is reserved"):
         Saga("x", [Step("store", "put")], dict, run, durable=Durable(store=Store))
