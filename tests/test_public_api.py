@@ -47,6 +47,7 @@ PUBLIC = [
 #: Every public namespace the README documents, and the names each one holds.
 NAMESPACES = {
     "saga_verify.faults": [
+        "COORDINATOR_CRASHES",
         "FAULT_KINDS",
         "CoordinatorCrashAfter",
         "CoordinatorCrashBefore",

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._alphabet import templates_for
 from ._kinds import (
+    COORDINATOR_CRASHES,
     FAULT_KINDS,
     CoordinatorCrashAfter,
     CoordinatorCrashBefore,
@@ -25,6 +26,7 @@ from ._kinds import (
 from ._plan import FaultPlan
 
 __all__ = [
+    "COORDINATOR_CRASHES",
     "FAULT_KINDS",
     "CoordinatorCrashAfter",
     "CoordinatorCrashBefore",
