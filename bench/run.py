@@ -57,7 +57,14 @@ from hypothesis import strategies as st
 
 import saga_verify
 from saga_verify import Saga
-from saga_verify._exploration import ExplorationResult, decision_strategies, explore, reached_points, run_plan_unchecked, sweep
+from saga_verify._exploration import (
+    ExplorationResult,
+    decision_strategies,
+    explore,
+    reached_points,
+    run_plan_unchecked,
+    sweep,
+)
 from saga_verify._exploration._search import FAULT_RATE
 from saga_verify._files import write_atomically
 from saga_verify._runtimes import place
