@@ -58,3 +58,15 @@ def test_the_correct_durable_saga_holds_with_coordinator_crashes_on(tmp_path) ->
         for participant, operation in coverage.operations
     )
     assert tried > 100  # coordinator crashes at every call, alone and with other faults
+
+
+@pytest.mark.parametrize("variant", BROKEN, ids=lambda v: v.name)
+def test_hypothesis_alone_finds_and_shrinks_a_coordinator_crash(variant, tmp_path) -> None:
+    result = saga_verify.explore(variant.saga, sweep_faults=0, settings=_no_db(), report_dir=tmp_path, seed=0, all_failures=False)
+    failure = result.failures[0]
+    assert failure.found_by == "hypothesis"
+    assert any(isinstance(f, COORDINATOR_CRASHES) for f in failure.plan.faults), str(failure.plan)
+    # Shrunk: no fault can be dropped and still break what it broke.
+    for i in range(len(failure.plan.faults)):
+        fewer = failure.plan.with_faults(failure.plan.faults[:i] + failure.plan.faults[i + 1 :])
+        assert not {v.invariant for v in saga_verify.replay(variant.saga, fewer)[1]} & set(failure.invariants)
