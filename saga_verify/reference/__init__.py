@@ -18,6 +18,7 @@ from ._orchestrated import OrderSaga
 from ._participants import Inventory, Notification, Payment, Shipping
 from ._routes import ROUTES
 from ._saga_log import SagaLog, SqliteSagaLog
+from ._saga_log_postgres import PostgresSagaLog
 
 __all__ = [
     "ORDER",
@@ -27,6 +28,7 @@ __all__ = [
     "Notification",
     "OrderSaga",
     "Payment",
+    "PostgresSagaLog",
     "SagaLog",
     "Shipping",
     "SqliteSagaLog",

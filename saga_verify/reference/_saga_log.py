@@ -32,6 +32,31 @@ class SagaLog(Protocol):
         """The sagas whose last entry does not end them, oldest first."""
 
 
+def check_layout(where: str, tables: set[str], meta: dict[str, str] | None) -> None:
+    """Refuse a database that holds tables but is not a saga log this code reads."""
+    if meta is None:
+        raise RecoveryError(
+            f"saga log {where} is another program's database (tables: {', '.join(sorted(tables))}), not a saga log; "
+            "point the saga at its own log"
+        )
+    if meta.get("schema") != SCHEMA_NAME:
+        raise RecoveryError(f"saga log {where} says it holds {meta.get('schema')!r}, not {SCHEMA_NAME!r}")
+    version = meta.get("version", "")
+    if not version.isdigit():
+        raise RecoveryError(f"saga log {where} has no readable layout version ({version!r})")
+    if int(version) > SCHEMA_VERSION:
+        raise RecoveryError(
+            f"saga log {where} was written in layout version {version}, newer than this code reads "
+            f"({SCHEMA_VERSION}); recover it with the newer orchestrator"
+        )
+
+
+def check_entry(where: str, saga_id: str, seq: int, entry: object, text: str) -> dict[str, Any]:
+    if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+        raise RecoveryError(f"saga log {where}: entry {seq} of saga {saga_id!r} is corrupt: {text[:80]!r}")
+    return entry
+
+
 def _create_tables(db: sqlite3.Connection) -> None:
     db.execute("BEGIN")
     db.execute("CREATE TABLE saga_log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -65,8 +90,8 @@ class SqliteSagaLog:
         if _connection is not None:
             self._db = _connection
             return
+        self._db = sqlite3.connect(path, isolation_level=None)
         try:
-            self._db = sqlite3.connect(path, isolation_level=None)
             if path == ":memory:":
                 # Empty by definition: its tables are copied from a made one, ten times faster
                 # than creating them (a search opens one log per execution).
@@ -74,7 +99,11 @@ class SqliteSagaLog:
             else:
                 self._check_or_create()
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise RecoveryError(f"saga log {path!r} cannot be read: {exc} (a corrupt file, or not an SQLite database)") from None
+        except BaseException:
+            self._db.close()
+            raise
 
     def _check_or_create(self) -> None:
         db = self._db
@@ -82,22 +111,8 @@ class SqliteSagaLog:
         if not tables:
             _create_tables(db)
             return
-        if "saga_log_meta" not in tables:
-            raise RecoveryError(
-                f"saga log {self.path!r} is another program's database (tables: {', '.join(sorted(tables))}), not a saga log; "
-                "point the saga at its own log"
-            )
-        meta = dict(db.execute("SELECT key, value FROM saga_log_meta"))
-        if meta.get("schema") != SCHEMA_NAME:
-            raise RecoveryError(f"saga log {self.path!r} says it holds {meta.get('schema')!r}, not {SCHEMA_NAME!r}")
-        version = meta.get("version", "")
-        if not version.isdigit():
-            raise RecoveryError(f"saga log {self.path!r} has no readable layout version ({version!r})")
-        if int(version) > SCHEMA_VERSION:
-            raise RecoveryError(
-                f"saga log {self.path!r} was written in layout version {version}, newer than this code reads "
-                f"({SCHEMA_VERSION}); recover it with the newer orchestrator"
-            )
+        meta = dict(db.execute("SELECT key, value FROM saga_log_meta")) if "saga_log_meta" in tables else None
+        check_layout(repr(self.path), tables, meta)
 
     def append(self, saga_id: str, entry: Mapping[str, Any]) -> None:
         # One statement, one implicit transaction: durable (committed) when it returns.
@@ -114,9 +129,7 @@ class SqliteSagaLog:
                 entry = json.loads(text)
             except ValueError:
                 entry = None
-            if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
-                raise RecoveryError(f"saga log {self.path!r}: entry {seq} of saga {saga_id!r} is corrupt: {text[:80]!r}")
-            out.append(entry)
+            out.append(check_entry(repr(self.path), saga_id, seq, entry, text))
         return out
 
     def unfinished(self) -> list[str]:

@@ -1,10 +1,10 @@
-"""The reference durable order saga: its SQLite saga log (what it keeps across a crash, what it
-refuses to open), an idempotent start by order id, and recovery on the HTTP runtimes."""
+"""The reference durable order saga: its SQLite saga log in memory and a corrupt file (what both
+stores do is in test_saga_log_stores.py), an idempotent start by order id, the log written ahead,
+and recovery on the HTTP runtime."""
 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from typing import Any
 
 import pytest
@@ -12,18 +12,6 @@ import pytest
 from saga_verify import Durable, FaultPlan, Saga, replay, run_plan
 from saga_verify.errors import RecoveryError
 from saga_verify.reference import ORDER, DurableOrderSaga, SqliteSagaLog, durable_order_saga
-
-
-def test_the_log_keeps_what_was_committed_across_a_reopen(tmp_path) -> None:
-    log = SqliteSagaLog(str(tmp_path / "log.sqlite"))
-    log.append("o-1", {"type": "started"})
-    log.append("o-2", {"type": "started"})
-    log.append("o-2", {"type": "ended", "status": "completed"})
-    reopened = log.reopen()
-    assert reopened.entries("o-1") == [{"type": "started"}]
-    assert reopened.unfinished() == ["o-1"]
-    assert reopened.entries("nobody") == []
-    reopened.close()
 
 
 def test_in_memory_the_log_outlives_its_coordinator_and_loses_what_it_had_not_committed() -> None:
@@ -43,32 +31,6 @@ def test_a_corrupt_file_is_refused_by_name(tmp_path) -> None:
     path.write_bytes(b"this is not a database at all" * 100)
     with pytest.raises(RecoveryError, match=rf"saga log {str(path)!r} cannot be read: .*not an SQLite database"):
         SqliteSagaLog(str(path))
-
-
-def test_another_programs_database_is_refused(tmp_path) -> None:
-    path = tmp_path / "orders.sqlite"
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE orders (id TEXT)")
-    with pytest.raises(RecoveryError, match=r"is another program's database \(tables: orders\), not a saga log"):
-        SqliteSagaLog(str(path))
-
-
-def test_a_log_from_a_newer_layout_is_refused(tmp_path) -> None:
-    path = tmp_path / "log.sqlite"
-    SqliteSagaLog(str(path)).close()
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE saga_log_meta SET value = '2' WHERE key = 'version'")
-    with pytest.raises(RecoveryError, match=r"written in layout version 2, newer than this code reads \(1\)"):
-        SqliteSagaLog(str(path))
-
-
-def test_a_corrupt_entry_is_refused(tmp_path) -> None:
-    path = tmp_path / "log.sqlite"
-    SqliteSagaLog(str(path)).close()
-    with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO saga_log VALUES ('o-1', 1, '{not json')")
-    with pytest.raises(RecoveryError, match=r"entry 1 of saga 'o-1' is corrupt"):
-        SqliteSagaLog(str(path)).entries("o-1")
 
 
 def test_a_saga_over_a_store_it_cannot_read_stops_with_that_error(tmp_path) -> None:
