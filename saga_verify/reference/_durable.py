@@ -22,8 +22,9 @@ from typing import Any
 from ._orchestrated import GaveUp, OrderSaga, Reply, StepFailed
 from ._saga_log import SagaLog
 
-#: The forward steps with compensations, in order, and what each compensation is called with.
+#: The compensatable forward steps, in order (the notification, irreversible, comes after them).
 FORWARD = ("reserve", "charge", "ship")
+#: The compensation of each.
 _UNDO = {"reserve": "release", "charge": "refund", "ship": "cancel"}
 
 
