@@ -6,6 +6,7 @@ same run. Nothing here asserts on time: targets are reported as met or missed, n
 those named), N times, and prints them (bench/results.json stays as it is).
 `bench/run.py --variants [NAME ...]` measures only the broken variants named (by default those of
 kind durable: the timed order saga's), and prints them (bench/results.json stays as it is).
+`bench/run.py --coordinator-crashes` measures only the plans/s with coordinator crashes on and off.
 
 What is measured:
 - raw_runs_per_s: traced fault-free simulated executions of the reference order saga
@@ -21,6 +22,10 @@ What is measured:
   (from the same strategies, in the same order of operations) as the plugin's examples made, but
   runs no saga. examples_ratio = plugin / bare.
 - sweep_plans_per_s: executions per second of the exhaustive 2-fault sweep on the correct saga.
+- coordinator_crashes: the durable order saga's 2-fault sweep (coordinator crashes in its
+  alphabet), plans/s; then, in the same run, the plans of that sweep executed again in two sets,
+  those that hold a coordinator crash (on) and those that do not (off), plans/s of each: what a
+  crash and the recovery after it cost per execution.
 - variants: per broken reference variant and seed 0..9, executions to the first violation and
   shrink seconds of the default search and of Hypothesis alone, against two random
   fault-injection baselines that run until the first violation and never shrink:
@@ -55,12 +60,20 @@ from hypothesis import strategies as st
 
 import saga_verify
 from saga_verify import Saga
-from saga_verify._exploration import ExplorationResult, decision_strategies, explore, reached_points
+from saga_verify._exploration import (
+    ExplorationResult,
+    decision_strategies,
+    explore,
+    reached_points,
+    run_plan_unchecked,
+    sweep,
+)
 from saga_verify._exploration._search import FAULT_RATE
 from saga_verify._files import write_atomically
 from saga_verify._runtimes import place
 from saga_verify._world import Endpoint, World, plan_chooser
 from saga_verify.faults import (
+    COORDINATOR_CRASHES,
     DeliveryPoint,
     Duplicate,
     FailBeforeEffect,
@@ -82,6 +95,7 @@ from saga_verify.reference import (
     Shipping,
     variants,
 )
+from saga_verify.reference import durable_order_saga as _reference_durable_order_saga
 from saga_verify.reference import order_saga as _reference_order_saga
 
 # The benchmarks run worlds themselves: the reference saga with its services placed in simulation.
@@ -453,6 +467,32 @@ def bench_sweep() -> dict[str, Any]:
     return {"executions": executions, "reps_plans_per_s": [round(x) for x in reps], "sweep_plans_per_s": statistics.median(reps)}
 
 
+# -- 4a. coordinator crashes on and off ------------------------------------------------------------
+def bench_coordinator_crashes() -> dict[str, Any]:
+    saga = place(_reference_durable_order_saga, "sim")
+    result = explore(saga, sweep_faults=2, max_examples=0, seed=0, settings=_settings(), report_dir=None)
+    assert result.ok, saga_verify.report(result)
+    execute = run_plan_unchecked(saga)
+    plans = [plan for plan, _ in sweep(saga, execute, max_faults=2, budget=None)]
+    crashed = [p for p in plans if any(isinstance(f, COORDINATOR_CRASHES) for f in p.faults)]
+    others = [p for p in plans if p not in crashed]
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(SWEEP_REPS):
+        for name, chosen in (("on", crashed), ("off", others)):
+            t0 = time.perf_counter()
+            for plan in chosen:
+                execute(plan)
+            rates[name].append(len(chosen) / (time.perf_counter() - t0))
+    return {
+        "sweep_executions": result.executions,
+        "sweep_plans_per_s": result.executions / result.seconds,
+        "plans_with_crash": len(crashed),
+        "plans_without_crash": len(others),
+        "plans_per_s_crashes_on": statistics.median(rates["on"]),
+        "plans_per_s_crashes_off": statistics.median(rates["off"]),
+    }
+
+
 # -- 4b. the same sweep in each runtime ------------------------------------------------------------
 #: Issue targets for plans/s over HTTP: in this process, and over loopback to service processes.
 RUNTIME_TARGETS = {"asgi": 300.0, "process": 100.0}
@@ -789,6 +829,14 @@ def _baseline_cell(b: dict[str, Any]) -> str:
     return _fmt(b["median_executions"]) + ("*" if b["capped"] else "")
 
 
+def coordinator_lines(c: dict[str, Any]) -> list[str]:
+    return [
+        f"  durable saga sweep plans/s (2 faults, coordinator crashes on) {_fmt(c['sweep_plans_per_s'])}   ({c['sweep_executions']} executions)",
+        f"  durable saga plans/s, plans with a coordinator crash {_fmt(c['plans_per_s_crashes_on'])} ({c['plans_with_crash']} plans)"
+        f"   without {_fmt(c['plans_per_s_crashes_off'])} ({c['plans_without_crash']} plans)",
+    ]
+
+
 def summary(data: dict[str, Any]) -> str:
     m = data["machine"]
     ex = data["details"]["examples"]
@@ -807,6 +855,7 @@ def summary(data: dict[str, Any]) -> str:
         f"  sweep plans/s (2 faults, correct) {_fmt(data['sweep_plans_per_s']):>10}   ({data['details']['sweep']['executions']} executions)",
         "  plans/s by runtime (2-fault sweep)  "
         + "   ".join(f"{name} {_fmt(value)}" for name, value in data["runtime_plans_per_s"].items()),
+        *coordinator_lines(data["coordinator_crashes"]),
         "",
         "broken variants, seeds 0-9: median executions to the first violation (found/10), median|max shrink s",
         f"  (search counts include explore()'s {PREFLIGHT_RUNS} fault-free preflight runs; the random baselines count from their first run)",
@@ -914,6 +963,10 @@ def main() -> int:
         return runtimes_only(int(sys.argv[2]) if len(sys.argv) > 2 else 1, sys.argv[3:] or None)
     if sys.argv[1:2] == ["--variants"]:
         return variants_only(sys.argv[2:])
+    if sys.argv[1:2] == ["--coordinator-crashes"]:
+        _pin_to_one_core()
+        print("\n".join(coordinator_lines(bench_coordinator_crashes())))
+        return 0
     started = time.perf_counter()
     pinned = _pin_to_one_core()
     machine = _machine(pinned)
@@ -931,6 +984,8 @@ def main() -> int:
     profile = timed("drawing_profile", drawing_profile)
     examples = timed("examples", lambda: bench_examples(profile))
     sweep = timed("sweep", bench_sweep)
+    print("measuring coordinator crashes on and off ...", file=sys.stderr, flush=True)
+    crashes = timed("coordinator_crashes", bench_coordinator_crashes)
     print("measuring plans/s per runtime ...", file=sys.stderr, flush=True)
     runtimes = timed("runtimes", bench_runtimes)
     print("searching broken variants (10 seeds each, 2 searches, 2 random baselines) ...", file=sys.stderr, flush=True)
@@ -950,6 +1005,7 @@ def main() -> int:
         "examples_ratio": round(examples["examples_ratio"], 4),
         "sweep_plans_per_s": round(sweep["sweep_plans_per_s"], 1),
         "runtime_plans_per_s": {name: r["plans_per_s"] for name, r in runtimes.items()},
+        "coordinator_crashes": {k: round(v, 1) if isinstance(v, float) else v for k, v in crashes.items()},
         "variants": var,
         "targets": {
             **targets(raw, examples, var),

@@ -128,6 +128,32 @@ def _check_timing(step: Step) -> None:
     object.__setattr__(step, "events", tuple(names))
 
 
+@dataclass(frozen=True)
+class Durable:
+    """How a saga's coordinator persists and recovers, which lets the search crash the coordinator
+    itself. The saga reaches its store as ``services.store``."""
+
+    store: Callable[[], Any]
+    """Opens the store for one execution (an empty database, a fresh log)."""
+    recover: Callable[[Any, Any], Any] | None = None
+    """What a fresh coordinator runs after a crash, ``recover(services, input) -> outcome``
+    (may be ``async def``); None: ``run`` again, for a saga that resumes by re-running."""
+    reopen: Callable[[Any], Any] | None = None
+    """Brings the store back after a crash, given the dead coordinator's: what its process held in
+    memory (an open transaction) is lost, what it committed is kept. Returns the store the fresh
+    coordinator sees; None: the same object."""
+    close: Callable[[Any], None] | None = None
+    """Closes the store when the execution is over."""
+
+    def __post_init__(self) -> None:
+        if not callable(self.store):
+            raise SagaDefinitionError(f"Durable store= must be callable (it opens the store), got {self.store!r}")
+        for label in ("recover", "reopen", "close"):
+            value = getattr(self, label)
+            if value is not None and not callable(value):
+                raise SagaDefinitionError(f"Durable {label}= must be callable or None, got {value!r}")
+
+
 def _default_outcome(result: object) -> object:
     if isinstance(result, str):
         return result
@@ -188,6 +214,9 @@ class Saga:
     """Virtual seconds from the start by which the saga must have settled: past it, it may only
     compensate, and it must end compensated, or failed and flagged for a person (the
     ``within_deadline`` invariant). None: no deadline."""
+    durable: Durable | None = None
+    """How the coordinator persists and recovers; then searches also crash the coordinator and
+    run recovery on a fresh one (``services.store`` is the store)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -198,7 +227,7 @@ class Saga:
         for step in self.steps:
             if not isinstance(step, Step):
                 raise SagaDefinitionError(f"saga {self.name!r}: steps must be Step values, got {step!r}")
-            if step.participant in RESERVED_NAMES:
+            if step.participant in RESERVED_NAMES or (self.durable is not None and step.participant == "store"):
                 raise SagaDefinitionError(
                     f"saga {self.name!r}: participant name {step.participant!r} is reserved "
                     f"(services.{step.participant} is the harness's); rename it"
@@ -244,6 +273,8 @@ class Saga:
         for label, flag in (("pauses", self.pauses), ("virtual_time", self.virtual_time)):
             if not isinstance(flag, bool):
                 raise SagaDefinitionError(f"saga {self.name!r}: {label} must be True or False, got {flag!r}")
+        if self.durable is not None and not isinstance(self.durable, Durable):
+            raise SagaDefinitionError(f"saga {self.name!r}: durable must be a saga_verify.Durable, got {self.durable!r}")
         self.dependencies  # noqa: B018  # checked now: a step naming an unknown or later step is a definition error
         if isinstance(self.max_deliveries, bool) or not isinstance(self.max_deliveries, int) or self.max_deliveries < 1:
             raise SagaDefinitionError(

@@ -8,6 +8,7 @@ __all__ = [
     "NondeterminismError",
     "OptionError",
     "PlanError",
+    "RecoveryError",
     "SagaCrashedError",
     "SagaDefinitionError",
     "SagaStuckError",
@@ -27,6 +28,12 @@ class PlanError(SagaVerifyError, ValueError):
 
 class SagaDefinitionError(SagaVerifyError, TypeError):
     """A `Saga` or `Step` is set up wrongly: unknown participant, reserved name, bad outcome."""
+
+
+class RecoveryError(SagaVerifyError):
+    """A saga's durable store or recovery cannot be used after a coordinator crash: the store is
+    corrupt, foreign or from a newer schema, or ``recover`` raised. Never met by starting afresh,
+    which could run a charge again."""
 
 
 class SagaCrashedError(SagaVerifyError):

@@ -14,9 +14,10 @@ import pytest
 
 from saga_verify import FaultPlan
 from saga_verify._cli import main
-from saga_verify.reference import variants
+from saga_verify.reference import durable_variants, variants
 
-VARIANT_NAMES = [v.name for v in variants()]
+VARIANT_NAMES = [v.name for v in (*variants(), *durable_variants())]
+KINDS = {v.name: v.kind for v in (*variants(), *durable_variants())}
 SCRIPT = Path(sys.executable).with_name("saga-verify")
 
 
@@ -56,7 +57,7 @@ def test_demo_json_rows_have_their_shape(demo_json) -> None:
     rows = json.loads(demo_json[0].stdout)
     for row in rows:
         assert {"saga", "kind", "runtime", "broken", "bug", "violated", "examples", "plan", "seconds"} <= set(row)
-        assert row["kind"] == {v.name: v.kind for v in variants()}[row["saga"]]
+        assert row["kind"] == KINDS[row["saga"]]
         assert row["runtime"] == "sim"
         assert isinstance(row["broken"], bool)
         assert row["bug"] is None or isinstance(row["bug"], str)
@@ -83,11 +84,14 @@ def test_demo_json_correct_saga_holds_and_every_broken_one_is_caught(demo_json) 
     assert correct["examples"] > 500  # it says how much it searched
     timed = rows.pop("timed_order")
     assert (timed["kind"], timed["verdict"], timed["violated"]) == ("durable", "holds", [])
-    assert len(rows) == 14
+    durable = rows.pop("durable_order")
+    assert (durable["kind"], durable["verdict"], durable["violated"]) == ("durable", "holds", [])
+    assert len(rows) == 17
     assert {name for name, row in rows.items() if row["kind"] == "durable"} == {
-        "timeout_without_compensation", "webhook_wait_without_deadline", "retries_past_budget"
+        "timeout_without_compensation", "webhook_wait_without_deadline", "retries_past_budget",
+        "calls_before_intent", "fresh_keys_on_recovery", "compensation_not_resumed",
     }
-    bugs = {v.name: v.bug for v in variants()}
+    bugs = {v.name: v.bug for v in (*variants(), *durable_variants())}
     for name, row in rows.items():
         assert row["broken"] is True
         assert row["bug"] == bugs[name]
@@ -114,13 +118,14 @@ def test_demo_table(capsys, tmp_path) -> None:
     assert set(lines[2]) == {"-", " "}
     body = lines[3 : 3 + len(VARIANT_NAMES)]
     assert [line.split()[0] for line in body] == VARIANT_NAMES
-    correct = {v.name for v in variants() if not v.broken}
-    assert correct == {"order", "timed_order"}
+    correct = {v.name for v in (*variants(), *durable_variants()) if not v.broken}
+    assert correct == {"order", "timed_order", "durable_order"}
     assert all(line.split()[1] == ("holds" if line.split()[0] in correct else "caught") for line in body)
     by_name = {line.split()[0]: line for line in body}
     assert "lose-reply at payment.charge#1" in by_name["charge_without_key"]
     assert "no faults" in by_name["notify_before_pivot"]
-    assert "14/14 broken variants caught; correct sagas: holds" in lines
+    assert "coordinator-crash-after at inventory.reserve#1" in by_name["calls_before_intent"]
+    assert "17/17 broken variants caught; correct sagas: holds" in lines
     assert lines[-1].startswith(f"Replay any minimal plan: saga-verify replay {tmp_path}")
     assert (tmp_path / lines[-1].rsplit("/", 1)[1]).exists()
 
@@ -379,8 +384,8 @@ def test_demo_html_ends_with_the_report_path(tmp_path, capsys) -> None:
     out, _ = capsys.readouterr()
     assert out.splitlines()[-1] == f"HTML report: {html / 'report.html'}"
     text = (html / "report.html").read_text(encoding="utf-8")
-    assert "16 sagas, 14 broken" in text
-    assert text.count('class="sequence"') == 14  # one diagram per caught variant
+    assert "20 sagas, 17 broken" in text
+    assert text.count('class="sequence"') == 17  # one diagram per caught variant
 
 
 @pytest.mark.parametrize("command", [["demo"], ["explore", "saga_verify.reference:charge_without_key"]])
@@ -453,9 +458,10 @@ def test_progress_shows_on_a_terminal_and_goes_away(tmp_path) -> None:
     assert re.match(r"\d distinct broken invariants in saga 'fresh_key_on_retry':\n\nsaga 'fresh_key_on_retry' broke no_double_create\n", out)
     code, _, shown = _on_a_terminal(["demo", "--max-examples", "0", "--report-dir", str(tmp_path)], tmp_path)
     assert code == 0  # the sweep alone catches every broken variant
-    assert "order (1/16): sweep" in shown
-    assert "volatile_dedupe (12/16)" in shown
-    assert "retries_past_budget (16/16)" in shown
+    assert "order (1/20): sweep" in shown
+    assert "volatile_dedupe (12/20)" in shown
+    assert "retries_past_budget (16/20)" in shown
+    assert "compensation_not_resumed (20/20)" in shown
 
 
 def test_no_progress_when_not_a_terminal(tmp_path) -> None:

@@ -19,6 +19,7 @@ PUBLIC = [
     "__version__",
     "Saga",
     "Step",
+    "Durable",
     "load_saga",
     "Ledger",
     "LedgerRow",
@@ -46,7 +47,10 @@ PUBLIC = [
 #: Every public namespace the README documents, and the names each one holds.
 NAMESPACES = {
     "saga_verify.faults": [
+        "COORDINATOR_CRASHES",
         "FAULT_KINDS",
+        "CoordinatorCrashAfter",
+        "CoordinatorCrashBefore",
         "Crash",
         "Delay",
         "DeliveryPoint",
@@ -70,6 +74,7 @@ NAMESPACES = {
         "all_or_nothing",
         "check",
         "compensation_matches_effect",
+        "compensation_resumed",
         "forward_order",
         "full_compensation",
         "invariant",
@@ -80,6 +85,7 @@ NAMESPACES = {
         "no_unhandled_error",
         "retry_budget",
         "reverse_compensation_order",
+        "saga_owned",
         "standard_invariants",
         "terminates",
         "within_deadline",
@@ -106,6 +112,7 @@ NAMESPACES = {
         "NondeterminismError",
         "OptionError",
         "PlanError",
+        "RecoveryError",
         "SagaCrashedError",
         "SagaDefinitionError",
         "SagaStuckError",

@@ -239,3 +239,40 @@ def test_the_webhook_example_without_a_timeout_waits_for_ever_on_a_dropped_webho
         exec(compile(block, "README.md", "exec"), {})
     reports = [str(e) for e in getattr(info.value, "exceptions", [info.value])]
     assert any("1. drop at payment.paid#1" in r and "within_deadline" in r for r in reports), reports
+
+
+# -- "Durable sagas: coordinator crash and recovery" -----------------------------------------------------------------------------
+def durable_blocks() -> tuple[str, str]:
+    section = README.read_text(encoding="utf-8").split("### Coordinator crash and recovery", 1)[1]
+    section = re.split(r"\n##+ ", section, maxsplit=1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2, "README lost a 'Durable sagas' example"
+    return blocks[0], blocks[1]
+
+
+def _durable_project(pytester: pytest.Pytester, saga_code: str) -> pytest.RunResult:
+    pytester.mkpydir("shop")
+    pytester.path.joinpath("shop", "services.py").write_text(SERVICES)
+    pytester.path.joinpath("shop", "durable.py").write_text(saga_code)
+    pytester.makepyfile(test_durable=durable_blocks()[1])
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--saga-report-dir={pytester.path / 'plans'}", "--saga-seed=1")
+
+
+def test_the_durable_declaration_is_a_few_lines() -> None:
+    lines = [line.strip() for line in durable_blocks()[1].splitlines() if line.strip()]
+    assert len(lines) <= 16
+    assert [line for line in lines if line.startswith("durable=")] == ["durable=Durable(store=open_db, close=lambda db: db.close()),"]
+
+
+def test_the_durable_sqlite_saga_holds_with_coordinator_crashes(pytester: pytest.Pytester) -> None:
+    result = _durable_project(pytester, durable_blocks()[0])
+    result.assert_outcomes(passed=1)
+
+
+def test_a_key_minted_without_writing_it_first_is_caught_by_a_coordinator_crash(pytester: pytest.Pytester) -> None:
+    saga_code = durable_blocks()[0]
+    persisted = 'charge = key_for(db, "charge", f"{oid}:charge:{run}")'
+    assert persisted in saga_code
+    result = _durable_project(pytester, saga_code.replace(persisted, 'charge = f"{oid}:charge:{run}"'))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*saga 'durable-order' broke no_double_charge*", "*1. coordinator-crash-after at payment.charge#1*"])

@@ -41,7 +41,7 @@ class _Explored:
     was hidden from the caller (lost reply, held request, copy), else 0."""
 
 
-_AMBIGUOUS = frozenset({"reply-lost", "crashed", "held", "frozen", "late", "copy"})
+_AMBIGUOUS = frozenset({"reply-lost", "crashed", "held", "frozen", "late", "copy", "unread"})
 
 
 def reached_points(execution: Execution) -> list[DeliveryPoint]:

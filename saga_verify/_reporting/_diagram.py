@@ -323,6 +323,11 @@ def _entry(
         out.append(_text(x_s + 8, y_req - 6, call, fill=STYLES[style][0]))
         seen = "ConnectionError" if outcome == "failed" else f"TimeoutError after {_timeout_of(execution, entry):g} s"
         out.append(badge(x_s + 8, y_rep + 4, f"✕ {fault}: caller sees {seen}", STYLES["fault"][0]))
+    elif outcome == "unsent":
+        # The coordinator died on its own lane: nothing left it.
+        out.append(f'<g class="fault fault-coordinator-crash"{mark}>{_burst(x_s, y_req)}</g>')
+        out.append(_text(x_s + 14, y_req - 6, call, fill=STYLES[style][0]))
+        out.append(badge(x_s + 14, y_req + 4, "coordinator dies before sending; a fresh one recovers", STYLES["fault"][0]))
     elif outcome == "held":
         out.append(_arrow(x_s, mid - 10, y_req, style, prefix, head=False))
         out.append(
@@ -354,6 +359,10 @@ def _entry(
             out.append(f'<g class="fault fault-crash"{mark}>{_burst(x_p, y_req)}</g>')
             out.append(badge(x_p + 14, y_req + 4, "crash: dies, restarts from its store", STYLES["fault"][0]))
             out.append(_text(x_s + 8, y_rep + 4, "caller sees ConnectionResetError", size=10, fill="#78909c"))
+        elif outcome == "unread":
+            out.append(_arrow(x_p, x_s + 10, y_rep, "lost", prefix, head=False))
+            out.append(f'<g class="fault fault-coordinator-crash"{mark}>{_burst(x_s, y_rep)}</g>')
+            out.append(badge(x_s + 14, y_rep + 13, "applied; the coordinator died before reading the reply; a fresh one recovers", STYLES["fault"][0]))
         elif outcome == "raised":
             out.append(_arrow(x_p, x_s + 2, y_rep, "fault", prefix))
             out.append(_text(x_s + 8, y_rep + 12, f"raised {reply}", size=10, fill=STYLES["fault"][0]))

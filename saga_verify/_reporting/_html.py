@@ -19,7 +19,7 @@ from .._world import LedgerRow, Moment, TraceEntry
 from ..errors import OptionError
 from ._diagram import legend, sequence_diagram
 from ._matrix import coverage_table
-from ._timeline import MOMENT_MARK, OUTCOME_TEXT, compact
+from ._timeline import MOMENT_MARK, OUTCOME_TEXT, RECOVERY_TEXT, compact
 
 if TYPE_CHECKING:
     from .._exploration import ExplorationResult, Failure
@@ -139,6 +139,7 @@ def _timeline_table(failure: Failure, prefix: str, entries: set[int], rows: set[
     compensations = {(s.participant, s.compensation) for s in execution.saga.steps if s.compensation}
     lines = []
     moments = list(execution.moments)
+    recoveries = 0
     for e in execution.trace:
         # Waits, back-offs and the deadline, between the deliveries, in time order.
         while moments and moments[0].time < e.time:
@@ -161,6 +162,9 @@ def _timeline_table(failure: Failure, prefix: str, entries: set[int], rows: set[
             f"<td>{escape(OUTCOME_TEXT.get(e.outcome, e.outcome))}</td><td><code>{escape(compact(e.reply) if e.reply is not None else '')}</code></td>"
             f'<td class="fault-cell">{escape(e.fault or "")}</td><td>{effect_text}</td></tr>'
         )
+        if e.outcome in ("unsent", "unread"):
+            recoveries += 1
+            lines.append(f'<tr class="recovery"><td colspan="8">{escape(RECOVERY_TEXT.format(n=recoveries).strip(" ~"))}</td></tr>')
     lines += [_moment_row(m) for m in moments]
     ending = execution.status
     if execution.halted:

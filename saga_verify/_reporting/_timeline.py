@@ -25,6 +25,8 @@ OUTCOME_TEXT = {
     "raised": "RAISED",
     "event": "EVENT ARRIVED",
     "dropped": "EVENT LOST (dropped on its way; the saga never receives it)",
+    "unsent": "COORDINATOR DIED before sending it (not delivered)",
+    "unread": "COORDINATOR DIED before reading the reply (applied)",
 }
 
 #: How each kind of moment on the timeline is marked (waits, back-offs, the deadline).
@@ -37,6 +39,8 @@ MOMENT_MARK = {
     "gave-up": "GIVES UP",
     "deadline": "DEADLINE",
 }
+#: What follows a call at which the coordinator died.
+RECOVERY_TEXT = "  ~~~~ coordinator crashed: a fresh coordinator, with nothing of the old one's memory, reopens the store and recovers (recovery {n})"
 
 
 def compact(value: Any) -> str:
@@ -73,11 +77,15 @@ def render_moment(moment: Moment) -> str:
 def render_timeline(execution: Execution) -> str:
     lines = [f"Timeline (virtual seconds; saga instance {execution.correlation_id}):"]
     moments = list(execution.moments)
+    recoveries = 0
     for entry in execution.trace:
         # A moment goes before the first delivery later than it, so the timeline reads in time order.
         while moments and moments[0].time < entry.time:
             lines.append(render_moment(moments.pop(0)))
         lines.append(render_entry(entry))
+        if entry.outcome in ("unsent", "unread"):
+            recoveries += 1
+            lines.append(RECOVERY_TEXT.format(n=recoveries))
     lines += [render_moment(m) for m in moments]
     ending = execution.status
     if execution.halted:

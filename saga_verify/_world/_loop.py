@@ -37,7 +37,7 @@ class _Selector(selectors.DefaultSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         world = self.loop.world
         ready: list[tuple[selectors.SelectorKey, int]] = super().select(0)
-        if world.stuck is not None or world.halted is not None:
+        if world.stuck is not None or world.halted is not None or world.dead is not None:
             raise LoopStopped
         if ready or timeout == 0:
             return ready
@@ -60,6 +60,15 @@ class _Selector(selectors.DefaultSelector):
         return []
 
 
+def _quiet_about_stops(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A task that ended with one of the harness's stops (a BaseException that is no Exception:
+    the coordinator died, the run was halted) ended as the harness meant: nothing to report."""
+    error = context.get("exception")
+    if isinstance(error, BaseException) and not isinstance(error, Exception):
+        return
+    loop.default_exception_handler(context)
+
+
 class WorldLoop(asyncio.SelectorEventLoop):
     """An event loop for one execution (see the module docstring)."""
 
@@ -70,6 +79,7 @@ class WorldLoop(asyncio.SelectorEventLoop):
         self.world = world
         self._threads_at_start = threading.active_count()
         self._in_executor: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+        self.set_exception_handler(_quiet_about_stops)
 
     def time(self) -> float:
         world = self.world

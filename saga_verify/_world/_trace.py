@@ -21,6 +21,8 @@ OUTCOMES = {
     "raised": "the participant raised while handling it",
     "event": "an event a participant sent (a webhook, an approval) reached the saga",
     "dropped": "an event a participant sent was lost on its way; the saga never received it",
+    "unsent": "the coordinator died before sending it; a fresh coordinator recovers from the saga's store",
+    "unread": "applied; the coordinator died before reading the reply; a fresh coordinator recovers from the saga's store",
 }
 
 

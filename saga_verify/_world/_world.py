@@ -22,7 +22,7 @@ from .._saga import Saga, Step
 from ..errors import SagaDefinitionError, SagaStuckError, SagaVerifyError
 from ..faults._kinds import Delay, DeliveryPoint, Duplicate, Fault, Outage, Pause
 from ..faults._plan import FaultPlan
-from . import _clocks, _retry, _watchdog
+from . import _clocks, _coordinator, _retry, _watchdog
 from ._clock import VirtualClock
 from ._current import CURRENT
 from ._events import EventPoint, Events, Moment
@@ -171,12 +171,15 @@ class Services:
     operation retried within its budget, with back-off) and ``services.wait_for`` (an event, with
     a deadline)."""
 
-    def __init__(self, proxies: Mapping[str, Any], clock: VirtualClock, world: World | None = None) -> None:
+    def __init__(self, proxies: Mapping[str, Any], clock: VirtualClock, world: World | None = None, store: Any = None) -> None:
         self.__dict__.update(proxies)
         self.clock = clock
         #: Virtual seconds from the start by which the saga must have settled, or None.
         self.deadline: float | None = world.saga.deadline if world is not None else None
         self.__dict__["_world"] = world
+        if store is not None:
+            #: The saga's durable store (``Saga(durable=...)``): what survives a coordinator crash.
+            self.__dict__["store"] = store
 
     def retry(self, call: Any, /, *args: Any, **kwargs: Any) -> Any:
         """``call(*args, **kwargs)`` (an operation: ``services.payment.charge``), called again
@@ -215,7 +218,7 @@ class Services:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)  # copy, pickle and friends probe for these
-        known = sorted(k for k in self.__dict__ if k not in ("clock", "deadline", "_world"))
+        known = sorted(k for k in self.__dict__ if k not in ("clock", "deadline", "store", "_world"))
         error = SagaDefinitionError(f"the saga asked for services.{name}; this saga's participants are: {', '.join(known)}")
         raise error if self._world is None else self._world.fail(error)
 
@@ -328,8 +331,18 @@ class World:
         self.moments: list[Moment] = []
         #: The events the saga's participants send it, if the saga declares any.
         self.events = Events(self, _Halted) if saga.events else None
+        #: Where each coordinator crash of this execution hit (``payment.charge#1``), in order.
+        self.crashes: list[str] = []
+        #: Where the current coordinator died, until a fresh one takes over.
+        self.dead: str | None = None
+        #: The virtual time the current coordinator died at.
+        self.died_at = 0.0
+        #: How many fresh coordinators recovered the saga.
+        self.recoveries = 0
+        self.store: Any = _coordinator.open_store(self, saga.durable) if saga.durable is not None else None
         self.participants = self._build_participants()
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
+        self._proxies: dict[str, Any] = {}
         self.services = self._build_services()
 
     # -- set-up ------------------------------------------------------------------------------
@@ -382,7 +395,13 @@ class World:
                 endpoints[op] = ep
                 self.endpoints[(name, op)] = ep
             proxies[name] = cast(Transported, obj).client(self, endpoints) if transported else ParticipantProxy(name, endpoints, self)
-        return Services(proxies, self.clock, self)
+        self._proxies = proxies
+        return self.fresh_services()
+
+    def fresh_services(self) -> Services:
+        """What one coordinator sees as ``services``: the same participants and store, a new object."""
+        store = _coordinator.StoreSeam(self, self.store) if self.store is not None else None
+        return Services(self._proxies, self.clock, self, store)
 
     # -- what ledgers ask --------------------------------------------------------------------
     def current_delivery(self) -> tuple[int, str]:
@@ -455,6 +474,9 @@ class World:
 
     # -- the network -------------------------------------------------------------------------
     def _check_time(self, now: float) -> None:
+        if self.dead is not None:
+            self.clock._now = self.died_at  # a dead coordinator's sleep does not pass
+            raise _coordinator.CoordinatorDied(self.dead)
         if now > self.saga.max_seconds:
             self.halt(f"still running after {self.saga.max_seconds:g} virtual seconds")
         if self.halted is not None:
@@ -466,6 +488,8 @@ class World:
 
     def decide(self, ep: Endpoint) -> tuple[int, Fault | None]:
         """Count the call, decide its fault, let network latency pass."""
+        if self.dead is not None:
+            raise _coordinator.CoordinatorDied(self.dead)  # a dead coordinator calls nobody
         self._deliveries += 1
         if self.halted is not None or self._deliveries > self.saga.max_deliveries:
             if self._deliveries > _CLOSED:
@@ -538,6 +562,8 @@ class World:
             return (yield from self._apply(ep, attempt, key, request, thunk, "ok", None))
 
         kind = fault.kind
+        if kind in _coordinator.KINDS:
+            return (yield from _coordinator.crash(self, ep, attempt, fault, thunk, key, request))
         label = fault.label
         point = f"{ep.participant}.{ep.operation}#{attempt}"
         if kind in ("fail", "outage"):
@@ -727,14 +753,10 @@ class World:
         try:
             try:
                 try:
-                    if saga.is_async:
-                        result = self._run_async()
+                    if saga.durable is not None:
+                        result = _coordinator.coordinate(self)
                     else:
-                        result = saga.run(self.services, saga.input)
-                        if inspect.isawaitable(result):
-                            raise self.fail(
-                                SagaDefinitionError(f"saga {saga.name!r}: run returned an awaitable; declare it with 'async def'")
-                            )
+                        result = self.run_entry(saga.run)
                 except Exception:
                     returned_at = self.clock._now
                     raise
@@ -771,6 +793,8 @@ class World:
             if self.stuck is not None:
                 _watchdog.take_back(ident)
             CURRENT.reset(context)
+            if self.store is not None:
+                _coordinator.close_store(self)
         if self.stuck is not None:
             raise SagaStuckError(
                 f"saga {saga.name!r} did not return within {saga.max_real_seconds:g} real seconds "
@@ -824,9 +848,16 @@ class World:
             "about that step holds for nothing"
         )
 
-    def _run_async(self) -> Any:
-        self.async_mode = True
-        return self._loop_run(self.saga.run(self.services, self.saga.input))
+    def run_entry(self, entry: Callable[[Any, Any], Any]) -> Any:
+        """Run the saga's ``run`` (or, on a fresh coordinator, its ``recover``) to its end."""
+        saga = self.saga
+        self.async_mode = inspect.iscoroutinefunction(entry)
+        if self.async_mode:
+            return self._loop_run(entry(self.services, saga.input))
+        result = entry(self.services, saga.input)
+        if inspect.isawaitable(result):
+            raise self.fail(SagaDefinitionError(f"saga {saga.name!r}: run returned an awaitable; declare it with 'async def'"))
+        return result
 
     def _loop_run(self, coro: Any) -> Any:
         loop = WorldLoop(self)
@@ -836,13 +867,18 @@ class World:
         except LoopStopped:
             if self.stuck is not None:
                 raise _watchdog.Stuck from None
+            if self.dead is not None:
+                raise _coordinator.CoordinatorDied(self.dead) from None
             raise _Halted(self.halted) from None
         finally:
             # Tasks the saga left behind go no further: what their clean-up calls is refused.
+            deliveries = self._deliveries
             self._deliveries = _CLOSED
             loop.abandon()
             self.loop = None
             loop.close()
+            if self.dead is not None:
+                self._deliveries = deliveries  # a fresh coordinator recovers: the count goes on
 
 
 def plan_chooser(plan: FaultPlan) -> Callable[[Endpoint | DeliveryPoint, int], Fault | None]:

@@ -6,7 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._alphabet import templates_for
 from ._kinds import (
+    COORDINATOR_CRASHES,
     FAULT_KINDS,
+    CoordinatorCrashAfter,
+    CoordinatorCrashBefore,
     Crash,
     Delay,
     DeliveryPoint,
@@ -24,7 +27,10 @@ from ._kinds import (
 from ._plan import FaultPlan
 
 __all__ = [
+    "COORDINATOR_CRASHES",
     "FAULT_KINDS",
+    "CoordinatorCrashAfter",
+    "CoordinatorCrashBefore",
     "Crash",
     "Delay",
     "DeliveryPoint",

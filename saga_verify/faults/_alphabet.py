@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .._saga import Saga
 from ._kinds import (
+    COORDINATOR_CRASHES,
     Crash,
     Delay,
     Drop,
@@ -44,6 +45,10 @@ def templates_for(saga: Saga, participant: str, operation: str) -> tuple[FaultTe
         out.append(FaultTemplate(Pause, (("seconds", late),)))
     if participant in saga.restartable:
         out.append(FaultTemplate(Crash))
+    if saga.durable is not None:
+        # The coordinator dies at this call, before it goes out or after it was applied; a
+        # fresh coordinator recovers from the saga's store.
+        out += [FaultTemplate(cls) for cls in COORDINATOR_CRASHES]
     return tuple(out)
 
 

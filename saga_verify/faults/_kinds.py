@@ -205,6 +205,31 @@ class Drop(Fault):
 EVENT_KINDS: frozenset[str] = frozenset({"drop", "duplicate", "delay", "outage"})
 
 
+@dataclass(frozen=True)
+class CoordinatorCrashBefore(Fault):
+    """The coordinator (the process running the saga) dies just before it sends this request: the
+    request never goes out. A fresh coordinator, with nothing of the dead one's memory, opens the
+    saga's durable store and recovers. Only for sagas that declare how they recover
+    (``Saga(durable=...)``)."""
+
+    kind: ClassVar[str] = "coordinator-crash-before"
+    meaning: ClassVar[str] = "the coordinator dies before sending; a fresh one recovers from its store"
+
+
+@dataclass(frozen=True)
+class CoordinatorCrashAfter(Fault):
+    """The participant applies the request, and the coordinator dies before it reads the reply: the
+    moment between a call and the log write that records it. A fresh coordinator recovers from
+    the saga's durable store. Only for sagas that declare how they recover."""
+
+    kind: ClassVar[str] = "coordinator-crash-after"
+    meaning: ClassVar[str] = "applied, then the coordinator dies before reading the reply; a fresh one recovers"
+
+
+#: The kinds that kill the coordinator rather than disturb one call.
+COORDINATOR_CRASHES: tuple[type[Fault], ...] = (CoordinatorCrashBefore, CoordinatorCrashAfter)
+
+
 def _check_seconds(fault: Fault, value: object, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PlanError(f"{fault.kind} at {fault.at}: {name} must be a number of seconds, got {value!r}")
@@ -225,6 +250,10 @@ FAULT_KINDS: tuple[type[Fault], ...] = (
     # Last: they disturb a whole participant rather than one call (see Fault.tried_last).
     Pause,
     Crash,
+    # Only for sagas that declare a durable store and how they recover, where they are the faults
+    # that matter most: not tried last.
+    CoordinatorCrashBefore,
+    CoordinatorCrashAfter,
 )
 KIND_BY_NAME: dict[str, type[Fault]] = {k.kind: k for k in FAULT_KINDS}
 

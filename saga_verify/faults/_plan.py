@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .._files import write_atomically
 from ..errors import PlanError
 from ._kinds import (
+    COORDINATOR_CRASHES,
     EVENT_KINDS,
     FAULT_KINDS,
     POINT_PATTERN,
@@ -191,6 +192,11 @@ class FaultPlan:
                 raise PlanError(
                     f"plan crashes {fault.at}, but no step of {key[0]} declares how it restarts; "
                     "give its Step a restart= hook or use another fault kind"
+                )
+            if isinstance(fault, COORDINATOR_CRASHES) and saga.durable is None:
+                raise PlanError(
+                    f"plan crashes the coordinator at {fault.at}, but saga {saga.name!r} declares no durable store "
+                    "to recover from; give the Saga durable=Durable(store=..., recover=...) or use another fault kind"
                 )
             if isinstance(fault, Refuse) and key not in saga.refusable:
                 raise PlanError(

@@ -15,6 +15,7 @@ from ._builtin import (
     terminates,
 )
 from ._core import Invariant, Violation, check, invariant
+from ._durable import compensation_resumed, saga_owned
 from ._time import retry_budget, within_deadline
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "all_or_nothing",
     "check",
     "compensation_matches_effect",
+    "compensation_resumed",
     "forward_order",
     "full_compensation",
     "invariant",
@@ -33,6 +35,7 @@ __all__ = [
     "no_unhandled_error",
     "retry_budget",
     "reverse_compensation_order",
+    "saga_owned",
     "standard_invariants",
     "terminates",
     "within_deadline",

@@ -9,6 +9,7 @@ from .._saga import TERMINAL_STATUSES, Saga, Step
 from .._world import Execution, LedgerRow
 from ..errors import SagaDefinitionError
 from ._core import Invariant, Violation
+from ._durable import DURABLE_INVARIANTS
 from ._time import retry_budget, within_deadline
 
 _ANSWERED = frozenset({"ok"})
@@ -359,6 +360,7 @@ def standard_invariants(saga_or_steps: Saga | Iterable[Step]) -> tuple[Invariant
         forward_order,
         *timed,
         *budgets,
+        *(DURABLE_INVARIANTS if isinstance(saga_or_steps, Saga) and saga_or_steps.durable is not None else ()),
     )
 
 

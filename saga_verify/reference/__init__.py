@@ -9,23 +9,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from saga_verify import Saga, Step
+from saga_verify import Durable, Saga, Step
 from saga_verify.systems import Service, ServiceHandle, System
 
 from . import _broken, _timed
+from ._durable import DurableOrderSaga, recover_orders
 from ._orchestrated import OrderSaga
 from ._participants import Inventory, Notification, Payment, Shipping
 from ._routes import ROUTES
+from ._saga_log import SagaLog, SqliteSagaLog
+from ._saga_log_postgres import PostgresSagaLog
 
 __all__ = [
     "ORDER",
     "STEPS",
+    "DurableOrderSaga",
     "Inventory",
     "Notification",
     "OrderSaga",
     "Payment",
+    "PostgresSagaLog",
+    "SagaLog",
     "Shipping",
+    "SqliteSagaLog",
     "Variant",
+    "durable_order_saga",
+    "durable_variants",
     "order_saga",
     "reference_http_system",
     "reference_system",
@@ -193,6 +202,39 @@ webhook_wait_without_deadline = _timed.timed_saga(
 retries_past_budget = _timed.timed_saga("retries_past_budget", _timed.RetriesPastBudget, f"{__name__}:retries_past_budget")
 
 
+def _saga_services(services: Any) -> Any:
+    from ._order_client import HttpServices, over_http
+
+    return HttpServices(services) if over_http(services) else services
+
+
+def _durable_saga(name: str, saga_class: type[DurableOrderSaga], attribute: str | None = None) -> Saga:
+    def run(services: Any, order: Any) -> str:
+        return str(saga_class(_saga_services(services), order).run())
+
+    def recover(services: Any, order: Any) -> str:
+        return recover_orders(saga_class, _saga_services(services), order)
+
+    return Saga(
+        name,
+        steps=STEPS,
+        participants=reference_system(),
+        run=run,
+        input=ORDER,
+        ref=f"{__name__}:{attribute or name}",
+        # The log in an SQLite database in memory, kept across a coordinator crash as a database
+        # server outlives its client: thousands of executions a second, no files to clean up.
+        durable=Durable(store=SqliteSagaLog, recover=recover, reopen=SqliteSagaLog.reopen, close=SqliteSagaLog.close),
+    )
+
+
+#: The durable order saga: a write-ahead saga log, recovery after any coordinator crash.
+durable_order_saga = _durable_saga("durable_order", DurableOrderSaga, attribute="durable_order_saga")
+calls_before_intent = _durable_saga("calls_before_intent", _broken.CallsBeforeIntent)
+fresh_keys_on_recovery = _durable_saga("fresh_keys_on_recovery", _broken.FreshKeysOnRecovery)
+compensation_not_resumed = _durable_saga("compensation_not_resumed", _broken.CompensationNotResumed)
+
+
 @dataclass(frozen=True)
 class Variant:
     """A reference saga and, for a broken one, the bug it carries."""
@@ -260,4 +302,18 @@ def _timed_variants() -> tuple[Variant, ...]:
     return (
         Variant(timed_order_saga, None, kind="durable", runtimes=sim, correct=timed_order_saga),
         *(Variant(s, _bug(c), kind="durable", runtimes=sim, correct=timed_order_saga) for s, c in timed),
+    )
+
+
+def durable_variants() -> tuple[Variant, ...]:
+    """The correct durable saga first, then the durable variants whose bug only a coordinator
+    crash shows."""
+    broken = (
+        (calls_before_intent, _broken.CallsBeforeIntent),
+        (fresh_keys_on_recovery, _broken.FreshKeysOnRecovery),
+        (compensation_not_resumed, _broken.CompensationNotResumed),
+    )
+    return (
+        Variant(durable_order_saga, None, saga_class=DurableOrderSaga, kind="durable", correct=durable_order_saga),
+        *(Variant(s, _bug(c), saga_class=c, kind="durable", correct=durable_order_saga) for s, c in broken),
     )

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._durable import DurableOrderSaga
 from ._orchestrated import GaveUp, OrderSaga, Reply, StepFailed
 from ._participants import Payment, ok
+from ._saga_log import SagaLog
 
 
 class ChargeWithoutKey(OrderSaga):
@@ -157,3 +159,41 @@ class VolatileDedupePayment(Payment):
 
     # Not saved with the rest of its state, so a crash forgets every key it has seen.
     transient = ("_replies",)
+
+
+class CallsBeforeIntent(DurableOrderSaga):
+    """Calls a participant before it logs its intent: a coordinator that dies after the call and
+    before the log write leaves no trace of it, and the one that recovers makes it again under a
+    key of its own."""
+
+    def key_for(self, step: str) -> str:
+        intent = self.recorded("intent", step)
+        return str(intent["key"]) if intent is not None else self.mint(step)
+
+    def call(self, step: str, key: str, request: dict[str, Any], inherited: bool = False) -> Reply:
+        try:
+            return super().call(step, key, request, inherited)
+        finally:
+            # The bug: the intent is logged only once the call is over.
+            if self.recorded("intent", step) is None:
+                self.write({"type": "intent", "step": step, "key": key})
+
+
+class FreshKeysOnRecovery(DurableOrderSaga):
+    """Logs its intent before each call, but a recovering coordinator re-runs an unfinished step
+    under a key it mints anew instead of the key of the logged intent."""
+
+    def key_for(self, step: str) -> str:
+        key = self.mint(step)
+        if self.recorded("intent", step) is None or str(self.recorded("intent", step)["key"]) != key:  # type: ignore[index]
+            self.write({"type": "intent", "step": step, "key": key})
+        return key
+
+
+class CompensationNotResumed(DurableOrderSaga):
+    """Recovers only orders that were going forward: one whose coordinator died while
+    compensating is never taken up again, its charge or reservation left in effect."""
+
+    @staticmethod
+    def resumable(log: SagaLog) -> list[str]:
+        return [s for s in log.unfinished() if not any(e["type"] == "compensating" for e in log.entries(s))]

@@ -162,5 +162,7 @@ class HttpServices:
 
     def __init__(self, services: Any) -> None:
         self.clock = services.clock
+        # The saga's durable store, for a saga that declares one (the harness's, not an HTTP peer).
+        self.store = vars(services).get("store")
         for name, operations in OPERATIONS.items():
             setattr(self, name, _ParticipantClient(services[name], operations))

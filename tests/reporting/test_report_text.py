@@ -265,3 +265,23 @@ def test_the_timeline_shows_back_offs_and_the_deadline_between_the_deliveries() 
     assert lines[4].endswith("DEADLINE: the saga's deadline passes (t=10)")
     assert "payment.refund#1" in lines[5]
     assert "Every invariant held." in text
+
+
+def test_timeline_shows_each_coordinator_crash_and_the_recovery_after_it() -> None:
+    from saga_verify.reference import durable_order_saga
+
+    plan = FaultPlan.loads(
+        '{"faults": [{"kind": "coordinator-crash-after", "at": "payment.charge#1"},'
+        ' {"kind": "coordinator-crash-before", "at": "payment.charge#2"}]}'
+    )
+    execution, _ = replay(durable_order_saga, plan)
+    lines = render_timeline(execution).splitlines()
+    assert lines[3:9] == [
+        "  #1   t=   0.024  payment.charge#1         order_id=order-1 amount=100 key=order-1:charge:0",
+        "                   -> COORDINATOR DIED before reading the reply (applied): status=ok charge_id=ch-1   <- coordinator-crash-after",
+        "  ~~~~ coordinator crashed: a fresh coordinator, with nothing of the old one's memory, reopens the store and recovers (recovery 1)",
+        "  #2   t=   0.036  payment.charge#2         order_id=order-1 amount=100 key=order-1:charge:0",
+        "                   -> COORDINATOR DIED before sending it (not delivered)   <- coordinator-crash-before",
+        "  ~~~~ coordinator crashed: a fresh coordinator, with nothing of the old one's memory, reopens the store and recovers (recovery 2)",
+    ]
+    assert lines[-1] == "  => saga outcome: completed"

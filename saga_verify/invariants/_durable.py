@@ -1,0 +1,80 @@
+"""Invariants about coordinator crashes: what a saga that recovers from its store must keep. (That
+no effect is duplicated across a crash is `no_double_effect`, which counts across coordinators.)"""
+
+from __future__ import annotations
+
+from .._saga import TERMINAL_STATUSES
+from .._world import Execution, TraceEntry
+from .._world._coordinator import CRASH_OUTCOMES
+from ._core import Invariant, Violation
+
+_LANDED = frozenset({"late", "copy"})
+
+
+def _crashes(execution: Execution) -> list[TraceEntry]:
+    return [e for e in execution.trace if e.outcome in CRASH_OUTCOMES]
+
+
+def _compensation_resumed(execution: Execution) -> list[Violation]:
+    crashes = _crashes(execution)
+    if not crashes:
+        return []
+    saga = execution.saga
+    compensations = {(s.participant, s.compensation) for s in saga.steps if s.compensation}
+    calls = [e for e in execution.trace if e.outcome not in _LANDED]
+    # The last crash that hit a coordinator which had begun to compensate: after it, some
+    # coordinator must take the compensation up again.
+    interrupted = None
+    for crash in crashes:
+        if any(e.seq <= crash.seq and (e.participant, e.operation) in compensations for e in calls):
+            interrupted = crash
+    if interrupted is None:
+        return []
+    found = []
+    for corr, effects in execution.effects.items():
+        for step in (s for s in saga.steps if s.compensation):
+            forward = effects.get((step.participant, step.action), [])
+            undo = effects.get((step.participant, step.compensation or ""), [])
+            if len(forward) <= len(undo):
+                continue
+            retried = any(
+                e.seq > interrupted.seq and e.participant == step.participant and e.operation == step.compensation for e in calls
+            )
+            if not retried:
+                found.append(
+                    Violation(
+                        f"the coordinator crashed at {interrupted.point} while compensating {corr}, and no coordinator "
+                        f"resumed it: {step} is still in effect and {step.participant}.{step.compensation} was never "
+                        "called after the crash",
+                        (interrupted, *forward, *undo),
+                    )
+                )
+    return found
+
+
+compensation_resumed = Invariant(
+    "compensation_resumed",
+    _compensation_resumed,
+    "a compensation interrupted by a coordinator crash is resumed by the coordinator that recovers",
+)
+
+
+def _saga_owned(execution: Execution) -> Violation | None:
+    crashes = _crashes(execution)
+    if not crashes or execution.halted or execution.error is not None or execution.status in TERMINAL_STATUSES:
+        return None
+    return Violation(
+        f"after the coordinator crash at {crashes[-1].point}, saga instance {execution.correlation_id} was left without an "
+        f"owner: the recovering coordinator ended with status {execution.status!r}, not one of {', '.join(TERMINAL_STATUSES)}",
+        (crashes[-1],),
+    )
+
+
+saga_owned = Invariant(
+    "saga_owned",
+    _saga_owned,
+    "after a coordinator crash, the coordinator that recovers takes the saga instance to its end: none is left without an owner",
+)
+
+#: What `standard_invariants` adds for a saga that declares how it recovers.
+DURABLE_INVARIANTS = (compensation_resumed, saga_owned)

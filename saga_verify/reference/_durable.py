@@ -1,0 +1,212 @@
+"""The durable order saga: the orchestrated order saga with a write-ahead saga log, so that a
+coordinator that dies anywhere is replaced by one that finishes the order, neither charging twice
+nor leaving a charge behind.
+
+The log, per order:
+- ``started`` (with the order) when an order is first placed; a start command for an order the log
+  already holds is idempotent: an ended order answers its outcome, an unfinished one is resumed;
+- ``resumed`` each time a coordinator takes an order up again: its count is the coordinator's
+  epoch, part of every idempotency key it mints;
+- ``intent`` (step, key) *before* each call, ``outcome`` (step, status, reply) after it: a call
+  whose intent has no outcome may have taken effect, and is retried with the key of its intent;
+- ``compensating`` once the saga turns back; compensations write intents and outcomes too;
+- ``ended`` (status).
+
+Recovery reads the log and goes on from where it says: forward, or compensating.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._orchestrated import GaveUp, OrderSaga, Reply, StepFailed
+from ._saga_log import SagaLog
+
+#: The compensatable forward steps, in order (the notification, irreversible, comes after them).
+FORWARD = ("reserve", "charge", "ship")
+#: The compensation of each.
+_UNDO = {"reserve": "release", "charge": "refund", "ship": "cancel"}
+
+
+class DurableOrderSaga(OrderSaga):
+    """One order's durable saga; ``run`` places (or resumes) it and returns its outcome."""
+
+    def __init__(self, services: Any, order: dict[str, Any]) -> None:
+        super().__init__(services, order)
+        self.log: SagaLog = services.store
+        self.entries: list[dict[str, Any]] = []
+        self.epoch = 0
+
+    # -- the log -------------------------------------------------------------------------------
+    def write(self, entry: dict[str, Any]) -> None:
+        self.log.append(self.order_id, entry)
+        self.entries.append(entry)
+
+    def recorded(self, kind: str, step: str) -> dict[str, Any] | None:
+        """The last entry of ``kind`` for ``step``."""
+        return next((e for e in reversed(self.entries) if e["type"] == kind and e.get("step") == step), None)
+
+    def mint(self, step: str) -> str:
+        return f"{self.order_id}:{step}:{self.epoch}"
+
+    def status(self) -> str | None:
+        ended = next((e for e in self.entries if e["type"] == "ended"), None)
+        return None if ended is None else str(ended["status"])
+
+    # -- the saga ------------------------------------------------------------------------------
+    def run(self) -> str:
+        self.entries = self.log.entries(self.order_id)
+        if not self.entries:
+            self.write({"type": "started", "order": self.order})
+        else:
+            done = self.status()
+            if done is not None:
+                return done  # the start command again, for an order already decided: its outcome
+            self.write({"type": "resumed"})
+        self.epoch = sum(e["type"] == "resumed" for e in self.entries)
+        return self.go_on()
+
+    def go_on(self) -> str:
+        """Carry on from where the log says the order is."""
+        if not self.compensating():
+            try:
+                for step in FORWARD:
+                    self.forward(step)
+            except StepFailed:
+                self.write({"type": "compensating"})
+            else:
+                self.notify()
+                return self.end("completed")
+        return self.end(self.compensate())
+
+    def compensating(self) -> bool:
+        return any(e["type"] == "compensating" for e in self.entries)
+
+    def end(self, status: str) -> str:
+        self.write({"type": "ended", "status": status})
+        return status
+
+    def forward(self, step: str) -> None:
+        outcome = self.recorded("outcome", step)
+        if outcome is not None:
+            if outcome["status"] == "ok":
+                if step == "reserve":
+                    self.reservation_id = outcome["reply"]["reservation_id"]
+                return
+            raise StepFailed(outcome["status"])
+        # An intent logged by a coordinator that died: its call may have taken effect, whatever
+        # this coordinator's own attempts find.
+        inherited = self.recorded("intent", step) is not None
+        reply = self.call(step, self.key_for(step), self.request(step), inherited)
+        if step == "reserve":
+            self.reservation_id = reply["reservation_id"]
+
+    def key_for(self, step: str) -> str:
+        """The key of the step's intent: written before the first call, reused on recovery."""
+        intent = self.recorded("intent", step)
+        if intent is not None:
+            return str(intent["key"])
+        key = self.mint(step)
+        self.write({"type": "intent", "step": step, "key": key})
+        return key
+
+    def request(self, step: str) -> dict[str, Any]:
+        if step == "reserve":
+            return {"order_id": self.order_id, "sku": self.order["sku"], "qty": self.order["qty"]}
+        if step == "charge":
+            return {"order_id": self.order_id, "amount": self.order["amount"]}
+        return {"order_id": self.order_id, "reservation_id": self.reservation_id}
+
+    def operation(self, step: str) -> Any:
+        services = self.services
+        return {
+            "reserve": services.inventory.reserve,
+            "charge": services.payment.charge,
+            "ship": services.shipping.create,
+            "release": services.inventory.release,
+            "refund": services.payment.refund,
+            "cancel": services.shipping.cancel,
+            "notify": services.notification.send,
+        }[step]
+
+    def call(self, step: str, key: str, request: dict[str, Any], inherited: bool = False) -> Reply:
+        """A forward call under its intent; its outcome is logged after it. ``inherited``: the
+        intent was logged by an earlier coordinator."""
+        try:
+            reply = self.retry(self.operation(step), **request, idempotency_key=key)
+        except GaveUp as gave_up:
+            unknown = gave_up.maybe_applied or inherited
+            self.write({"type": "outcome", "step": step, "status": "unknown" if unknown else "not-delivered"})
+            raise StepFailed(step) from gave_up
+        if reply.get("status") != "ok":
+            self.write({"type": "outcome", "step": step, "status": "refused"})
+            raise StepFailed(reply.get("reason"))
+        self.write({"type": "outcome", "step": step, "status": "ok", "reply": reply})
+        return reply
+
+    def notify(self) -> None:
+        if self.recorded("outcome", "notify") is not None:
+            return
+        key = self.key_for("notify")
+        try:
+            self.retry(self.operation("notify"), order_id=self.order_id, message=f"order {self.order_id} is on its way", idempotency_key=key)
+        except GaveUp:
+            self.notification_pending = True  # left to an outbox: the order stands
+        self.write({"type": "outcome", "step": "notify", "status": "sent" if not self.notification_pending else "pending"})
+
+    # -- compensations -------------------------------------------------------------------------
+    def may_be_in_effect(self, step: str) -> bool:
+        """A step whose intent was written may have taken effect, unless its outcome says not."""
+        if self.recorded("intent", step) is None:
+            return False
+        outcome = self.recorded("outcome", step)
+        return outcome is None or outcome["status"] in ("ok", "unknown")
+
+    def compensate(self) -> str:
+        complete = True
+        for step in reversed(FORWARD):
+            undo = _UNDO[step]
+            if not self.may_be_in_effect(step) or self.recorded("outcome", undo) is not None:
+                continue
+            key = self.key_for(undo)
+            forward_key = str(self.recorded("intent", step)["key"])  # type: ignore[index]  # may_be_in_effect saw it
+            try:
+                self.retry(self.operation(undo), **self.undo_request(step, forward_key), idempotency_key=key)
+            except GaveUp:
+                complete = False
+                continue
+            self.write({"type": "outcome", "step": undo, "status": "ok"})
+        return "compensated" if complete else "failed"
+
+    # -- recovery ------------------------------------------------------------------------------
+    @staticmethod
+    def resumable(log: SagaLog) -> list[str]:
+        """The orders a fresh coordinator takes up."""
+        return log.unfinished()
+
+    @classmethod
+    def outcome_in(cls, log: SagaLog, services: Any, order: dict[str, Any]) -> str:
+        """What the log says of ``order`` after recovery (placing it if the log never saw it:
+        its start command is still owed)."""
+        entries = log.entries(order["order_id"])
+        ended = next((e for e in entries if e["type"] == "ended"), None)
+        if ended is not None:
+            return str(ended["status"])
+        if not entries:
+            return str(cls(services, order).run())
+        # Known and not ended: where the log left it.
+        return "compensating" if any(e["type"] == "compensating" for e in entries) else "running"
+
+    def undo_request(self, step: str, forward_key: str) -> dict[str, Any]:
+        name = {"reserve": "reserve_key", "charge": "charge_key", "ship": "shipment_key"}[step]
+        return {name: forward_key}
+
+
+def recover_orders(saga_class: type[DurableOrderSaga], services: Any, order: dict[str, Any]) -> str:
+    """What a fresh coordinator runs: take up every order the log left unfinished, then answer
+    for ``order``."""
+    log: SagaLog = services.store
+    for saga_id in saga_class.resumable(log):
+        started = log.entries(saga_id)[0]
+        saga_class(services, started["order"]).run()
+    return saga_class.outcome_in(log, services, order)
