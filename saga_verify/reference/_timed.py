@@ -94,24 +94,33 @@ class TimedOrderSaga:
         self.order_id = str(order["order_id"])
 
     def run(self) -> str:
+        reply = self.charge()
+        if reply is None or reply.get("status") != "pending":
+            return self.refund()  # the charge may have taken effect unseen
+        if not self.await_payment():
+            return self.payment_never_came()
         try:
-            reply = self.services.retry(
+            self.services.retry(self.services.notification.confirm, order_id=self.order_id, idempotency_key=f"{self.order_id}:confirm")
+        except OSError:
+            pass  # paid is paid: a confirmation that never got through is resent by hand
+        return "completed"
+
+    def charge(self) -> dict[str, Any] | None:
+        """The charge's reply, or None when it went unanswered within the step's retry budget."""
+        try:
+            reply: dict[str, Any] = self.services.retry(
                 self.services.payment.charge,
                 order_id=self.order_id,
                 amount=self.order["amount"],
                 idempotency_key=f"{self.order_id}:charge",
             )
         except OSError:
-            return self.refund()  # the charge may have taken effect unseen
-        if reply.get("status") != "pending":
-            return self.refund()
-        if not self.await_payment():
-            return self.refund()
-        try:
-            self.services.retry(self.services.notification.confirm, order_id=self.order_id, idempotency_key=f"{self.order_id}:confirm")
-        except OSError:
-            pass  # paid is paid: a confirmation that never got through is resent by hand
-        return "completed"
+            return None
+        return reply
+
+    def payment_never_came(self) -> str:
+        """The webhook did not come in time: the pending charge is refunded."""
+        return self.refund()
 
     def await_payment(self) -> bool:
         """Whether the payment webhook came in time."""
@@ -134,25 +143,8 @@ class TimeoutWithoutCompensation(TimedOrderSaga):
     """Gives up when the payment webhook does not come in time and reports the order failed
     without refunding: the pending charge settles and the customer pays for nothing."""
 
-    def run(self) -> str:
-        try:
-            reply = self.services.retry(
-                self.services.payment.charge,
-                order_id=self.order_id,
-                amount=self.order["amount"],
-                idempotency_key=f"{self.order_id}:charge",
-            )
-        except OSError:
-            return self.refund()
-        if reply.get("status") != "pending":
-            return self.refund()
-        if not self.await_payment():
-            return "failed"
-        try:
-            self.services.retry(self.services.notification.confirm, order_id=self.order_id, idempotency_key=f"{self.order_id}:confirm")
-        except OSError:
-            pass
-        return "completed"
+    def payment_never_came(self) -> str:
+        return "failed"
 
 
 class WebhookWaitWithoutDeadline(TimedOrderSaga):
@@ -168,25 +160,18 @@ class RetriesPastBudget(TimedOrderSaga):
     """Retries the charge in a loop of its own, six times, where the step's budget allows three
     retries: a payment provider that is down is hammered past what was agreed."""
 
-    def run(self) -> str:
-        reply = None
+    def charge(self) -> dict[str, Any] | None:
         for attempt in range(6):
             if attempt:
                 self.services.clock.sleep(0.5 * 2**attempt)
             try:
-                reply = self.services.payment.charge(
+                reply: dict[str, Any] = self.services.payment.charge(
                     order_id=self.order_id, amount=self.order["amount"], idempotency_key=f"{self.order_id}:charge"
                 )
-                break
             except OSError:
                 continue
-        if reply is None or reply.get("status") != "pending" or not self.await_payment():
-            return self.refund()
-        try:
-            self.services.retry(self.services.notification.confirm, order_id=self.order_id, idempotency_key=f"{self.order_id}:confirm")
-        except OSError:
-            pass
-        return "completed"
+            return reply
+        return None
 
 
 def _runner(saga_class: type[TimedOrderSaga]) -> Any:
