@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import hypothesis
 import pytest
+from demo_rows import assert_demo_matches_simulation
 
 from saga_verify import FaultPlan, Saga, Step, explore, replay, run_plan
 from saga_verify._cli import main
@@ -205,10 +206,4 @@ def test_sync_transport_lets_the_apps_errors_reach_the_caller() -> None:
 
 @pytest.mark.slow
 def test_demo_over_http_matches_simulation(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    rows = {}
-    for runtime in ("sim", "asgi"):
-        assert main(["demo", "--json", "--runtime", runtime, "--report-dir", str(tmp_path / runtime)]) == 0
-        rows[runtime] = json.loads(capsys.readouterr().out)
-    assert all(r["runtime"] == "asgi" for r in rows["asgi"])
-    shape = [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["sim"]]
-    assert shape == [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["asgi"]]
+    assert_demo_matches_simulation("asgi", capsys, tmp_path)

@@ -6,15 +6,14 @@ container, which comes back from its store; and it leaves nothing behind."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import hypothesis
 import pytest
+from demo_rows import assert_demo_matches_simulation
 
 from saga_verify import FaultPlan, Saga, explore, replay, run_plan
-from saga_verify._cli import main
 from saga_verify._pytest_plugin import require_docker
 from saga_verify._runtimes import _placements, stop_services
 from saga_verify.containers import session_leftovers
@@ -115,13 +114,7 @@ def test_a_crash_kills_the_service_process_and_it_comes_back_from_its_store() ->
 
 
 def test_demo_in_containers_matches_simulation(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    rows = {}
-    for runtime in ("sim", "container"):
-        assert main(["demo", "--json", "--runtime", runtime, "--report-dir", str(tmp_path / runtime)]) == 0
-        rows[runtime] = json.loads(capsys.readouterr().out)
-    assert all(r["runtime"] == "container" for r in rows["container"])
-    shape = [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["sim"]]
-    assert shape == [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["container"]]
+    assert_demo_matches_simulation("container", capsys, tmp_path)
 
 
 def test_without_an_engine_the_runtime_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 
 import hypothesis
 import pytest
+from demo_rows import assert_demo_matches_simulation
 
 from saga_verify import FaultPlan, Saga, Step, explore, replay, run_plan
-from saga_verify._cli import main
 from saga_verify._runtimes import _placements, stop_services
 from saga_verify._runtimes._process import ServiceProcess
 from saga_verify.reference import order_saga, variants
@@ -198,15 +198,7 @@ def test_services_stop_when_the_python_process_exits() -> None:
 
 @pytest.mark.slow
 def test_demo_over_processes_matches_simulation(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    import json
-
-    rows = {}
-    for runtime in ("sim", "process"):
-        assert main(["demo", "--json", "--runtime", runtime, "--report-dir", str(tmp_path / runtime)]) == 0
-        rows[runtime] = json.loads(capsys.readouterr().out)
-    assert all(r["runtime"] == "process" for r in rows["process"])
-    shape = [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["sim"]]
-    assert shape == [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["process"]]
+    assert_demo_matches_simulation("process", capsys, tmp_path)
 
 
 def test_a_service_that_cannot_start_stops_the_ones_started_for_the_same_search() -> None:
