@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any, ClassVar, cast
 
-from .._saga import Saga, Step
+from .._saga import TERMINAL_STATUSES, Saga, Step
 from ..errors import SagaDefinitionError, SagaStuckError, SagaVerifyError
 from ..faults._kinds import Delay, DeliveryPoint, Duplicate, Fault, Outage, Pause
 from ..faults._plan import FaultPlan
 from . import _clocks, _coordinator, _retry, _watchdog
+from ._actors import ActorRun, Cast
 from ._clock import VirtualClock
 from ._current import CURRENT
 from ._events import EventPoint, Events, Moment
@@ -41,6 +42,7 @@ _MASK64 = (1 << 64) - 1
 #: A delivery count past every budget: an execution whose run is over refuses what its saga's
 #: leftover tasks still call.
 _CLOSED = 1 << 62
+_TERMINAL = frozenset(TERMINAL_STATUSES)
 
 
 class _Halted(BaseException):
@@ -255,7 +257,20 @@ class Execution:
     moments: tuple[Moment, ...] = ()
     """What happened to time besides the deliveries (waits for events, back-offs, the deadline
     passing), in time order: for the timeline."""
+    actors: tuple[ActorRun, ...] = ()
+    """How each actor ended, the saga's own instance first, when the saga declares other actors
+    (``Saga(actors=...)``); empty otherwise."""
     _rows: tuple[LedgerRow, ...] = field(default=(), repr=False)
+
+    def status_of(self, correlation_id: str) -> str:
+        """The status of one saga instance: of the first of its actors (in declared order) that
+        reached a terminal status, else of its first actor. With no other actors, ``status``."""
+        if not self.actors:
+            return self.status
+        mine = [a.status for a in self.actors if a.correlation_id == correlation_id]
+        if not mine:
+            return self.status
+        return next((s for s in mine if s in _TERMINAL), mine[0])
 
     @property
     def plan(self) -> FaultPlan:
@@ -340,6 +355,8 @@ class World:
         #: How many fresh coordinators recovered the saga.
         self.recoveries = 0
         self.store: Any = _coordinator.open_store(self, saga.durable) if saga.durable is not None else None
+        #: The actors of the execution and whose turn it is, when the saga declares other actors.
+        self.cast: Cast | None = None
         self.participants = self._build_participants()
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self._proxies: dict[str, Any] = {}
@@ -566,6 +583,13 @@ class World:
             return (yield from _coordinator.crash(self, ep, attempt, fault, thunk, key, request))
         label = fault.label
         point = f"{ep.participant}.{ep.operation}#{attempt}"
+        if kind == "switch":
+            handover = self.cast.switch(point) if self.cast is not None else None
+            if handover is not None:
+                yield handover  # the other actors move; this call goes out when the turn is back
+                if self.pending:
+                    yield from self._flush(clock._now)
+            return (yield from self._apply(ep, attempt, key, request, thunk, "ok", label))
         if kind in ("fail", "outage"):
             self._record(ep, attempt, key, request, "failed", None, label)
             raise ep.errors("connect", f"{point}: connection refused (injected {label})")
@@ -753,7 +777,10 @@ class World:
         try:
             try:
                 try:
-                    if saga.durable is not None:
+                    if saga.actors:
+                        self.cast = Cast(self)
+                        result = self.cast.run()
+                    elif saga.durable is not None:
                         result = _coordinator.coordinate(self)
                     else:
                         result = self.run_entry(saga.run)
@@ -836,6 +863,7 @@ class World:
             elapsed=self.clock._now,
             returned_at=returned_at if self.halted is None else None,
             moments=tuple(sorted(self.moments, key=lambda m: m.time)),
+            actors=self.cast.outcomes() if self.cast is not None else (),
             _rows=rows,
         )
 
