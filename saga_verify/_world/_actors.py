@@ -22,7 +22,20 @@ A plain-Python saga's actors are threads of which exactly one runs at a time (ea
 turn on an event of its own); an ``async def`` saga's actors are tasks on the execution's event
 loop that wait for their turn on a future. Each actor's correlation id ties its deliveries and
 ledger rows to its saga instance. Invariants read each actor's end through
-`Execution.actors` (`ActorRun`) and each instance's status through `Execution.status_of`.
+`Execution.actors` (`ActorRun`) and each instance's status through `Execution.status_of`; the
+built-in invariants judge each instance by its own status. Declaring them::
+
+    Saga("two orders", steps, participants, run, input=order_1,
+         actors=(Actor("o-2", input=order_2),                  # another order for the same stock
+                 Actor("o-1 again", input=order_1),            # the start command delivered twice
+                 Actor("takeover", input=order_1, run=recover, start=31.0)))  # after the lease
+
+The saga's own instance is the first actor, named by its correlation id; ``Execution.status``,
+``result`` and ``error`` stay its own, so a saga without other actors runs, traces and is
+searched exactly as before (the world never builds a `Cast` for it).
+
+Not yet: the watchdog stops the harness's waiting thread, not an actor's thread stuck outside
+the harness (that thread is left behind, as a daemon).
 """
 
 from __future__ import annotations
@@ -102,6 +115,8 @@ class Cast:
             begins = self.actors[to].start
             if begins > world.clock._now:
                 world.clock._now = float(begins)
+            if to:
+                world.note(world.clock._now, "actor", f"{self.actors[to].name} begins")
         future = self._futures[to]
         if future is not None:
             if not future.done():
@@ -139,6 +154,7 @@ class Cast:
     def _end(self, me: int, run: ActorRun) -> None:
         self.runs[me] = run
         self.ended[me] = True
+        self.world.note(self.world.clock._now, "actor", f"{run.name} ends: {run.status}")
         to = self._next(me)
         if to is None:
             self._all_ended.set()
@@ -152,6 +168,8 @@ class Cast:
 
     def _ended(self, me: int, result: Any, error: BaseException | None, stopped: str | None) -> ActorRun:
         world = self.world
+        if world.halted is not None:
+            stopped = "halted"  # what it did after the harness stopped the execution is the stop's doing
         if stopped is not None:
             status, result, error = stopped, None, None
         elif error is not None:

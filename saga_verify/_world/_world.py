@@ -587,6 +587,7 @@ class World:
             handover = self.cast.switch(point) if self.cast is not None else None
             if handover is not None:
                 yield handover  # the other actors move; this call goes out when the turn is back
+                clock._now += _LATENCY  # on its way now: it lands after what the others did
                 if self.pending:
                     yield from self._flush(clock._now)
             return (yield from self._apply(ep, attempt, key, request, thunk, "ok", label))

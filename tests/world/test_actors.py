@@ -249,3 +249,47 @@ def test_actor_declarations_are_checked() -> None:
         Saga("bad", STEPS, participants, run_order, input=ORDER_A, actors=("o-2",))  # type: ignore[arg-type]
     with pytest.raises(SagaDefinitionError, match="start"):
         Actor("late", start=-1.0)
+
+
+@pytest.mark.parametrize("flavour", sorted(SAGAS))
+def test_the_timeline_shows_whose_turn_it_is(flavour: str) -> None:
+    from saga_verify._reporting import render_timeline
+
+    assert render_timeline(run_plan(SAGAS[flavour], RACE)) == "\n".join(
+        [
+            "Timeline (virtual seconds; actors o-1, o-2):",
+            "  #0   t=   0.011  inventory.available#1    sku=lamp  [o-1]",
+            "                   -> ok: 1",
+            "  ~~   t=   0.024  SWITCH: o-1 stops before inventory.take#1; o-2 moves",
+            "  ~~   t=   0.024  actor: o-2 begins",
+            "  #1   t=   0.036  inventory.available#2    sku=lamp  [o-2]",
+            "                   -> ok: 1",
+            "  #2   t=   0.047  inventory.take#2         sku=lamp key=o-2:take  [o-2]",
+            "                   -> ok: status=ok",
+            "  #3   t=   0.060  payment.charge#1         amount=30 key=o-2:charge  [o-2]",
+            "                   -> ok: status=ok",
+            "  ~~   t=   0.060  actor: o-2 ends: completed",
+            "  #4   t=   0.070  inventory.take#1         sku=lamp key=o-1:take  [o-1]",
+            "                   -> ok: status=ok   <- switch",
+            "  #5   t=   0.081  payment.charge#2         amount=30 key=o-1:charge  [o-1]",
+            "                   -> ok: status=ok",
+            "  ~~   t=   0.081  actor: o-1 ends: completed",
+            "  => saga outcome: completed",
+            "  => actors: o-1: completed; o-2: completed",
+        ]
+    )
+
+
+def test_a_budget_spent_by_one_actor_stops_them_all() -> None:
+    def forever(services: Any, order: dict[str, Any]) -> str:
+        while True:
+            services.inventory.available(sku=order["sku"])
+
+    saga = Saga(
+        "spinning", STEPS, participants, run_order, input=ORDER_A, max_deliveries=20,
+        actors=(Actor("spinner", input=ORDER_B, run=forever),),
+    )
+    execution = run_plan(saga, FaultPlan((Switch(DeliveryPoint("inventory", "take", 1)),)))
+    assert execution.halted is not None
+    assert execution.status == "halted"
+    assert [a.status for a in execution.actors] == ["halted", "halted"]
