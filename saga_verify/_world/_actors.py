@@ -93,7 +93,11 @@ class Cast:
         self.ended = [False] * len(self.actors)
         self.runs: list[ActorRun | None] = [None] * len(self.actors)
         self._events = [threading.Event() for _ in self.actors]
-        self._all_ended = threading.Event()
+        #: A question from an actor's thread to the deciding thread (`_ask`), and its answer.
+        self._question: tuple[Any, int] | None = None
+        self._answer: tuple[Any, BaseException | None] = (None, None)
+        self._asked = threading.Event()
+        self._answered = threading.Event()
         self._futures: list[asyncio.Future[None] | None] = [None] * len(self.actors)
 
     # -- whose turn ------------------------------------------------------------------------
@@ -157,7 +161,8 @@ class Cast:
         self.world.note(self.world.clock._now, "actor", f"{run.name} ends: {run.status}")
         to = self._next(me)
         if to is None:
-            self._all_ended.set()
+            if not self.world.async_mode:
+                self._asked.set()  # no question: the deciding thread's wait is over
         else:
             self._give(to)
 
@@ -238,17 +243,49 @@ class Cast:
                 threading.Thread(target=context.copy().run, args=(self._body, i), name=f"saga-verify actor {a.name}", daemon=True)
                 for i, a in enumerate(self.actors)
             ]
-            for thread in threads:
-                thread.start()
-            self._give(0)
-            self._all_ended.wait()
-            for thread in threads:
-                thread.join()
+            chooser = world._chooser
+            world._chooser = self._ask
+            try:
+                for thread in threads:
+                    thread.start()
+                self._give(0)
+                self._decide_until_all_ended(chooser)
+                for thread in threads:
+                    thread.join()
+            finally:
+                world._chooser = chooser
         world._correlation = self.correlations[0]
         first = self.runs[0]
         if first is not None and first.error is not None:
             raise first.error  # the saga's own instance raised: the world judges it as it would alone
         return None if first is None else first.result
+
+    # -- decisions, in the thread that runs the execution ----------------------------------------
+    # A search's chooser may only work in the thread it was made in (Hypothesis draws from a
+    # thread-local context): the actors' threads ask this thread, which decides.
+    def _ask(self, point: Any, attempt: int) -> Any:
+        self._question = (point, attempt)
+        self._asked.set()
+        self._answered.wait()
+        self._answered.clear()
+        fault, error = self._answer
+        if error is not None:
+            raise error
+        return fault
+
+    def _decide_until_all_ended(self, chooser: Callable[[Any, int], Any]) -> None:
+        while True:
+            self._asked.wait()
+            self._asked.clear()
+            question = self._question
+            if question is None:
+                return  # every actor ended
+            self._question = None
+            try:
+                self._answer = (chooser(*question), None)
+            except BaseException as exc:
+                self._answer = (None, exc)
+            self._answered.set()
 
     def outcomes(self) -> tuple[ActorRun, ...]:
         """How each actor ended; one the harness stopped before it began counts as halted."""

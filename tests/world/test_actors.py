@@ -293,3 +293,17 @@ def test_a_budget_spent_by_one_actor_stops_them_all() -> None:
     assert execution.halted is not None
     assert execution.status == "halted"
     assert [a.status for a in execution.actors] == ["halted", "halted"]
+
+
+def test_hypothesis_alone_finds_the_race_and_coverage_counts_the_switches() -> None:
+    import hypothesis
+
+    result = explore(
+        SAGAS["sync"], sweep_faults=0, max_examples=1000, report_dir=None, settings=hypothesis.settings(database=None)
+    )
+    assert [f.found_by for f in result.failures] == ["hypothesis"]
+    assert [str(f) for f in result.failures[0].plan.faults] == ["switch at inventory.take#1"]
+    assert result.coverage is not None
+    data = result.coverage.to_json()
+    assert data["kinds"][-1] == "switch"
+    assert data["cells"]["switch"]["inventory.take"]["broke"] >= 1
