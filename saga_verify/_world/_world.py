@@ -318,7 +318,9 @@ class World:
         # jitters latencies; random.Random would cost more to seed than a whole delivery.
         self._rng = (seed * 6364136223846793005 + 1442695040888963407) & _MASK64
         self._seed = seed
-        self.pending: list[tuple[float, int, Endpoint, int, str | None, Any, Thunk, str | None]] = []
+        #: Requests held in the network and late copies: due time, order, the call, and the saga
+        #: instance that sent it (with several actors, not always the one whose turn it is).
+        self.pending: list[tuple[float, int, Endpoint, int, str | None, Any, Thunk, str | None, str]] = []
         self.pending_order = 0
         self._deliveries = 0
         self._row_seq = 0
@@ -670,7 +672,7 @@ class World:
 
     def _hold(self, due: float, ep: Endpoint, attempt: int, key: str | None, request: Any, thunk: Thunk, label: str) -> None:
         self.pending_order += 1
-        heapq.heappush(self.pending, (due, self.pending_order, ep, attempt, key, request, thunk, label))
+        heapq.heappush(self.pending, (due, self.pending_order, ep, attempt, key, request, thunk, label, self._correlation))
 
     def flush_due(self) -> Generator[Thunk, Any, None]:
         """Land the held requests due by now (a saga waiting on virtual time for an event)."""
@@ -681,13 +683,16 @@ class World:
         (never before the entry it follows, so the trace's times never go back)."""
         clock = self.clock
         while self.pending and (until is None or self.pending[0][0] <= until):
-            due, _, ep, attempt, key, request, thunk, label = heapq.heappop(self.pending)
+            due, _, ep, attempt, key, request, thunk, label, sender = heapq.heappop(self.pending)
             now = clock._now
             last = next((e.time for e in reversed(self.trace) if e is not None), 0.0)
             clock._now = max(due, last)
+            correlation = self._correlation
+            self._correlation = sender  # it lands as the request of the instance that sent it
             try:
                 yield from self._apply_quietly(ep, attempt, key, request, thunk, "late", label)
             finally:
+                self._correlation = correlation
                 clock._now = max(now, clock._now) if until is None else now
 
     def _apply_quietly(self, ep: Endpoint, attempt: int, key: str | None, request: Any, thunk: Thunk, outcome: str, label: str | None) -> Generator[Thunk, Any, None]:

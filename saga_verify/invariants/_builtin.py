@@ -179,9 +179,13 @@ def _terminates(execution: Execution) -> Violation | None:
         return Violation(f"the saga did not finish: it {execution.halted}", tuple(tail))
     if execution.status != "crashed" and execution.status not in TERMINAL_STATUSES:
         return Violation(f"the saga ended with status {execution.status!r}, not one of {', '.join(TERMINAL_STATUSES)}")
-    for actor in execution.actors[1:]:
-        if actor.status != "crashed" and actor.status not in TERMINAL_STATUSES:
-            return Violation(f"actor {actor.name} ended with status {actor.status!r}, not one of {', '.join(TERMINAL_STATUSES)}")
+    # With several actors, every saga instance must end: one of its actors may leave it to another
+    # (a start delivered twice answers "in progress", a fenced coordinator stops), not all of them.
+    for corr in dict.fromkeys(a.correlation_id for a in execution.actors[1:]):
+        status = execution.status_of(corr)
+        if status != "crashed" and status not in TERMINAL_STATUSES:
+            names = ", ".join(a.name for a in execution.actors if a.correlation_id == corr)
+            return Violation(f"saga instance {corr} ended with status {status!r} ({names}), not one of {', '.join(TERMINAL_STATUSES)}")
     return None
 
 
@@ -203,11 +207,11 @@ def _no_unhandled_error(execution: Execution) -> Violation | None:
 no_unhandled_error = Invariant("no_unhandled_error", _no_unhandled_error, "the saga handles every failure it can meet instead of raising")
 
 
-def _first_calls(execution: Execution) -> dict[tuple[str, str], int]:
-    """When the saga first called each operation (trace position)."""
+def _first_calls(execution: Execution, corr: str | None = None) -> dict[tuple[str, str], int]:
+    """When the saga (saga instance ``corr``, if given) first called each operation (trace position)."""
     first: dict[tuple[str, str], int] = {}
     for entry in execution.trace:
-        if entry.outcome not in ("late", "copy"):
+        if entry.outcome not in ("late", "copy") and (corr is None or entry.correlation_id == corr):
             first.setdefault((entry.participant, entry.operation), entry.seq)
     return first
 
@@ -221,8 +225,11 @@ def _reverse_compensation_order(execution: Execution) -> list[Violation]:
     saga = execution.saga
     position = {step: i for i, step in enumerate(saga.steps)}
     steps = list(_compensatable(saga))
-    called = _first_calls(execution)
+    # With several actors, each instance's compensations are ordered among themselves.
+    called = _first_calls(execution) if not execution.actors else {}
     for corr, effects in _by_correlation(execution).items():
+        if execution.actors:
+            called = _first_calls(execution, corr)
         done = []
         for step in steps:
             forward = _rows(effects, step.participant, step.action)

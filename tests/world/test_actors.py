@@ -307,3 +307,50 @@ def test_hypothesis_alone_finds_the_race_and_coverage_counts_the_switches() -> N
     data = result.coverage.to_json()
     assert data["kinds"][-1] == "switch"
     assert data["cells"]["switch"]["inventory.take"]["broke"] >= 1
+
+
+def test_an_instance_ends_when_one_of_its_actors_ends_it() -> None:
+    from saga_verify.invariants import terminates
+
+    def in_progress(services: Any, order: dict[str, Any]) -> str:
+        return "in progress"  # a start delivered again, answered while the first still runs
+
+    twice = Saga("twice", STEPS, participants, run_order, input=ORDER_A, actors=(Actor("again", input=ORDER_A, run=in_progress),))
+    execution = run_plan(twice)
+    assert [a.status for a in execution.actors] == ["completed", "in progress"]
+    assert execution.status_of("o-1") == "completed"
+    assert terminates(execution) == []
+    other = Saga("other", STEPS, participants, run_order, input=ORDER_A, actors=(Actor("o-2", input=ORDER_B, run=in_progress),))
+    assert [v.message for v in terminates(run_plan(other))] == [
+        "saga instance o-2 ended with status 'in progress' (o-2), not one of completed, compensated, failed"
+    ]
+
+
+def test_a_held_request_lands_for_the_instance_that_sent_it() -> None:
+    from saga_verify.faults import Delay
+
+    # o-2 moves in between o-1's check and take; its charge (the first) is held past its timeout
+    # and lands after both actors ended, when the execution's own instance (o-1) is current again.
+    plan = FaultPlan((Switch(DeliveryPoint("inventory", "take", 1)), Delay(DeliveryPoint("payment", "charge", 1), seconds=30.0)))
+    execution = run_plan(SAGAS["sync"], plan)
+    late = [e for e in execution.trace if e.outcome == "late"]
+    assert [(e.point, e.correlation_id) for e in late] == [("payment.charge#1", "o-2")]
+    assert sorted(r.correlation_id for r in execution.rows("payment", "charge")) == ["o-1", "o-2"]
+
+
+def test_each_instance_is_judged_on_its_own_compensations() -> None:
+    import dataclasses
+
+    from saga_verify.faults import Refuse
+    from saga_verify.reference import order_saga
+
+    two = dataclasses.replace(
+        order_saga, name="two reference orders", ref=None,
+        actors=(Actor("order-2", input={**order_saga.input, "order_id": "order-2"}),),
+    )
+    # order-1 is refused its charge (release only), order-2 its shipment (refund, then release):
+    # in the trace order-1's release comes before order-2's refund, which is no fault of either.
+    plan = FaultPlan((Refuse(DeliveryPoint("payment", "charge", 1)), Refuse(DeliveryPoint("shipping", "create", 1))))
+    execution, violations = replay(two, plan)
+    assert [a.status for a in execution.actors] == ["compensated", "compensated"]
+    assert violations == []
