@@ -354,3 +354,22 @@ def test_each_instance_is_judged_on_its_own_compensations() -> None:
     execution, violations = replay(two, plan)
     assert [a.status for a in execution.actors] == ["compensated", "compensated"]
     assert violations == []
+
+
+def test_a_budget_spent_by_one_async_actor_stops_them_all() -> None:
+    async def forever(services: Any, order: dict[str, Any]) -> str:
+        while True:
+            await services.inventory.available(sku=order["sku"])
+
+    saga = Saga(
+        "spinning", STEPS, async_participants, arun_order, input=ORDER_A, max_deliveries=20,
+        actors=(Actor("spinner", input=ORDER_B, run=forever),),
+    )
+    execution = run_plan(saga, FaultPlan((Switch(DeliveryPoint("inventory", "take", 1)),)))
+    assert execution.status == "halted"
+    assert [a.status for a in execution.actors] == ["halted", "halted"]
+
+
+def test_async_and_plain_actors_do_not_mix() -> None:
+    with pytest.raises(SagaDefinitionError, match="all 'async def' or none is"):
+        Saga("mixed", STEPS, participants, run_order, input=ORDER_A, actors=(Actor("o-2", input=ORDER_B, run=arun_order),))
