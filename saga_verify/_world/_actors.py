@@ -244,12 +244,19 @@ class Cast:
                 for i, a in enumerate(self.actors)
             ]
             chooser = world._chooser
-            world._chooser = self._ask
+            # A chooser bound to this thread (a search drawing from Hypothesis) decides here, asked
+            # by the actors' threads; any other (a plan's) decides in the actor's own thread.
+            bound = getattr(chooser, "thread_bound", False)
+            if bound:
+                world._chooser = self._ask
             try:
                 for thread in threads:
                     thread.start()
                 self._give(0)
-                self._decide_until_all_ended(chooser)
+                if bound:
+                    self._decide_until_all_ended(chooser)
+                else:
+                    self._asked.wait()  # set when every actor has ended
                 for thread in threads:
                     thread.join()
             finally:
