@@ -373,3 +373,17 @@ def test_a_budget_spent_by_one_async_actor_stops_them_all() -> None:
 def test_async_and_plain_actors_do_not_mix() -> None:
     with pytest.raises(SagaDefinitionError, match="all 'async def' or none is"):
         Saga("mixed", STEPS, participants, run_order, input=ORDER_A, actors=(Actor("o-2", input=ORDER_B, run=arun_order),))
+
+
+def test_a_coordinator_crash_among_actors_is_refused_and_never_searched() -> None:
+    import dataclasses
+
+    from saga_verify.faults import CoordinatorCrashAfter
+    from saga_verify.reference import durable_order_saga
+
+    twice = dataclasses.replace(durable_order_saga, name="durable twice", ref=None, actors=(Actor("again", input=durable_order_saga.input),))
+    with pytest.raises(PlanError, match="not supported yet"):
+        run_plan(twice, FaultPlan((CoordinatorCrashAfter(DeliveryPoint("payment", "charge", 1)),)))
+    kinds = [t.cls.kind for t in templates_for(twice, "payment", "charge")]
+    assert "coordinator-crash-after" not in kinds
+    assert kinds[-1] == "switch"
