@@ -7,6 +7,7 @@ those named), N times, and prints them (bench/results.json stays as it is).
 `bench/run.py --variants [NAME ...]` measures only the broken variants named (by default those of
 kind durable: the timed order saga's), and prints them (bench/results.json stays as it is).
 `bench/run.py --coordinator-crashes` measures only the plans/s with coordinator crashes on and off.
+`bench/run.py --actors` measures only the sweep with one order and with two concurrent ones.
 
 What is measured:
 - raw_runs_per_s: traced fault-free simulated executions of the reference order saga
@@ -26,6 +27,9 @@ What is measured:
   alphabet), plans/s; then, in the same run, the plans of that sweep executed again in two sets,
   those that hold a coordinator crash (on) and those that do not (off), plans/s of each: what a
   crash and the recovery after it cost per execution.
+- actors: the reference order saga's complete 2-fault sweep with its one order, and with a
+  second order as another actor (switch faults in its alphabet): executions and plans/s of each.
+  Two orders run as two threads handing over at delivery points.
 - variants: per broken reference variant and seed 0..9, executions to the first violation and
   shrink seconds of the default search and of Hypothesis alone, against two random
   fault-injection baselines that run until the first violation and never shrink:
@@ -37,6 +41,7 @@ What is measured:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -493,6 +498,30 @@ def bench_coordinator_crashes() -> dict[str, Any]:
     }
 
 
+# -- 4a'. one order against two concurrent ones ----------------------------------------------------
+def bench_actors() -> dict[str, Any]:
+    one = order_saga
+    two = dataclasses.replace(
+        order_saga, name="order_saga_two_orders", ref=None,
+        actors=(saga_verify.Actor("order-2", input={**order_saga.input, "order_id": "order-2"}),),
+    )
+    out: dict[str, Any] = {}
+    for label, saga in (("one_order", one), ("two_orders", two)):
+        result = explore(saga, sweep_faults=2, sweep_budget=None, max_examples=0, seed=0, settings=_settings(), report_dir=None)
+        assert result.ok, saga_verify.report(result)
+        assert result.sweep_complete
+        out[label] = {"sweep_executions": result.executions, "sweep_plans_per_s": round(result.executions / result.seconds, 1)}
+    return out
+
+
+def actors_lines(a: dict[str, Any]) -> list[str]:
+    one, two = a["one_order"], a["two_orders"]
+    return [
+        f"  complete 2-fault sweep, one order      {one['sweep_executions']:>6} executions   {_fmt(one['sweep_plans_per_s'])} plans/s",
+        f"  complete 2-fault sweep, two orders     {two['sweep_executions']:>6} executions   {_fmt(two['sweep_plans_per_s'])} plans/s",
+    ]
+
+
 # -- 4b. the same sweep in each runtime ------------------------------------------------------------
 #: Issue targets for plans/s over HTTP: in this process, and over loopback to service processes.
 RUNTIME_TARGETS = {"asgi": 300.0, "process": 100.0}
@@ -856,6 +885,7 @@ def summary(data: dict[str, Any]) -> str:
         "  plans/s by runtime (2-fault sweep)  "
         + "   ".join(f"{name} {_fmt(value)}" for name, value in data["runtime_plans_per_s"].items()),
         *coordinator_lines(data["coordinator_crashes"]),
+        *actors_lines(data["actors"]),
         "",
         "broken variants, seeds 0-9: median executions to the first violation (found/10), median|max shrink s",
         f"  (search counts include explore()'s {PREFLIGHT_RUNS} fault-free preflight runs; the random baselines count from their first run)",
@@ -967,6 +997,10 @@ def main() -> int:
         _pin_to_one_core()
         print("\n".join(coordinator_lines(bench_coordinator_crashes())))
         return 0
+    if sys.argv[1:2] == ["--actors"]:
+        _pin_to_one_core()
+        print("\n".join(actors_lines(bench_actors())))
+        return 0
     started = time.perf_counter()
     pinned = _pin_to_one_core()
     machine = _machine(pinned)
@@ -986,6 +1020,8 @@ def main() -> int:
     sweep = timed("sweep", bench_sweep)
     print("measuring coordinator crashes on and off ...", file=sys.stderr, flush=True)
     crashes = timed("coordinator_crashes", bench_coordinator_crashes)
+    print("measuring the sweep with one order and with two ...", file=sys.stderr, flush=True)
+    actors = timed("actors", bench_actors)
     print("measuring plans/s per runtime ...", file=sys.stderr, flush=True)
     runtimes = timed("runtimes", bench_runtimes)
     print("searching broken variants (10 seeds each, 2 searches, 2 random baselines) ...", file=sys.stderr, flush=True)
@@ -1006,6 +1042,7 @@ def main() -> int:
         "sweep_plans_per_s": round(sweep["sweep_plans_per_s"], 1),
         "runtime_plans_per_s": {name: r["plans_per_s"] for name, r in runtimes.items()},
         "coordinator_crashes": {k: round(v, 1) if isinstance(v, float) else v for k, v in crashes.items()},
+        "actors": actors,
         "variants": var,
         "targets": {
             **targets(raw, examples, var),

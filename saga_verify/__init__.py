@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._saga import Durable, Saga, Step, load_saga
+from ._saga import Actor, Durable, Saga, Step, load_saga
 from ._system import Service, System
 from ._world import Execution, Ledger, LedgerRow, TraceEntry, current_services
 from .errors import SagaVerifyError, SagaViolationError
@@ -29,6 +29,7 @@ __all__ = [
     "Saga",
     "Step",
     "Durable",
+    "Actor",
     "load_saga",
     "Ledger",
     "LedgerRow",

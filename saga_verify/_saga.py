@@ -154,6 +154,46 @@ class Durable:
                 raise SagaDefinitionError(f"Durable {label}= must be callable or None, got {value!r}")
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Another actor of an execution, beside the saga's own instance: a second order (another
+    input), the same start command delivered again (the same input), or a second coordinator
+    taking over (``run=`` its recovery, ``start=`` after the lease expired). The plan's
+    ``switch`` faults decide, at each delivery point, which actor moves (`saga_verify.faults.Switch`)."""
+
+    name: str
+    """Shown on the timeline; distinct from the other actors' and from the saga instance's id."""
+    input: Any = None
+    """What the actor's ``run`` receives (an order)."""
+    run: Callable[[Any, Any], Any] | None = None
+    """What the actor runs, ``run(services, input) -> outcome``; None: the saga's ``run``."""
+    correlation_id: str | None = None
+    """The saga instance it works on; defaults to ``input['order_id']`` when there is one, else
+    its name."""
+    start: float = 0.0
+    """Virtual seconds before which it does not begin: when its first turn comes earlier, the
+    clock moves on to this."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise SagaDefinitionError(f"Actor name must be non-empty text, got {self.name!r}")
+        if self.run is not None and not callable(self.run):
+            raise SagaDefinitionError(f"Actor {self.name!r}: run must be callable as run(services, input) or None")
+        if self.correlation_id is not None and (not isinstance(self.correlation_id, str) or not self.correlation_id):
+            raise SagaDefinitionError(f"Actor {self.name!r}: correlation_id must be non-empty text or None, got {self.correlation_id!r}")
+        start = self.start
+        if isinstance(start, bool) or not isinstance(start, (int, float)) or not math.isfinite(start) or start < 0:
+            raise SagaDefinitionError(f"Actor {self.name!r}: start must be a number of virtual seconds >= 0, got {start!r}")
+
+    def instance_id(self, saga: Saga) -> str:
+        """The correlation id of the saga instance this actor works on."""
+        if self.correlation_id:
+            return self.correlation_id
+        if isinstance(self.input, Mapping) and isinstance(self.input.get("order_id"), str):
+            return str(self.input["order_id"])
+        return self.name
+
+
 def _default_outcome(result: object) -> object:
     if isinstance(result, str):
         return result
@@ -217,6 +257,10 @@ class Saga:
     durable: Durable | None = None
     """How the coordinator persists and recovers; then searches also crash the coordinator and
     run recovery on a fresh one (``services.store`` is the store)."""
+    actors: Sequence[Actor] = ()
+    """The actors of an execution besides the saga's own instance (``input``): other orders, the
+    same start delivered again, a second coordinator taking over. Then searches also try
+    ``switch`` faults, which decide who moves at each delivery point (see ``_world._actors``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -275,6 +319,7 @@ class Saga:
                 raise SagaDefinitionError(f"saga {self.name!r}: {label} must be True or False, got {flag!r}")
         if self.durable is not None and not isinstance(self.durable, Durable):
             raise SagaDefinitionError(f"saga {self.name!r}: durable must be a saga_verify.Durable, got {self.durable!r}")
+        _check_actors(self)
         self.dependencies  # noqa: B018  # checked now: a step naming an unknown or later step is a definition error
         if isinstance(self.max_deliveries, bool) or not isinstance(self.max_deliveries, int) or self.max_deliveries < 1:
             raise SagaDefinitionError(
@@ -378,6 +423,27 @@ class Saga:
 
     def __repr__(self) -> str:
         return f"Saga({self.name!r}, steps={[str(s) for s in self.steps]})"
+
+
+def _check_actors(saga: Saga) -> None:
+    object.__setattr__(saga, "actors", tuple(saga.actors))
+    names = {saga.instance_id}
+    for actor in saga.actors:
+        if not isinstance(actor, Actor):
+            raise SagaDefinitionError(f"saga {saga.name!r}: actors must be saga_verify.Actor values, got {actor!r}")
+        if actor.name in names:
+            raise SagaDefinitionError(
+                f"saga {saga.name!r}: actor name {actor.name!r} is taken (by another actor, or by the saga's own "
+                "instance, named by its correlation id); give each actor a name of its own"
+            )
+        names.add(actor.name)
+        run = actor.run if actor.run is not None else saga.run
+        if inspect.iscoroutinefunction(run) != saga.is_async:
+            raise SagaDefinitionError(
+                f"saga {saga.name!r}: actor {actor.name!r} runs {'an async' if inspect.iscoroutinefunction(run) else 'a plain'} "
+                f"function beside {'an async' if saga.is_async else 'a plain'} saga; the actors of one execution are all "
+                "'async def' or none is"
+            )
 
 
 def load_saga(ref: str) -> Saga:

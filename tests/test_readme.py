@@ -276,3 +276,22 @@ def test_a_key_minted_without_writing_it_first_is_caught_by_a_coordinator_crash(
     result = _durable_project(pytester, saga_code.replace(persisted, 'charge = f"{oid}:charge:{run}"'))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*saga 'durable-order' broke no_double_charge*", "*1. coordinator-crash-after at payment.charge#1*"])
+# -- "Several actors" --------------------------------------------------------------------------
+def actors_block() -> str:
+    section = README.read_text(encoding="utf-8").split("### Several actors", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "README lost its several-actors example"
+    return match.group(1)
+
+
+def test_the_actors_example_finds_the_lamp_sold_twice_with_one_switch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from saga_verify import SagaViolationError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SagaViolationError) as info:
+        exec(compile(actors_block(), "README.md", "exec"), {})
+    reports = [str(e) for e in getattr(info.value, "exceptions", [info.value])]
+    assert len(reports) == 1
+    assert "1. switch at inventory.take#1" in reports[0]
+    assert "stock never sold twice" in reports[0]
+    assert "SWITCH: o-1 stops before inventory.take#1; o-2 moves" in reports[0]

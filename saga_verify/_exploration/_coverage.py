@@ -70,8 +70,9 @@ class Coverage:
     # -- reading -------------------------------------------------------------------------------
     @property
     def kinds(self) -> tuple[str, ...]:
-        """Every fault kind, simplest first (the rows of the matrix)."""
-        return tuple(k.kind for k in FAULT_KINDS)
+        """Every fault kind, simplest first (the rows of the matrix); ``switch`` only for a saga
+        with several actors, the only one it can happen in."""
+        return tuple(k.kind for k in FAULT_KINDS if k.kind != "switch" or self.saga.actors)
 
     @property
     def operations(self) -> tuple[tuple[str, str], ...]:

@@ -171,6 +171,10 @@ class _DrawingChooser:
 
     __slots__ = ("data", "out_of_data", "strategies")
 
+    #: Hypothesis draws only in the thread that runs the test: the actors of an execution (each in
+    #: a thread of its own) ask that thread to decide (`_world._actors`).
+    thread_bound = True
+
     def __init__(self, data: Any, strategies: dict[int, Any]) -> None:
         self.data = data
         self.strategies = strategies

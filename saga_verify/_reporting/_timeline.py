@@ -38,6 +38,8 @@ MOMENT_MARK = {
     "backoff": "backs off",
     "gave-up": "GIVES UP",
     "deadline": "DEADLINE",
+    "switch": "SWITCH",
+    "actor": "actor",
 }
 #: What follows a call at which the coordinator died.
 RECOVERY_TEXT = "  ~~~~ coordinator crashed: a fresh coordinator, with nothing of the old one's memory, reopens the store and recovers (recovery {n})"
@@ -75,14 +77,20 @@ def render_moment(moment: Moment) -> str:
 
 
 def render_timeline(execution: Execution) -> str:
-    lines = [f"Timeline (virtual seconds; saga instance {execution.correlation_id}):"]
+    actors = execution.actors
+    if actors:
+        cast = ", ".join(a.name if a.name == a.correlation_id else f"{a.name} (instance {a.correlation_id})" for a in actors)
+        lines = [f"Timeline (virtual seconds; actors {cast}):"]
+    else:
+        lines = [f"Timeline (virtual seconds; saga instance {execution.correlation_id}):"]
     moments = list(execution.moments)
     recoveries = 0
     for entry in execution.trace:
         # A moment goes before the first delivery later than it, so the timeline reads in time order.
         while moments and moments[0].time < entry.time:
             lines.append(render_moment(moments.pop(0)))
-        lines.append(render_entry(entry))
+        # With several actors, each delivery says whose saga instance it serves.
+        lines.append(render_entry(entry) if not actors else render_entry(entry).replace("\n", f"  [{entry.correlation_id}]\n", 1))
         if entry.outcome in ("unsent", "unread"):
             recoveries += 1
             lines.append(RECOVERY_TEXT.format(n=recoveries))
@@ -93,6 +101,8 @@ def render_timeline(execution: Execution) -> str:
     elif execution.error is not None:
         ending = f"crashed: {type(execution.error).__name__}: {execution.error}"
     lines.append(f"  => saga outcome: {ending}")
+    if actors:
+        lines.append("  => actors: " + "; ".join(f"{a.name}: {a.status}" for a in actors))
     return "\n".join(lines)
 
 

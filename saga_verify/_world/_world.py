@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any, ClassVar, cast
 
-from .._saga import Saga, Step
+from .._saga import TERMINAL_STATUSES, Saga, Step
 from ..errors import SagaDefinitionError, SagaStuckError, SagaVerifyError
 from ..faults._kinds import Delay, DeliveryPoint, Duplicate, Fault, Outage, Pause
 from ..faults._plan import FaultPlan
 from . import _clocks, _coordinator, _retry, _watchdog
+from ._actors import ActorRun, Cast
 from ._clock import VirtualClock
 from ._current import CURRENT
 from ._events import EventPoint, Events, Moment
@@ -41,6 +42,7 @@ _MASK64 = (1 << 64) - 1
 #: A delivery count past every budget: an execution whose run is over refuses what its saga's
 #: leftover tasks still call.
 _CLOSED = 1 << 62
+_TERMINAL = frozenset(TERMINAL_STATUSES)
 
 
 class _Halted(BaseException):
@@ -255,7 +257,20 @@ class Execution:
     moments: tuple[Moment, ...] = ()
     """What happened to time besides the deliveries (waits for events, back-offs, the deadline
     passing), in time order: for the timeline."""
+    actors: tuple[ActorRun, ...] = ()
+    """How each actor ended, the saga's own instance first, when the saga declares other actors
+    (``Saga(actors=...)``); empty otherwise."""
     _rows: tuple[LedgerRow, ...] = field(default=(), repr=False)
+
+    def status_of(self, correlation_id: str) -> str:
+        """The status of one saga instance: of the first of its actors (in declared order) that
+        reached a terminal status, else of its first actor. With no other actors, ``status``."""
+        if not self.actors:
+            return self.status
+        mine = [a.status for a in self.actors if a.correlation_id == correlation_id]
+        if not mine:
+            return self.status
+        return next((s for s in mine if s in _TERMINAL), mine[0])
 
     @property
     def plan(self) -> FaultPlan:
@@ -303,7 +318,9 @@ class World:
         # jitters latencies; random.Random would cost more to seed than a whole delivery.
         self._rng = (seed * 6364136223846793005 + 1442695040888963407) & _MASK64
         self._seed = seed
-        self.pending: list[tuple[float, int, Endpoint, int, str | None, Any, Thunk, str | None]] = []
+        #: Requests held in the network and late copies: due time, order, the call, and the saga
+        #: instance that sent it (with several actors, not always the one whose turn it is).
+        self.pending: list[tuple[float, int, Endpoint, int, str | None, Any, Thunk, str | None, str]] = []
         self.pending_order = 0
         self._deliveries = 0
         self._row_seq = 0
@@ -340,6 +357,8 @@ class World:
         #: How many fresh coordinators recovered the saga.
         self.recoveries = 0
         self.store: Any = _coordinator.open_store(self, saga.durable) if saga.durable is not None else None
+        #: The actors of the execution and whose turn it is, when the saga declares other actors.
+        self.cast: Cast | None = None
         self.participants = self._build_participants()
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self._proxies: dict[str, Any] = {}
@@ -566,6 +585,14 @@ class World:
             return (yield from _coordinator.crash(self, ep, attempt, fault, thunk, key, request))
         label = fault.label
         point = f"{ep.participant}.{ep.operation}#{attempt}"
+        if kind == "switch":
+            handover = self.cast.switch(point) if self.cast is not None else None
+            if handover is not None:
+                yield handover  # the other actors move; this call goes out when the turn is back
+                clock._now += _LATENCY  # on its way now: it lands after what the others did
+                if self.pending:
+                    yield from self._flush(clock._now)
+            return (yield from self._apply(ep, attempt, key, request, thunk, "ok", label))
         if kind in ("fail", "outage"):
             self._record(ep, attempt, key, request, "failed", None, label)
             raise ep.errors("connect", f"{point}: connection refused (injected {label})")
@@ -645,7 +672,7 @@ class World:
 
     def _hold(self, due: float, ep: Endpoint, attempt: int, key: str | None, request: Any, thunk: Thunk, label: str) -> None:
         self.pending_order += 1
-        heapq.heappush(self.pending, (due, self.pending_order, ep, attempt, key, request, thunk, label))
+        heapq.heappush(self.pending, (due, self.pending_order, ep, attempt, key, request, thunk, label, self._correlation))
 
     def flush_due(self) -> Generator[Thunk, Any, None]:
         """Land the held requests due by now (a saga waiting on virtual time for an event)."""
@@ -656,13 +683,16 @@ class World:
         (never before the entry it follows, so the trace's times never go back)."""
         clock = self.clock
         while self.pending and (until is None or self.pending[0][0] <= until):
-            due, _, ep, attempt, key, request, thunk, label = heapq.heappop(self.pending)
+            due, _, ep, attempt, key, request, thunk, label, sender = heapq.heappop(self.pending)
             now = clock._now
             last = next((e.time for e in reversed(self.trace) if e is not None), 0.0)
             clock._now = max(due, last)
+            correlation = self._correlation
+            self._correlation = sender  # it lands as the request of the instance that sent it
             try:
                 yield from self._apply_quietly(ep, attempt, key, request, thunk, "late", label)
             finally:
+                self._correlation = correlation
                 clock._now = max(now, clock._now) if until is None else now
 
     def _apply_quietly(self, ep: Endpoint, attempt: int, key: str | None, request: Any, thunk: Thunk, outcome: str, label: str | None) -> Generator[Thunk, Any, None]:
@@ -753,7 +783,10 @@ class World:
         try:
             try:
                 try:
-                    if saga.durable is not None:
+                    if saga.actors:
+                        self.cast = Cast(self)
+                        result = self.cast.run()
+                    elif saga.durable is not None:
                         result = _coordinator.coordinate(self)
                     else:
                         result = self.run_entry(saga.run)
@@ -836,6 +869,7 @@ class World:
             elapsed=self.clock._now,
             returned_at=returned_at if self.halted is None else None,
             moments=tuple(sorted(self.moments, key=lambda m: m.time)),
+            actors=self.cast.outcomes() if self.cast is not None else (),
             _rows=rows,
         )
 

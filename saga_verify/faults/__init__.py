@@ -22,6 +22,7 @@ from ._kinds import (
     Outage,
     Pause,
     Refuse,
+    Switch,
     Timeout,
 )
 from ._plan import FaultPlan
@@ -44,6 +45,7 @@ __all__ = [
     "Outage",
     "Pause",
     "Refuse",
+    "Switch",
     "Timeout",
     "fault_plans",
     "templates_for",

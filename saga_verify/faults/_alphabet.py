@@ -15,6 +15,7 @@ from ._kinds import (
     Outage,
     Pause,
     Refuse,
+    Switch,
     Timeout,
 )
 
@@ -45,10 +46,13 @@ def templates_for(saga: Saga, participant: str, operation: str) -> tuple[FaultTe
         out.append(FaultTemplate(Pause, (("seconds", late),)))
     if participant in saga.restartable:
         out.append(FaultTemplate(Crash))
-    if saga.durable is not None:
+    if saga.durable is not None and not saga.actors:
         # The coordinator dies at this call, before it goes out or after it was applied; a
         # fresh coordinator recovers from the saga's store.
         out += [FaultTemplate(cls) for cls in COORDINATOR_CRASHES]
+    if saga.actors:
+        # Another actor moves before this call goes out.
+        out.append(FaultTemplate(Switch))
     return tuple(out)
 
 

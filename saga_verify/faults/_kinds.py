@@ -238,6 +238,18 @@ def _check_seconds(fault: Fault, value: object, name: str) -> None:
 
 
 #: Every fault kind, simplest first: searches try them and shrink towards them in this order.
+@dataclass(frozen=True)
+class Switch(Fault):
+    """The actor making this call stops just before it goes out, and the next unfinished actor of
+    the execution moves until it ends or reaches a switch of its own; the call goes out when the
+    turn comes back. An interleaving, not a failure: two orders racing for the last unit, a
+    takeover while the first coordinator is still running. Only for sagas that declare other
+    actors (``Saga(actors=...)``)."""
+
+    kind: ClassVar[str] = "switch"
+    meaning: ClassVar[str] = "the actor making the call stops before it goes out; the next actor moves"
+
+
 FAULT_KINDS: tuple[type[Fault], ...] = (
     FailBeforeEffect,
     Drop,
@@ -254,6 +266,9 @@ FAULT_KINDS: tuple[type[Fault], ...] = (
     # that matter most: not tried last.
     CoordinatorCrashBefore,
     CoordinatorCrashAfter,
+    # Only for sagas with several actors. Last, so that the order (and the ranks shrinking goes
+    # by) of every other kind stays as it is.
+    Switch,
 )
 KIND_BY_NAME: dict[str, type[Fault]] = {k.kind: k for k in FAULT_KINDS}
 

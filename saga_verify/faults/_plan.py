@@ -23,6 +23,7 @@ from ._kinds import (
     Fault,
     Outage,
     Refuse,
+    Switch,
     fault_from_json,
 )
 
@@ -188,6 +189,11 @@ class FaultPlan:
                     f"plan names {wanted}, which saga {saga.name!r} does not have{suggestion}; "
                     f"its operations are: {', '.join(names)}"
                 )
+            if isinstance(fault, Switch) and not saga.actors:
+                raise PlanError(
+                    f"plan puts a switch at {fault.at}, but saga {saga.name!r} has no other actors to switch to; "
+                    "declare them with Saga(actors=(Actor(...), ...)) or use another fault kind"
+                )
             if isinstance(fault, Crash) and key[0] not in saga.restartable:
                 raise PlanError(
                     f"plan crashes {fault.at}, but no step of {key[0]} declares how it restarts; "
@@ -197,6 +203,11 @@ class FaultPlan:
                 raise PlanError(
                     f"plan crashes the coordinator at {fault.at}, but saga {saga.name!r} declares no durable store "
                     "to recover from; give the Saga durable=Durable(store=..., recover=...) or use another fault kind"
+                )
+            if isinstance(fault, COORDINATOR_CRASHES) and saga.actors:
+                raise PlanError(
+                    f"plan crashes the coordinator at {fault.at}, but saga {saga.name!r} runs several actors, and a "
+                    "coordinator crash among actors is not supported yet; a takeover is an Actor(run=recover, start=...)"
                 )
             if isinstance(fault, Refuse) and key not in saga.refusable:
                 raise PlanError(

@@ -77,10 +77,12 @@ compensation_matches_effect = Invariant(
 
 
 def _full_compensation(execution: Execution) -> list[Violation]:
-    if execution.status != "compensated":
+    if execution.status != "compensated" and not execution.actors:
         return []
     found = []
     for corr, rows in _by_correlation(execution).items():
+        if execution.status_of(corr) != "compensated":
+            continue
         for step in execution.saga.steps:
             forward, undo = _in_effect(rows, step)
             if step.irreversible:
@@ -114,10 +116,18 @@ full_compensation = Invariant(
 )
 
 
-def _last_call(execution: Execution, participant: str, operation: str | None) -> str | None:
+def _last_call(execution: Execution, participant: str, operation: str | None, corr: str) -> str | None:
+    """What became of the last call of the operation for saga instance ``corr`` (with one actor,
+    every call is its instance's)."""
     outcome = None
+    alone = not execution.actors
     for entry in execution.trace:
-        if entry.participant == participant and entry.operation == operation and entry.outcome not in ("late", "copy"):
+        if (
+            entry.participant == participant
+            and entry.operation == operation
+            and entry.outcome not in ("late", "copy")
+            and (alone or entry.correlation_id == corr)
+        ):
             outcome = entry.outcome
     return outcome
 
@@ -125,15 +135,16 @@ def _last_call(execution: Execution, participant: str, operation: str | None) ->
 def _all_or_nothing(execution: Execution) -> list[Violation]:
     found = []
     for corr, rows in _by_correlation(execution).items():
+        status = execution.status_of(corr)
         for step in _compensatable(execution.saga):
             forward, undo = _in_effect(rows, step)
             in_effect = len(forward) > len(undo)
-            if execution.status == "completed" and not in_effect:
+            if status == "completed" and not in_effect:
                 found.append(
                     Violation(f"the saga reported completed, but {step} is not in effect for {corr}", tuple(forward + undo))
                 )
-            elif execution.status == "failed" and in_effect:
-                last = _last_call(execution, step.participant, step.compensation)
+            elif status == "failed" and in_effect:
+                last = _last_call(execution, step.participant, step.compensation, corr)
                 if last is None:
                     found.append(
                         Violation(
@@ -168,6 +179,13 @@ def _terminates(execution: Execution) -> Violation | None:
         return Violation(f"the saga did not finish: it {execution.halted}", tuple(tail))
     if execution.status != "crashed" and execution.status not in TERMINAL_STATUSES:
         return Violation(f"the saga ended with status {execution.status!r}, not one of {', '.join(TERMINAL_STATUSES)}")
+    # With several actors, every saga instance must end: one of its actors may leave it to another
+    # (a start delivered twice answers "in progress", a fenced coordinator stops), not all of them.
+    for corr in dict.fromkeys(a.correlation_id for a in execution.actors[1:]):
+        status = execution.status_of(corr)
+        if status != "crashed" and status not in TERMINAL_STATUSES:
+            names = ", ".join(a.name for a in execution.actors if a.correlation_id == corr)
+            return Violation(f"saga instance {corr} ended with status {status!r} ({names}), not one of {', '.join(TERMINAL_STATUSES)}")
     return None
 
 
@@ -175,21 +193,25 @@ terminates = Invariant("terminates", _terminates, "the saga reaches a terminal s
 
 
 def _no_unhandled_error(execution: Execution) -> Violation | None:
-    if execution.error is None:
-        return None
     err = execution.error
+    who = "the saga"
+    if err is None:
+        other = next((a for a in execution.actors[1:] if a.error is not None), None)
+        if other is None:
+            return None
+        err, who = other.error, f"actor {other.name}"
     tail = execution.trace[-1:] if execution.trace else ()
-    return Violation(f"the saga raised {type(err).__name__}: {err}", tuple(tail))
+    return Violation(f"{who} raised {type(err).__name__}: {err}", tuple(tail))
 
 
 no_unhandled_error = Invariant("no_unhandled_error", _no_unhandled_error, "the saga handles every failure it can meet instead of raising")
 
 
-def _first_calls(execution: Execution) -> dict[tuple[str, str], int]:
-    """When the saga first called each operation (trace position)."""
+def _first_calls(execution: Execution, corr: str | None = None) -> dict[tuple[str, str], int]:
+    """When the saga (saga instance ``corr``, if given) first called each operation (trace position)."""
     first: dict[tuple[str, str], int] = {}
     for entry in execution.trace:
-        if entry.outcome not in ("late", "copy"):
+        if entry.outcome not in ("late", "copy") and (corr is None or entry.correlation_id == corr):
             first.setdefault((entry.participant, entry.operation), entry.seq)
     return first
 
@@ -203,8 +225,11 @@ def _reverse_compensation_order(execution: Execution) -> list[Violation]:
     saga = execution.saga
     position = {step: i for i, step in enumerate(saga.steps)}
     steps = list(_compensatable(saga))
-    called = _first_calls(execution)
+    # With several actors, each instance's compensations are ordered among themselves.
+    called = _first_calls(execution) if not execution.actors else {}
     for corr, effects in _by_correlation(execution).items():
+        if execution.actors:
+            called = _first_calls(execution, corr)
         done = []
         for step in steps:
             forward = _rows(effects, step.participant, step.action)
@@ -263,10 +288,10 @@ forward_order = Invariant(
 )
 
 
-def _given_up(execution: Execution, step: Step) -> bool:
-    """The saga said it failed, having tried to undo ``step`` without ever getting an answer:
-    then what lands of that step later is what it honestly reported, not a broken promise."""
-    return execution.status == "failed" and _last_call(execution, step.participant, step.compensation) not in (None, *_ANSWERED)
+def _given_up(execution: Execution, step: Step, corr: str) -> bool:
+    """Saga instance ``corr`` said it failed, having tried to undo ``step`` without ever getting
+    an answer: then what lands of that step later is what it honestly reported, not a broken promise."""
+    return execution.status_of(corr) == "failed" and _last_call(execution, step.participant, step.compensation, corr) not in (None, *_ANSWERED)
 
 
 def _no_forward_after_compensation(execution: Execution) -> list[Violation]:
@@ -281,7 +306,7 @@ def _no_forward_after_compensation(execution: Execution) -> list[Violation]:
             (
                 r
                 for s in steps
-                if not _given_up(execution, s)
+                if not _given_up(execution, s, corr)
                 for r in _rows(effects, s.participant, s.action)
                 if r.seq > first_comp.seq
             ),

@@ -90,7 +90,9 @@ class SqliteSagaLog:
         if _connection is not None:
             self._db = _connection
             return
-        self._db = sqlite3.connect(path, isolation_level=None)
+        # Used by one coordinator at a time, from whichever thread runs it: several actors of one
+        # execution (a start delivered twice, a takeover) each run in a thread of their own.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             if path == ":memory:":
                 # Empty by definition: its tables are copied from a made one, ten times faster

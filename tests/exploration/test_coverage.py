@@ -116,7 +116,8 @@ def test_json_has_every_kind_and_operation() -> None:
     result = explore(order_saga, settings=_no_db(), report_dir=None, sweep_faults=1, max_examples=0)
     assert result.coverage is not None
     data = result.coverage.to_json()
-    assert data["kinds"] == [k.kind for k in FAULT_KINDS]
+    # A switch happens only between actors: no row for a saga that runs one.
+    assert data["kinds"] == [k.kind for k in FAULT_KINDS if k.kind != "switch"]
     assert data["operations"] == [
         "inventory.reserve",
         "inventory.release",
