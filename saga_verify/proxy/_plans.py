@@ -201,6 +201,7 @@ class PlanAtProxies:
         self._services = dict(services)
         self._refuse = dict(refuse or {})
         self._coordinator = coordinator
+        self._restarting = threading.Lock()
         self._match = {name: _route_matcher(r) for name, r in routes.items()}
         self._check(routes)
         self._choose = plan_chooser(plan)  # as the simulated world decides
@@ -265,13 +266,19 @@ class PlanAtProxies:
         """Wait until every pause has thawed and nothing is in flight in any proxy (held requests
         landed, late copies sent); False if that takes longer than ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        with self._lock:
-            timers = list(self._timers)
-        for timer in timers:
-            timer.join(max(0.0, deadline - time.monotonic()))
-            if timer.is_alive():
+        while True:
+            with self._lock:
+                timers = list(self._timers)
+            for timer in timers:
+                timer.join(max(0.0, deadline - time.monotonic()))
+                if timer.is_alive():
+                    return False
+            if not all(s.proxy.settle(max(0.0, deadline - time.monotonic())) for s in self._services.values()):
                 return False
-        return all(s.proxy.settle(max(0.0, deadline - time.monotonic())) for s in self._services.values())
+            with self._lock:
+                if len(self._timers) == len(timers):
+                    return True
+            # A request that landed meanwhile started a thaw or a restart: wait for that too.
 
     @property
     def errors(self) -> list[str]:
@@ -333,10 +340,8 @@ class PlanAtProxies:
 
             return DropResponse(then=restart), "drop-response then restart"
         if isinstance(fault, COORDINATOR_CRASHES):
-            coordinator = self._coordinator
-            assert coordinator is not None  # checked with the plan
             if isinstance(fault, CoordinatorCrashAfter):
-                return DropResponse(then=coordinator), "drop-response then restart the coordinator"
+                return DropResponse(then=self._restart_coordinator), "drop-response then restart the coordinator"
             # The request is held, never sent on, while the saga's service dies and comes back.
             restarting = threading.Thread(target=self._restart_coordinator, name="coordinator-restart", daemon=True)
             self._timers.append(restarting)
@@ -362,12 +367,15 @@ class PlanAtProxies:
         raise PlanError(f"{fault}: no proxy action plays a {kind!r} fault")  # pragma: no cover
 
     def _restart_coordinator(self) -> None:
-        try:
-            assert self._coordinator is not None
-            self._coordinator()
-        except Exception as exc:  # reported through errors: a thread has no one to raise to
-            with self._lock:
-                self._errors.append(f"could not restart the coordinator: {exc}")
+        # One restart at a time: the coordinator that comes back recovers at once, and may reach
+        # the plan's next crash before the restart that started it has seen it ready.
+        with self._restarting:
+            try:
+                assert self._coordinator is not None  # checked with the plan
+                self._coordinator()
+            except Exception as exc:  # reported through errors: a thread has no one to raise to
+                with self._lock:
+                    self._errors.append(f"could not restart the coordinator: {exc}")
 
     def _thaw(self, name: str) -> None:
         with self._lock:

@@ -308,6 +308,7 @@ def _take_up_in_background(served: _Served, done: threading.Event) -> None:
     def take_up() -> None:
         try:
             book = served.participant
+            assert isinstance(book, OrderBook)
             for order_id in book.unanswered():
                 rows = _ledger_rows(book)
                 before = len(rows)
