@@ -246,6 +246,11 @@ def create_order_app(
             + (f"; missing: {', '.join(missing)}" if missing else "")
             + (f"; not a participant service: {', '.join(unknown)}" if unknown else "")
         )
+    durable = issubclass(saga_class, DurableOrderSaga)
+    if saga_log is not None and not durable:
+        raise ValueError(f"a saga log is for a durable saga; {saga_class.__name__} keeps none")
+    # A corrupt or foreign log is refused here (RecoveryError names it): never a fresh start.
+    log = SqliteSagaLog(os.fspath(saga_log) if saga_log is not None else ":memory:") if durable else None
     clients: dict[str, httpx.Client] = {}
     for name in UPSTREAMS:
         target = upstreams[name]
@@ -256,11 +261,6 @@ def create_order_app(
             clients[name] = httpx.Client(base_url=target, timeout=timeout)
         else:
             clients[name] = httpx.Client(base_url=f"http://{name}", transport=target, timeout=timeout)
-    durable = issubclass(saga_class, DurableOrderSaga)
-    if saga_log is not None and not durable:
-        raise ValueError(f"a saga log is for a durable saga; {saga_class.__name__} keeps none")
-    # A corrupt or foreign log is refused here (RecoveryError names it): never a fresh start.
-    log = SqliteSagaLog(os.fspath(saga_log) if saga_log is not None else ":memory:") if durable else None
     book = OrderBook(_Upstreams(clients, log), saga_class)
     app = build_app(ORDER_SERVICE, participant=book, store_path=store_path, inspect=inspect, store_sync=store_sync)
     served = app.state.served
