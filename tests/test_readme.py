@@ -276,6 +276,25 @@ def test_a_key_minted_without_writing_it_first_is_caught_by_a_coordinator_crash(
     result = _durable_project(pytester, saga_code.replace(persisted, 'charge = f"{oid}:charge:{run}"'))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*saga 'durable-order' broke no_double_charge*", "*1. coordinator-crash-after at payment.charge#1*"])
+# -- "Durable sagas: a saga library that runs steps from a scheduler" ----------------------------------------------------
+def _statements(code: str) -> list[str]:
+    return [line.split("#", 1)[0].strip() for line in code.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def test_the_scheduler_example_is_the_adapter_the_guide_verifies() -> None:
+    section = README.read_text(encoding="utf-8").split("### A saga library that runs steps from a scheduler", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "README lost its durable scheduler example"
+    block = _statements(match.group(1))
+    assert len(block) <= 12
+    guide = _statements((Path(__file__).parent / "guide" / "test_durable_scheduler.py").read_text(encoding="utf-8"))
+    worker = block[1 : block.index("return outcome") + 1]
+    # The guide builds the worker for either scheduler class; the README names the correct one.
+    worker[0] = worker[0].replace("DurableScheduler(", "scheduler(")
+    assert all(line in guide for line in worker), [line for line in worker if line not in guide]
+    assert "order = verified(\"durable_scheduler\", DurableScheduler)" in guide
+
+
 # -- "Several actors" --------------------------------------------------------------------------
 def actors_block() -> str:
     section = README.read_text(encoding="utf-8").split("### Several actors", 1)[1]

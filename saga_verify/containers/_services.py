@@ -14,8 +14,10 @@ A `ServiceContainer` is one container serving HTTP on a port inside it, publishe
 engine picks: on 127.0.0.1 for an engine on this machine, else on the engine's host (see
 `saga_verify.containers._engine.published`). After a restart the engine publishes it at another
 port: `url` reads it again. Its faults are the ones only containers have: `kill` (with a signal),
-`start` again, `restart` (kill, start, wait until it answers), `pause` and `unpause` (frozen:
-connections are accepted, nothing is answered).
+`start` again, `restart` (kill, start, wait until it answers), `replace` (kill, remove, start a
+new container: only its volumes are left), `pause` and `unpause` (frozen: connections are
+accepted, nothing is answered). Its ``volumes`` are named volumes of the session (labelled,
+removed with it), which outlive any one container of the service.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class ServiceContainer:
         env: Mapping[str, str] | None = None,
         ready_path: str = "/health",
         ready_timeout: float = READY_TIMEOUT,
+        volumes: Mapping[str, str] | None = None,
     ) -> None:
         self.session = session
         #: The service's name: its network alias too, so other containers reach it as ``http://NAME:PORT``.
@@ -120,6 +123,8 @@ class ServiceContainer:
         self.env = dict(env or {})
         self.ready_path = ready_path
         self.ready_timeout = ready_timeout
+        #: Path in the container -> the session's named volume mounted there.
+        self.volumes = {path: session.volume(f"{name}-{short}") for short, path in (volumes or {}).items()}
         self._container: DockerContainer | None = None
         self._host_port: int | None = None
         self._published: Published = session.published
@@ -128,7 +133,7 @@ class ServiceContainer:
     # -- where it is --------------------------------------------------------------------------
     @property
     def id(self) -> str:
-        if self._container is None:
+        if self._container is None or self._created() is None:  # not yet, or no more (being replaced)
             raise ContainerStartError(f"the {self.name} container is not started")
         return self._container.get_container_id()
 
@@ -182,6 +187,8 @@ class ServiceContainer:
         )
         for key, value in self.env.items():
             container.with_env(key, value)
+        for path, volume in self.volumes.items():
+            container.with_volume_mapping(volume, path, "rw")
         # Published at a port the engine picks, on loopback for an engine on this machine.
         # (testcontainers' with_bind_ports cannot name a host address; the engine's API takes
         # (address, port).)
@@ -236,6 +243,13 @@ class ServiceContainer:
         """Kill it, start it again, wait until it answers: what its store kept is what it has."""
         self.kill(signal)
         self.start_again()
+
+    def replace(self, signal: str = "KILL") -> None:
+        """Kill it, remove it, and start a new container from the same image and command on the
+        same volumes, then wait until it answers: what the volumes hold is all it has."""
+        self.kill(signal)
+        self.remove()
+        self.start()
 
     def pause(self) -> None:
         """Freeze every process in it: connections are accepted, nothing is answered."""
@@ -324,6 +338,7 @@ class ContainerSession:
         self._services: dict[str, ServiceContainer] = {}
         self._participants: dict[str, ContainerParticipant] = {}
         self._images: list[str] = []
+        self._volumes: list[str] = []
         self._gateway: str | None = None
         self._lock = threading.Lock()
         self._owner = os.getpid()
@@ -348,6 +363,16 @@ class ContainerSession:
                     raise ContainerEngineError(f"could not create the network {network.name}: {error}") from error
                 self._network = network
             return self._network
+
+    def volume(self, name: str) -> str:
+        """A named volume of the session (created, labelled, on first use; removed with the
+        session): its name in the engine."""
+        full = f"saga-verify-{self.id}-{name}"
+        with self._lock:
+            if full not in self._volumes:
+                _engine_call(f"could not create the volume {full}", lambda: engine().api.create_volume(name=full, labels=self.labels))
+                self._volumes.append(full)
+        return full
 
     @property
     def services(self) -> Mapping[str, ServiceContainer]:
@@ -438,14 +463,18 @@ class ContainerSession:
         env: Mapping[str, str] | None = None,
         ready_path: str = "/health",
         ready_timeout: float = READY_TIMEOUT,
+        volumes: Mapping[str, str] | None = None,
     ) -> ServiceContainer:
-        """Start ``image`` as the service ``name`` (its network alias), and wait until it answers."""
+        """Start ``image`` as the service ``name`` (its network alias), and wait until it answers.
+        ``volumes`` maps a short name to a path in the container: the session's named volume
+        ``<name>-<short name>`` is mounted there (a new one empty, with what the image holds at
+        that path)."""
         if self.closed:
             raise ContainerStartError(f"session {self.id} is closed")
         if name in self._services:
             raise ContainerStartError(f"session {self.id} runs a service named {name!r} already")
         service = ServiceContainer(
-            self, name, image, command, port=port, env=env, ready_path=ready_path, ready_timeout=ready_timeout
+            self, name, image, command, port=port, env=env, ready_path=ready_path, ready_timeout=ready_timeout, volumes=volumes
         )
         self._services[name] = service
         try:
@@ -486,6 +515,10 @@ class ContainerSession:
             with contextlib.suppress(ContainerEngineError):  # the engine is gone: nothing to remove it from
                 _removed(engine().api.remove_image, tag, force=True)
         self._images.clear()
+        for volume in self._volumes:
+            with contextlib.suppress(ContainerEngineError):
+                _removed(engine().api.remove_volume, volume, force=True)
+        self._volumes.clear()
         self._finalizer()
 
     @property
@@ -576,6 +609,7 @@ def remove_orphaned_sessions() -> list[str]:
         labelled = [
             *_engine_call("could not list containers", lambda: api.containers(all=True, filters=owner_filter)),
             *_engine_call("could not list networks", lambda: api.networks(filters=owner_filter)),
+            *((_engine_call("could not list volumes", lambda: api.volumes(filters=owner_filter)) or {}).get("Volumes") or []),
         ]
     except ContainerEngineError:
         return []
@@ -592,18 +626,20 @@ def remove_orphaned_sessions() -> list[str]:
 
 
 def session_leftovers(session_id: str) -> dict[str, list[str]]:
-    """The containers, networks and images in the engine labelled with ``session_id``."""
+    """The containers, networks, images and volumes in the engine labelled with ``session_id``."""
     api = engine().api
     label = {"label": f"{SESSION_LABEL}={session_id}"}
+    volumes = _engine_call("could not list volumes", lambda: api.volumes(filters=label))
     return {
         "containers": [c["Id"] for c in _engine_call("could not list containers", lambda: api.containers(all=True, filters=label))],
         "networks": [n["Id"] for n in _engine_call("could not list networks", lambda: api.networks(filters=label))],
         "images": list(_engine_call("could not list images", lambda: api.images(all=True, quiet=True, filters=label))),
+        "volumes": [v["Name"] for v in (volumes or {}).get("Volumes") or []],
     }
 
 
 def remove_session(session_id: str) -> dict[str, list[str]]:
-    """Remove every container, network and image labelled with ``session_id``; what is left
+    """Remove every container, network, image and volume labelled with ``session_id``; what is left
     (nothing, unless the engine refused)."""
     try:
         api = engine().api
@@ -613,6 +649,8 @@ def remove_session(session_id: str) -> dict[str, list[str]]:
             _removed(api.remove_container, container, force=True, v=True)
         for network in found["networks"]:
             _removed(api.remove_network, network)
+        for volume in found["volumes"]:
+            _removed(api.remove_volume, volume, force=True)
         # A labelled image's build steps carry the label too, and a child goes before its
         # parent: remove what can be removed until nothing more can.
         images = list(dict.fromkeys(found["images"]))
@@ -623,7 +661,7 @@ def remove_session(session_id: str) -> dict[str, list[str]]:
             images = kept
         return session_leftovers(session_id)
     except ContainerEngineError:
-        return {"containers": [], "networks": [], "images": []}
+        return {"containers": [], "networks": [], "images": [], "volumes": []}
 
 
 def _removed(remove: Callable[..., object], *args: object, **options: object) -> bool:

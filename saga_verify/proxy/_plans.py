@@ -21,7 +21,17 @@ delay      `Delay` with its seconds scaled
 pause      the participant's ``pause`` hook, then `Pass`; ``unpause`` once its seconds (scaled)
            have passed. Calls arriving meanwhile pass into the frozen participant, whatever
            else the plan says about them, as in the simulation
+coordinator-crash-before
+           `Stall`, and the ``coordinator`` hook kills the service running the saga and starts
+           it again: the request never reaches the participant, and the saga's own service
+           recovers from its store
+coordinator-crash-after
+           `DropResponse` whose ``then`` is the ``coordinator`` hook: applied, and the service
+           running the saga is killed before the reply reaches it, then started again
 ========== ================================================================================
+
+A ``drop`` (an event the participant sends) and a ``switch`` (between actors of one execution)
+have no request at the proxies to play them on: a plan holding one is refused up front.
 
 Virtual seconds become real ones by ``scale``: the real call timeout of the saga under test
 over its ``call_timeout``, so a "late" fault (thirty call timeouts) lands after the saga has
@@ -43,7 +53,17 @@ from typing import Any, Protocol
 
 from .._world import plan_chooser
 from ..errors import OptionError, PlanError
-from ..faults._kinds import Crash, Delay, DeliveryPoint, Duplicate, Fault, Pause, Refuse
+from ..faults._kinds import (
+    COORDINATOR_CRASHES,
+    CoordinatorCrashAfter,
+    Crash,
+    Delay,
+    DeliveryPoint,
+    Duplicate,
+    Fault,
+    Pause,
+    Refuse,
+)
 from ..faults._plan import FaultPlan
 from . import _actions as proxy_actions
 from ._actions import Decide, DropRequest, DropResponse, Pass, ProxiedRequest, ProxyAction, Stall
@@ -157,7 +177,9 @@ class PlanAtProxies:
     ``routes`` says, per participant, which operation each request is: ``{(method, path):
     operation}`` (see `routes_from_openapi`). ``scale`` turns the plan's virtual seconds into real
     ones. ``refuse`` gives, per participant, a function that makes it refuse its next request
-    (only plans with ``refuse`` need it). Use it as a context manager: it installs its decisions
+    (only plans with ``refuse`` need it). ``coordinator`` kills the service that runs the saga
+    and starts it again (only plans that crash the coordinator need it; it blocks until the
+    service is back). Use it as a context manager: it installs its decisions
     on entry and, on exit, puts the proxies' previous decisions back, thaws what it paused and
     cancels pending thaws. Everything the plan needs is checked on construction, with a
     `PlanError` naming what is missing."""
@@ -170,6 +192,7 @@ class PlanAtProxies:
         *,
         scale: float = 1.0,
         refuse: Mapping[str, Callable[[], object]] | None = None,
+        coordinator: Callable[[], object] | None = None,
     ) -> None:
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0 or scale == float("inf"):
             raise OptionError(f"scale must be a positive number of real seconds per virtual second, got {scale!r}")
@@ -177,6 +200,8 @@ class PlanAtProxies:
         self.scale = float(scale)
         self._services = dict(services)
         self._refuse = dict(refuse or {})
+        self._coordinator = coordinator
+        self._restarting = threading.Lock()
         self._match = {name: _route_matcher(r) for name, r in routes.items()}
         self._check(routes)
         self._choose = plan_chooser(plan)  # as the simulated world decides
@@ -184,7 +209,8 @@ class PlanAtProxies:
         self._calls: dict[tuple[str, str], int] = {}
         self._frozen: set[str] = set()
         self._restarted: dict[str, threading.Event] = {}
-        self._timers: list[threading.Timer] = []
+        #: Pending thaws, and coordinator restarts under way: what `settle` waits for.
+        self._timers: list[threading.Thread] = []
         self._errors: list[str] = []
         self._previous: dict[str, Decide] = {}
         self.applied: list[AppliedFault] = []
@@ -194,6 +220,11 @@ class PlanAtProxies:
         for fault in self.plan.faults:
             name, operation = fault.at.participant, fault.at.operation
             where = str(fault)
+            if fault.kind in ("drop", "switch"):
+                what = "an event a participant sends" if fault.kind == "drop" else "a hand-over between actors of one execution"
+                raise PlanError(f"{where}: a {fault.kind} is {what}, not a request: the proxies cannot play it")
+            if isinstance(fault, COORDINATOR_CRASHES) and self._coordinator is None:
+                raise PlanError(f"{where}: give coordinator=<function that kills the saga's service and starts it again>")
             if name not in self._services:
                 known = ", ".join(sorted(self._services)) or "none"
                 raise PlanError(f"{where}: no proxied service is called {name!r} (the services: {known})")
@@ -226,7 +257,8 @@ class PlanAtProxies:
             timers, self._timers = self._timers, []
             frozen, self._frozen = set(self._frozen), set()
         for timer in timers:
-            timer.cancel()
+            if isinstance(timer, threading.Timer):
+                timer.cancel()  # a thaw not yet due; a coordinator restart under way runs on
         for name in sorted(frozen):
             _hook(self._services[name], "unpause")()
 
@@ -234,13 +266,19 @@ class PlanAtProxies:
         """Wait until every pause has thawed and nothing is in flight in any proxy (held requests
         landed, late copies sent); False if that takes longer than ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        with self._lock:
-            timers = list(self._timers)
-        for timer in timers:
-            timer.join(max(0.0, deadline - time.monotonic()))
-            if timer.is_alive():
+        while True:
+            with self._lock:
+                timers = list(self._timers)
+            for timer in timers:
+                timer.join(max(0.0, deadline - time.monotonic()))
+                if timer.is_alive():
+                    return False
+            if not all(s.proxy.settle(max(0.0, deadline - time.monotonic())) for s in self._services.values()):
                 return False
-        return all(s.proxy.settle(max(0.0, deadline - time.monotonic())) for s in self._services.values())
+            with self._lock:
+                if len(self._timers) == len(timers):
+                    return True
+            # A request that landed meanwhile started a thaw or a restart: wait for that too.
 
     @property
     def errors(self) -> list[str]:
@@ -301,6 +339,14 @@ class PlanAtProxies:
                     restarted.set()
 
             return DropResponse(then=restart), "drop-response then restart"
+        if isinstance(fault, COORDINATOR_CRASHES):
+            if isinstance(fault, CoordinatorCrashAfter):
+                return DropResponse(then=self._restart_coordinator), "drop-response then restart the coordinator"
+            # The request is held, never sent on, while the saga's service dies and comes back.
+            restarting = threading.Thread(target=self._restart_coordinator, name="coordinator-restart", daemon=True)
+            self._timers.append(restarting)
+            restarting.start()
+            return Stall(), "stall then restart the coordinator"
         if kind == "refuse":
             self._refuse[name]()
             return Pass(), "refuse then pass"
@@ -319,6 +365,17 @@ class PlanAtProxies:
             timer.start()
             return Pass(), "pause then pass"
         raise PlanError(f"{fault}: no proxy action plays a {kind!r} fault")  # pragma: no cover
+
+    def _restart_coordinator(self) -> None:
+        # One restart at a time: the coordinator that comes back recovers at once, and may reach
+        # the plan's next crash before the restart that started it has seen it ready.
+        with self._restarting:
+            try:
+                assert self._coordinator is not None  # checked with the plan
+                self._coordinator()
+            except Exception as exc:  # reported through errors: a thread has no one to raise to
+                with self._lock:
+                    self._errors.append(f"could not restart the coordinator: {exc}")
 
     def _thaw(self, name: str) -> None:
         with self._lock:

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 
-from saga_verify.containers import ContainerParticipant, ContainerSession, ServiceImage
+from saga_verify.containers import ContainerParticipant, ContainerSession, ContainerStartError, ServiceImage
+from saga_verify.containers._services import READY_TIMEOUT
 from saga_verify.proxy import Decide
 from saga_verify.reference._audit import Audit
 
@@ -24,7 +25,8 @@ def _class_path(cls: type) -> str:
 class ReferenceSystem:
     """Start it with the saga class the order service runs and the payment participant's class
     (None: the correct ones), each proxy's ``decide``, and how long the order service waits for a
-    participant."""
+    participant. ``durable``: the saga class is a durable one, and the order service keeps its
+    store and saga log on a volume of its own, so that a new container of it finds them."""
 
     def __init__(
         self,
@@ -35,6 +37,7 @@ class ReferenceSystem:
         payment_class: type | None = None,
         decide: Mapping[str, Decide] | None = None,
         upstream_timeout: float = 1.0,
+        durable: bool = False,
     ) -> None:
         self.upstream_timeout = upstream_timeout
         self.participants: dict[str, ContainerParticipant] = {}
@@ -47,7 +50,13 @@ class ReferenceSystem:
         command += [arg for name, p in self.participants.items() for arg in ("--upstream", f"{name}={p.url}")]
         if saga_class is not None:
             command += ["--participant", _class_path(saga_class)]
-        self.order = session.start("order", image.tag, command)
+        if durable:
+            command += ["--store", "/data/order.sqlite", "--saga-log", "/data/order-saga-log.sqlite"]
+        # Durable: a new container of it may be started mid-saga on a busy machine, whose wait for
+        # it must not be what fails.
+        self.order = session.start(
+            "order", image.tag, command, volumes={"data": "/data"} if durable else None, ready_timeout=120.0 if durable else READY_TIMEOUT
+        )
 
     def place(self, order_id: str = "o-1") -> dict[str, Any]:
         """Place an order (two of sku-1 for 100) and return the order service's answer."""
@@ -77,6 +86,22 @@ class ReferenceSystem:
             return lambda: httpx.post(f"{participant.direct_url}/_inspect/refuse-next", timeout=10).raise_for_status()
 
         return {name: refuse(p) for name, p in self.participants.items()}
+
+    def outcome(self, order_id: str, timeout: float = 120.0) -> str:
+        """The order's outcome once it has one: polled, since an order service started again
+        finishes on its own what it had not answered (its requests wait until it has)."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                reply = httpx.get(f"{self.order.url}/orders/{order_id}", timeout=timeout)
+                if reply.status_code == 200:
+                    return str(reply.json()["outcome"])
+                last = f"{reply.status_code} {reply.text[:200]}"
+            except (httpx.TransportError, ContainerStartError) as error:  # a container of it is being replaced
+                last = f"{type(error).__name__}: {error}"
+            time.sleep(0.05)
+        raise AssertionError(f"order {order_id} did not end within {timeout:g} s ({last}); the order service wrote:\n{self.order.logs_tail()}")
 
     def wait_for(self, what: Callable[[], bool], timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

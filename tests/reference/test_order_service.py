@@ -14,10 +14,11 @@ import httpx
 import pytest
 
 from saga_verify._world._asgi import SyncASGITransport
-from saga_verify.reference import OrderSaga
+from saga_verify.errors import RecoveryError
+from saga_verify.reference import DurableOrderSaga, OrderSaga, SqliteSagaLog
 from saga_verify.reference._audit import Audit
 from saga_verify.reference.services import create_app
-from saga_verify.reference.services._order_app import create_order_app
+from saga_verify.reference.services._order_app import ORDER_SERVICE, create_order_app
 
 PARTICIPANTS = ("inventory", "payment", "shipping", "notification")
 KEY = "Idempotency-Key"
@@ -190,3 +191,87 @@ def test_the_order_service_runs_from_the_command_line_with_clear_errors() -> Non
     malformed = subprocess.run([*command, "--upstream", "payment"], capture_output=True, text=True, timeout=60)
     assert malformed.returncode == 2
     assert "write it as SERVICE=URL" in malformed.stderr
+
+
+# -- the durable saga -------------------------------------------------------------------------
+class Killed(BaseException):
+    """The order service's process dies here: nothing after it runs."""
+
+
+class DiesAtCharge(httpx.BaseTransport):
+    """The payment service as the order service reaches it, but the order service dies at the
+    charge: before sending it, or once payment applied it and before the reply is read."""
+
+    def __init__(self, app: Any, after: bool) -> None:
+        self.inner = SyncASGITransport(app)
+        self.after = after
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/charges":
+            if self.after:
+                self.inner.handle_request(request)
+            raise Killed
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _durable_app(apps: dict[str, Any], folder: Path, **transports: httpx.BaseTransport) -> Any:
+    upstreams = {name: transports.get(name) or SyncASGITransport(app) for name, app in apps.items()}
+    app = create_order_app(upstreams, saga_class=DurableOrderSaga, store_path=folder / "order.sqlite", saga_log=folder / "log.sqlite")
+    assert app.state.recovered.wait(60)
+    return app
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-the-charge", "after-the-charge"])
+def test_a_durable_order_service_started_again_finishes_the_order_its_predecessor_died_in(tmp_path: Path, after: bool) -> None:
+    apps = {name: create_app(name, inspect=True) for name in PARTICIPANTS}
+    dead = _durable_app(apps, tmp_path, payment=DiesAtCharge(apps["payment"], after))
+    with pytest.raises(Killed):
+        dead.state.served.call(ORDER_SERVICE.operations[0], ORDER, "k1")
+    dead.state.close()
+    assert dead.state.served.participant.accepted == {"o-1": {"order": ORDER, "key": "k1"}}
+
+    again = _durable_app(apps, tmp_path)  # the service started again, on the same files
+    order = httpx.Client(transport=SyncASGITransport(again), base_url="http://order")
+    assert order.get("/orders/o-1").json()["outcome"] == "completed"
+    retried = order.post("/orders", json=ORDER, headers={KEY: "k1"})
+    assert (retried.status_code, retried.json()["outcome"], retried.headers["Idempotency-Replayed"]) == (201, "completed", "true")
+    charges = [row["action"] for row in apps["payment"].state.served.ledger()]
+    assert charges == ["charge"]
+    audit = Audit()
+    for app in [again, *apps.values()]:
+        for event in app.state.served.events(0, 1000)["events"]:
+            audit.handle(event)
+    assert audit.findings() == []
+    assert [e["type"] for e in again.state.served.events(0, 1000)["events"]] == ["order.completed"]
+    order.close()
+    again.state.close()
+
+
+def test_a_durable_order_service_keeps_its_saga_log_and_refuses_one_it_cannot_read(tmp_path: Path) -> None:
+    apps = {name: create_app(name, inspect=True) for name in PARTICIPANTS}
+    app = _durable_app(apps, tmp_path)
+    order = httpx.Client(transport=SyncASGITransport(app), base_url="http://order")
+    assert order.post("/orders", json=ORDER, headers={KEY: "k1"}).json()["outcome"] == "completed"
+    order.close()
+    app.state.close()
+    log = SqliteSagaLog(str(tmp_path / "log.sqlite"))
+    assert [e["type"] for e in log.entries("o-1")][-1] == "ended"
+    log.close()
+    upstreams = {name: SyncASGITransport(a) for name, a in apps.items()}
+    with pytest.raises(ValueError, match="a saga log is for a durable saga; OrderSaga keeps none"):
+        create_order_app(upstreams, saga_log=tmp_path / "log.sqlite")
+    (tmp_path / "corrupt.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(RecoveryError, match=r"corrupt\.sqlite.* cannot be read"):
+        create_order_app(upstreams, saga_class=DurableOrderSaga, saga_log=tmp_path / "corrupt.sqlite")
+    for transport in upstreams.values():
+        transport.close()
+
+
+def test_the_saga_log_option_is_the_order_services_and_a_bad_log_is_named() -> None:
+    command = [sys.executable, "-m", "saga_verify.reference.services", "--port", "0"]
+    wrong = subprocess.run([*command, "--service", "payment", "--saga-log", "x.sqlite"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2
+    assert "--saga-log is for the order service" in wrong.stderr

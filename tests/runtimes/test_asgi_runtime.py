@@ -13,6 +13,7 @@ import httpx
 import hypothesis
 import pytest
 from demo_rows import assert_demo_matches_simulation
+from durable_plans import assert_durable_plans_replay_as_in_simulation
 
 from saga_verify import FaultPlan, Saga, Step, explore, replay, run_plan
 from saga_verify._cli import main
@@ -207,3 +208,7 @@ def test_sync_transport_lets_the_apps_errors_reach_the_caller() -> None:
 @pytest.mark.slow
 def test_demo_over_http_matches_simulation(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert_demo_matches_simulation("asgi", capsys, tmp_path)
+
+
+def test_plans_that_crash_the_durable_coordinator_replay_as_in_simulation() -> None:
+    assert_durable_plans_replay_as_in_simulation("asgi")

@@ -12,6 +12,7 @@ from pathlib import Path
 import hypothesis
 import pytest
 from demo_rows import assert_demo_matches_simulation
+from durable_plans import assert_durable_plans_replay_as_in_simulation
 
 from saga_verify import FaultPlan, Saga, explore, replay, run_plan
 from saga_verify._pytest_plugin import require_docker
@@ -145,3 +146,7 @@ def test_an_image_that_does_not_build_is_named_and_nothing_is_left(tmp_path: Pat
     with pytest.raises(ServiceSetupError, match=r"service 'ledger': the image of .*Dockerfile could not be built"):
         run_plan(saga, runtime="container")
     assert _session() is None  # the session made for it was removed with it
+
+
+def test_plans_that_crash_the_durable_coordinator_replay_as_in_simulation() -> None:
+    assert_durable_plans_replay_as_in_simulation("container")

@@ -15,6 +15,7 @@ from typing import Any
 import hypothesis
 import pytest
 from demo_rows import assert_demo_matches_simulation
+from durable_plans import assert_durable_plans_replay_as_in_simulation
 
 from saga_verify import FaultPlan, Saga, Step, explore, replay, run_plan
 from saga_verify._runtimes import _placements, stop_services
@@ -219,3 +220,8 @@ def test_an_app_factory_that_raises_in_its_process_says_so() -> None:
     service = _stock(app="saga_verify.reference.services:create_app")  # it wants the service's name
     with pytest.raises(ServiceSetupError, match=r"exited with status 2 .*\nsaga_verify.systems: error: the app factory raised TypeError: create_app\(\) missing 1 required positional argument: 'service'"):
         run_plan(_saga(service), runtime="process")
+
+
+@pytest.mark.slow
+def test_plans_that_crash_the_durable_coordinator_replay_as_in_simulation() -> None:
+    assert_durable_plans_replay_as_in_simulation("process")

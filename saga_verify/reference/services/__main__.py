@@ -30,6 +30,8 @@ import threading
 import time
 from typing import Any
 
+from saga_verify.errors import RecoveryError
+
 from ._app import SERVICES, create_app
 from ._store import StoreError
 
@@ -112,6 +114,12 @@ def parser() -> argparse.ArgumentParser:
         help="order service only: how long it waits for a participant's answer (default 5)",
     )
     p.add_argument(
+        "--saga-log",
+        metavar="FILE",
+        help="order service with a durable saga only: keep the saga's write-ahead log in this SQLite file "
+        "(default: memory only); with --store, a service started again finishes the orders it had not answered",
+    )
+    p.add_argument(
         "--supervise",
         action="store_true",
         help="serve from a child process, started again from the store whenever it is killed (SIGKILL)",
@@ -149,11 +157,14 @@ def build(
     upstreams: list[tuple[str, str]] | None = None,
     store_sync: str = "full",
     upstream_timeout: float = 5.0,
+    saga_log: str | None = None,
 ) -> Any:
     """The app that serves ``service`` with a fresh participant of the class named (for the
     order service: the saga class named)."""
     if service != "order" and upstreams:
         raise ServiceError(f"--upstream is for the order service; the {service} service calls no other")
+    if service != "order" and saga_log is not None:
+        raise ServiceError(f"--saga-log is for the order service; the {service} service runs no saga")
     cls = None if participant_path is None else load_participant(participant_path)
     try:
         if service == "order":
@@ -164,7 +175,7 @@ def build(
                 raise ServiceError("--upstream names a service twice")
             extra = {} if cls is None else {"saga_class": cls}
             return create_order_app(
-                named, store_path=store, inspect=inspect, store_sync=store_sync, timeout=upstream_timeout, **extra
+                named, store_path=store, inspect=inspect, store_sync=store_sync, timeout=upstream_timeout, saga_log=saga_log, **extra
             )
         participant = None
         if cls is not None:
@@ -173,7 +184,7 @@ def build(
             except Exception as exc:
                 raise ServiceError(f"--participant {participant_path!r}: {cls.__name__}() raised {type(exc).__name__}: {exc}") from None
         return create_app(service, participant=participant, inspect=inspect, store_path=store, store_sync=store_sync)
-    except (TypeError, ValueError, StoreError) as exc:
+    except (TypeError, ValueError, StoreError, RecoveryError) as exc:
         raise ServiceError(str(exc)) from None
     except sqlite3.Error as exc:
         raise ServiceError(f"--store {store!r}: {exc}") from None
@@ -216,7 +227,8 @@ def _serve(args: argparse.Namespace, label: str, sock: socket.socket | None = No
     """Build the app and serve it (on ``sock`` when the supervisor listens already) until told to stop."""
     try:
         app = build(
-            args.service, args.participant, args.inspect, args.store, args.upstream, args.store_sync, args.upstream_timeout
+            args.service, args.participant, args.inspect, args.store, args.upstream, args.store_sync, args.upstream_timeout,
+            args.saga_log,
         )
         if sock is None:
             sock = listen(args.host, args.port)

@@ -407,7 +407,7 @@ class _Served:
             self.participant = participant
             self.state = state
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
         try:
             self.state.commit()
         except StoreError as error:
@@ -422,13 +422,13 @@ class _Served:
             reply = getattr(self.participant, op.name)(**fields, idempotency_key=key)
             if len(rows) > before:
                 self.publish(rows[before:], fields, key)
-            self._commit()
+            self.commit()
         status = op.status_for(reply)
         headers = {REPLAYED: "true"} if stored is not None and reply is stored else None
         return _JSON(reply, status_code=status, headers=headers)
 
     def publish(self, rows: list[LedgerRow], fields: Mapping[str, Any], key: str | None) -> None:
-        """Publish the events of the ledger rows a request recorded (to the outbox, saved by ``_commit``)."""
+        """Publish the events of the ledger rows a request recorded (to the outbox, saved by ``commit``)."""
         state = self.state
         state.publish(
             events_for_rows(
@@ -457,7 +457,7 @@ class _Served:
             if not callable(refuse):
                 raise HTTPException(501, f"a {type(self.participant).__name__} cannot be told to refuse")
             refuse()
-            self._commit()
+            self.commit()
 
     def restart(self) -> None:
         """The participant dies and comes back from what its store keeps (``restart()``), as
