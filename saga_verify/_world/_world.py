@@ -16,6 +16,7 @@ from collections.abc import Callable, Generator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property, partial
+from itertools import chain
 from operator import attrgetter
 from typing import Any, ClassVar, cast
 
@@ -849,11 +850,11 @@ class World:
         else:
             status_value = saga.outcome(result)
             status = status_value if isinstance(status_value, str) else repr(status_value)
-        trace = tuple(e for e in self.trace if e is not None)
+        trace = tuple(filter(None, self.trace))  # a TraceEntry is a non-empty tuple: only the Nones go
         if saga.deadline is not None and trace and max(trace[-1].time, self.clock._now) > saga.deadline:
             self.note(saga.deadline, "deadline", f"the saga's deadline passes (t={saga.deadline:g})")
         ledgers = {name: tuple(getattr(obj, "ledger", ()) or ()) for name, obj in self.participants.items()}
-        rows = tuple(sorted((r for rows in ledgers.values() for r in rows), key=_ROW_SEQ))
+        rows = tuple(sorted(chain.from_iterable(ledgers.values()), key=_ROW_SEQ))
         operations = saga.operations
         for row in rows:
             if (row.participant, row.action) not in operations and row.participant in ledgers:
