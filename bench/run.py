@@ -8,6 +8,8 @@ those named), N times, and prints them (bench/results.json stays as it is).
 kind durable: the timed order saga's), and prints them (bench/results.json stays as it is).
 `bench/run.py --coordinator-crashes` measures only the plans/s with coordinator crashes on and off.
 `bench/run.py --actors` measures only the sweep with one order and with two concurrent ones.
+`bench/run.py --harness` prints only what the harness costs: bytecodes per execution by file, and
+the saga code alone against traced runs (and World() alone) in interleaved repetitions.
 
 What is measured:
 - raw_runs_per_s: traced fault-free simulated executions of the reference order saga
@@ -18,6 +20,10 @@ What is measured:
 - raw_code_runs_per_s: the saga's own code (OrderSaga.run) against fresh reference participants
   called directly, with a trivial clock. harness_overhead = raw_code_runs_per_s / raw_runs_per_s
   (fault-free on both sides); harness_overhead_plan_mix divides by the plan-mix figure instead.
+- harness_bytecodes: the Python bytecodes one fault-free execution runs, the saga's code alone
+  and traced, and their ratio. A count, not a time: it does not move with the machine's load or
+  speed (only with the Python version), so it tells a slower harness from a slower machine;
+  details.harness has the traced execution's count by file.
 - examples_per_s / bare_hypothesis_examples_per_s: the plugin's Hypothesis phase on the correct
   saga against a bare @given(st.data()) test that draws, example for example, as many decisions
   (from the same strategies, in the same order of operations) as the plugin's examples made, but
@@ -301,6 +307,105 @@ def bench_raw() -> dict[str, Any]:
         "code_reps_runs_per_s": [round(x) for x in bare],
         "raw_code_runs_per_s": statistics.median(bare),
     }
+
+
+# -- 2a. what the harness costs, counted in Python bytecodes -----------------------------------------
+HARNESS_RUNS = 3000  # interleaved runs per repetition of the --harness timing
+HARNESS_REPS = 7
+
+
+def _bytecodes(fn: Callable[[], Any]) -> Counter[str]:
+    """The Python bytecodes one call of ``fn`` executes, by the file (under the repository, else
+    the library's name) whose code ran them. A count, not a time: the same on a busy machine and
+    a quiet one (for one Python version), so two commits compare even when measured apart."""
+    by_file: Counter[str] = Counter()
+    root = str(ROOT) + os.sep
+
+    def where(path: str) -> str:
+        if path.startswith(root):
+            return path[len(root):]
+        return "python:" + Path(path).name if "python3" in path else Path(path).name
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "opcode":
+            by_file[where(frame.f_code.co_filename)] += 1
+        return local
+
+    def outer(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        return local
+
+    fn()  # warm: caches filled and modules imported before counting (a first execution engages
+    fn()  # the clocks, and what it imports lazily is scanned at the second)
+    sys.settrace(outer)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    return by_file
+
+
+def bench_harness() -> dict[str, Any]:
+    """Bytecodes per fault-free execution of the reference order saga: its code alone (as in
+    raw_code_runs_per_s) and traced (World(...).run()), and the traced run by file: what the
+    harness adds, on any machine."""
+    chooser = plan_chooser(FaultPlan())
+    code = _bytecodes(_code_run)
+    traced = _bytecodes(lambda: World(order_saga, chooser).run())
+    code_total, traced_total = sum(code.values()), sum(traced.values())
+    return {
+        "python": platform.python_version(),
+        "code_bytecodes": code_total,
+        "traced_bytecodes": traced_total,
+        "bytecode_overhead": round(traced_total / code_total, 3),
+        "traced_by_file": dict(traced.most_common()),
+    }
+
+
+def harness_lines(h: dict[str, Any]) -> list[str]:
+    return [
+        f"  Python bytecodes per fault-free execution (python {h['python']}): code alone {h['code_bytecodes']:,},"
+        f" traced {h['traced_bytecodes']:,} ({h['bytecode_overhead']:.2f}x)",
+    ]
+
+
+def harness_only() -> int:
+    """``bench/run.py --harness``: the bytecodes per execution by file, and the saga code alone
+    against traced runs timed in interleaved repetitions (ratios hold on a busy machine, absolute
+    figures do not)."""
+    pinned = _pin_to_one_core()
+    h = bench_harness()
+    print("\n".join(harness_lines(h)))
+    print("  traced execution, bytecodes by file:")
+    for name, count in h["traced_by_file"].items():
+        print(f"    {count:6,}  {name}")
+    chooser = plan_chooser(FaultPlan())
+
+    def rate(fn: Callable[[], Any]) -> float:
+        t0 = time.perf_counter()
+        for _ in range(HARNESS_RUNS):
+            fn()
+        return HARNESS_RUNS / (time.perf_counter() - t0)
+
+    def traced() -> Any:
+        return World(order_saga, chooser).run()
+
+    def built() -> Any:
+        return World(order_saga, chooser)
+
+    parts: dict[str, Callable[[], Any]] = {"code alone": _code_run, "traced": traced, "World() only": built}
+    for fn in parts.values():
+        rate(fn)
+    seen: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(HARNESS_REPS):
+        for name, fn in parts.items():
+            seen[name].append(rate(fn))
+    medians = {name: statistics.median(values) for name, values in seen.items()}
+    print(f"  runs/s, median of {HARNESS_REPS} interleaved repetitions (pinned cpu {pinned}):")
+    for name, value in medians.items():
+        print(f"    {name:<14} {value:10,.0f}   ({medians['code alone'] / value:.2f}x the code alone's time)")
+    return 0
 
 
 # -- 3. Hypothesis examples per second: plugin vs bare ---------------------------------------------
@@ -878,6 +983,7 @@ def summary(data: dict[str, Any]) -> str:
         f"  raw traced runs/s (fault-free)    {_fmt(data['raw_runs_per_s']):>10}   plan mix: {_fmt(data['raw_runs_per_s_plan_mix'])}",
         f"  saga code alone runs/s            {_fmt(data['raw_code_runs_per_s']):>10}",
         f"  harness overhead (code / traced)  {_fmt(data['harness_overhead'], 2):>10}   plan mix: {_fmt(data['harness_overhead_plan_mix'], 2)}",
+        *harness_lines(data["details"]["harness"]),
         f"  plugin Hypothesis examples/s      {_fmt(data['examples_per_s']):>10}",
         f"  bare Hypothesis examples/s        {_fmt(data['bare_hypothesis_examples_per_s']):>10}   ratio {data['examples_ratio']:.3f}"
         f"   (draws per test case: bare {ex['bare_draws_per_test_case']}, plugin {ex['plugin_draws_per_test_case']})",
@@ -997,6 +1103,8 @@ def main() -> int:
         _pin_to_one_core()
         print("\n".join(coordinator_lines(bench_coordinator_crashes())))
         return 0
+    if sys.argv[1:2] == ["--harness"]:
+        return harness_only()
     if sys.argv[1:2] == ["--actors"]:
         _pin_to_one_core()
         print("\n".join(actors_lines(bench_actors())))
@@ -1014,6 +1122,7 @@ def main() -> int:
 
     print("measuring raw runs ...", file=sys.stderr, flush=True)
     raw = timed("raw", bench_raw)
+    harness = timed("harness", bench_harness)
     print("measuring Hypothesis examples/s ...", file=sys.stderr, flush=True)
     profile = timed("drawing_profile", drawing_profile)
     examples = timed("examples", lambda: bench_examples(profile))
@@ -1036,6 +1145,7 @@ def main() -> int:
         "raw_code_runs_per_s": round(raw["raw_code_runs_per_s"], 1),
         "harness_overhead": round(raw["raw_code_runs_per_s"] / raw["raw_runs_per_s"], 3),
         "harness_overhead_plan_mix": round(raw["raw_code_runs_per_s"] / raw["raw_runs_per_s_plan_mix"], 3),
+        "harness_bytecodes": {k: v for k, v in harness.items() if k != "traced_by_file"},
         "examples_per_s": round(examples["examples_per_s"], 1),
         "bare_hypothesis_examples_per_s": round(examples["bare_hypothesis_examples_per_s"], 1),
         "examples_ratio": round(examples["examples_ratio"], 4),
@@ -1059,6 +1169,7 @@ def main() -> int:
         "information": information(var),
         "details": {
             "raw": raw,
+            "harness": harness,
             "examples": examples,
             "sweep": sweep,
             "fault_rate": FAULT_RATE,

@@ -127,13 +127,18 @@ def _participants(saga: Saga, system: System, runtime: str) -> Callable[[], dict
     from ..systems._remote import ExecutionLink, ServiceSetupError
 
     asynchronous = saga.is_async
+    # Looked up once per placed saga, not per execution: under ``sim`` a service with a model is
+    # a fresh model object every execution, and that is all an execution needs of it.
+    services = tuple(
+        (name, service, service.model if runtime == "sim" else None)
+        for name, service in ((name, system[name]) for name in saga.participant_names)
+    )
 
     def build() -> dict[str, object]:
         made: dict[str, object] = {}
-        for name in saga.participant_names:
-            service = system[name]
-            if runtime == "sim" and service.model is not None:
-                made[name] = service.model()
+        for name, service, model in services:
+            if model is not None:
+                made[name] = model()
                 continue
             try:
                 placed = _placements.get(service, "asgi" if runtime == "sim" else runtime)

@@ -183,13 +183,15 @@ def _start_wall_clock() -> Any:
 def _scan_modules() -> None:
     """Give every newly loaded module outside the standard library and the harness the virtual
     ``time`` and clocks (in place of the real ones it holds)."""
-    modules = list(sys.modules.items())
-    _switch.modules_seen = len(sys.modules)
+    modules = sys.modules.copy()
+    _switch.modules_seen = len(modules)
+    # Only the modules loaded since the last scan, found by a set difference (in C): a process of
+    # a test run holds thousands of modules, and one lazy import must not cost a walk of them all.
+    fresh = modules.keys() - _switch.scanned
+    _switch.scanned.update(fresh)
     stdlib = sys.stdlib_module_names
-    for name, module in modules:
-        if name in _switch.scanned:
-            continue
-        _switch.scanned.add(name)
+    for name in fresh:
+        module = modules[name]
         top = name.partition(".")[0]
         if top in stdlib or top in HARNESS_PACKAGES or module is None:
             continue
@@ -197,8 +199,11 @@ def _scan_modules() -> None:
         if not isinstance(namespace, dict):
             continue
         for key, value in list(namespace.items()):
-            if any(value is original for original in _ORIGINALS):
-                namespace[key] = _REPLACEMENTS[id(value)]
+            # Keyed by the originals' ids, which no other object can hold while they live (they
+            # live as long as this module, in _ORIGINALS).
+            replacement = _REPLACEMENTS.get(id(value))
+            if replacement is not None:
+                namespace[key] = replacement
 
 
 def disengage() -> None:

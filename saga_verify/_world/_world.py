@@ -16,6 +16,8 @@ from collections.abc import Callable, Generator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property, partial
+from itertools import chain
+from operator import attrgetter
 from typing import Any, ClassVar, cast
 
 from .._saga import TERMINAL_STATUSES, Saga, Step
@@ -43,6 +45,9 @@ _MASK64 = (1 << 64) - 1
 #: leftover tasks still call.
 _CLOSED = 1 << 62
 _TERMINAL = frozenset(TERMINAL_STATUSES)
+#: Sort keys of every execution's end: in C, not a Python call per row.
+_ROW_SEQ = attrgetter("seq")
+_MOMENT_TIME = attrgetter("time")
 
 
 class _Halted(BaseException):
@@ -845,11 +850,11 @@ class World:
         else:
             status_value = saga.outcome(result)
             status = status_value if isinstance(status_value, str) else repr(status_value)
-        trace = tuple(e for e in self.trace if e is not None)
+        trace = tuple(filter(None, self.trace))  # a TraceEntry is a non-empty tuple: only the Nones go
         if saga.deadline is not None and trace and max(trace[-1].time, self.clock._now) > saga.deadline:
             self.note(saga.deadline, "deadline", f"the saga's deadline passes (t={saga.deadline:g})")
         ledgers = {name: tuple(getattr(obj, "ledger", ()) or ()) for name, obj in self.participants.items()}
-        rows = tuple(sorted((r for rows in ledgers.values() for r in rows), key=lambda r: r.seq))
+        rows = tuple(sorted(chain.from_iterable(ledgers.values()), key=_ROW_SEQ))
         operations = saga.operations
         for row in rows:
             if (row.participant, row.action) not in operations and row.participant in ledgers:
@@ -868,7 +873,7 @@ class World:
             correlation_id=self._correlation,
             elapsed=self.clock._now,
             returned_at=returned_at if self.halted is None else None,
-            moments=tuple(sorted(self.moments, key=lambda m: m.time)),
+            moments=tuple(sorted(self.moments, key=_MOMENT_TIME)) if self.moments else (),
             actors=self.cast.outcomes() if self.cast is not None else (),
             _rows=rows,
         )
@@ -885,11 +890,12 @@ class World:
     def run_entry(self, entry: Callable[[Any, Any], Any]) -> Any:
         """Run the saga's ``run`` (or, on a fresh coordinator, its ``recover``) to its end."""
         saga = self.saga
-        self.async_mode = inspect.iscoroutinefunction(entry)
+        # The saga's own run is known once per saga (`Saga.is_async`); a recovery asks here.
+        self.async_mode = saga.is_async if entry is saga.run else inspect.iscoroutinefunction(entry)
         if self.async_mode:
             return self._loop_run(entry(self.services, saga.input))
         result = entry(self.services, saga.input)
-        if inspect.isawaitable(result):
+        if not isinstance(result, str) and inspect.isawaitable(result):
             raise self.fail(SagaDefinitionError(f"saga {saga.name!r}: run returned an awaitable; declare it with 'async def'"))
         return result
 

@@ -153,12 +153,26 @@ def reference_http_system(payment: type[Payment] = Payment) -> System:
     )
 
 
+_client_module: Any = None
+
+
+def _saga_services(services: Any) -> Any:
+    """What the saga's code gets as ``services``: over HTTP, the order service's own client (the
+    code its pacts come from); else the harness's services as they are."""
+    global _client_module
+    client = _client_module
+    if client is None:
+        # Imported on first use (it imports httpx), then kept: an import statement in the saga's
+        # entry would cost every execution a module lookup.
+        from . import _order_client as client
+
+        _client_module = client
+    return client.HttpServices(services) if client.over_http(services) else services
+
+
 def _runner(saga_class: type[OrderSaga]) -> Callable[[Any, Any], str]:
     def run(services: Any, order: Any) -> str:
-        from ._order_client import HttpServices, over_http
-
-        # Over HTTP the saga runs on the order service's own client, the code its pacts come from.
-        return str(saga_class(HttpServices(services) if over_http(services) else services, order).run())
+        return str(saga_class(_saga_services(services), order).run())
 
     return run
 
@@ -200,12 +214,6 @@ webhook_wait_without_deadline = _timed.timed_saga(
     "webhook_wait_without_deadline", _timed.WebhookWaitWithoutDeadline, f"{__name__}:webhook_wait_without_deadline"
 )
 retries_past_budget = _timed.timed_saga("retries_past_budget", _timed.RetriesPastBudget, f"{__name__}:retries_past_budget")
-
-
-def _saga_services(services: Any) -> Any:
-    from ._order_client import HttpServices, over_http
-
-    return HttpServices(services) if over_http(services) else services
 
 
 def _durable_saga(name: str, saga_class: type[DurableOrderSaga], attribute: str | None = None) -> Saga:

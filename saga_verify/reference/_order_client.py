@@ -122,6 +122,8 @@ OPERATIONS: dict[str, dict[str, Callable[..., Reply]]] = {
     "notification": {"send": send_notification},
 }
 
+_FIRST = next(iter(OPERATIONS))
+
 
 class _ParticipantClient:
     """One participant as the saga calls it (``payment.charge(order_id=..., ...)``), over HTTP.
@@ -153,7 +155,8 @@ class _ParticipantClient:
 
 def over_http(services: Any) -> bool:
     """Whether the saga's participants are HTTP services (``services.<name>`` an httpx client)."""
-    return all(isinstance(services[name], httpx.Client) for name in OPERATIONS)
+    # The first participant decides in the common case (not HTTP) without a generator.
+    return isinstance(services[_FIRST], httpx.Client) and all(isinstance(services[name], httpx.Client) for name in OPERATIONS)
 
 
 class HttpServices:
