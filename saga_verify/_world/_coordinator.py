@@ -151,6 +151,23 @@ def restart(world: World, durable: Durable) -> None:
     world.services = world.fresh_services()
 
 
+def still_owned(world: World, instances: tuple[str, ...]) -> frozenset[str]:
+    """The saga instances the saga's ``owned`` says are still owned, once every coordinator ended."""
+    durable = world.saga.durable
+    if durable is None or durable.owned is None or world.store is None:
+        return frozenset()
+    found = set()
+    for instance in dict.fromkeys(instances):
+        try:
+            if durable.owned(world.store, instance, world.clock._now):
+                found.add(instance)
+        except SagaVerifyError as exc:
+            world.fail(exc)
+        except Exception as exc:
+            world.fail(RecoveryError(f"saga {world.saga.name!r}: its owned= raised {type(exc).__name__}: {exc} for instance {instance!r}"))
+    return frozenset(found)
+
+
 def close_store(world: World) -> None:
     durable = world.saga.durable
     if durable is not None and durable.close is not None and world.store is not None:

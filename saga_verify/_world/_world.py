@@ -260,6 +260,9 @@ class Execution:
     actors: tuple[ActorRun, ...] = ()
     """How each actor ended, the saga's own instance first, when the saga declares other actors
     (``Saga(actors=...)``); empty otherwise."""
+    owned: frozenset[str] = frozenset()
+    """The saga instances provably still owned when the execution ended, as the saga's
+    ``Durable(owned=...)`` says (a live lease); empty without it."""
     _rows: tuple[LedgerRow, ...] = field(default=(), repr=False)
 
     def status_of(self, correlation_id: str) -> str:
@@ -770,6 +773,7 @@ class World:
         result: Any = None
         error: BaseException | None = None
         returned_at: float | None = None
+        owned: frozenset[str] = frozenset()
         if self.virtual_time and (_clocks.SWITCH.travel is None or len(sys.modules) != _clocks.SWITCH.modules_seen):
             _clocks.engage()
         context = CURRENT.set(self)
@@ -827,6 +831,9 @@ class World:
                 _watchdog.take_back(ident)
             CURRENT.reset(context)
             if self.store is not None:
+                if self.stuck is None and self.harness_error is None:
+                    instances = self.cast.correlations if self.cast is not None else (self._correlation,)
+                    owned = _coordinator.still_owned(self, instances)
                 _coordinator.close_store(self)
         if self.stuck is not None:
             raise SagaStuckError(
@@ -870,6 +877,7 @@ class World:
             returned_at=returned_at if self.halted is None else None,
             moments=tuple(sorted(self.moments, key=lambda m: m.time)),
             actors=self.cast.outcomes() if self.cast is not None else (),
+            owned=owned,
             _rows=rows,
         )
 

@@ -46,6 +46,7 @@ __all__ = [
     "durable_order_takeover",
     "durable_two_orders",
     "durable_variants",
+    "lease_is_live",
     "order_saga",
     "reference_http_system",
     "reference_system",
@@ -220,6 +221,12 @@ def _saga_services(services: Any) -> Any:
     return HttpServices(services) if over_http(services) else services
 
 
+def lease_is_live(log: SagaLog, saga_id: str, now: float) -> bool:
+    """Whether a coordinator still holds the order's lease: what makes an unfinished order owned."""
+    held = log.lease(saga_id)
+    return held is not None and held.expires > now
+
+
 def _durable_saga(
     name: str,
     saga_class: type[DurableOrderSaga],
@@ -243,7 +250,9 @@ def _durable_saga(
         ref=f"{__name__}:{attribute or name}",
         # The log in an SQLite database in memory, kept across a coordinator crash as a database
         # server outlives its client: thousands of executions a second, no files to clean up.
-        durable=Durable(store=SqliteSagaLog, recover=recover, reopen=SqliteSagaLog.reopen, close=SqliteSagaLog.close),
+        durable=Durable(
+            store=SqliteSagaLog, recover=recover, reopen=SqliteSagaLog.reopen, close=SqliteSagaLog.close, owned=lease_is_live
+        ),
         actors=actors(recover) if actors is not None else (),
     )
 
