@@ -359,6 +359,8 @@ class World:
         self.died_at = 0.0
         #: How many fresh coordinators recovered the saga.
         self.recoveries = 0
+        #: Per actor (0: the saga's own instance), how many fresh coordinators it has had.
+        self.incarnations: dict[int, int] = {}
         self.store: Any = _coordinator.open_store(self, saga.durable) if saga.durable is not None else None
         #: The actors of the execution and whose turn it is, when the saga declares other actors.
         self.cast: Cast | None = None
@@ -420,9 +422,10 @@ class World:
         self._proxies = proxies
         return self.fresh_services()
 
-    def fresh_services(self) -> Services:
-        """What one coordinator sees as ``services``: the same participants and store, a new object."""
-        store = _coordinator.StoreSeam(self, self.store) if self.store is not None else None
+    def fresh_services(self, actor: int = 0) -> Services:
+        """What one coordinator (of ``actor``, 0 the saga's own instance) sees as ``services``:
+        the same participants and store, a new object."""
+        store = _coordinator.StoreSeam(self, actor) if self.store is not None else None
         return Services(self._proxies, self.clock, self, store)
 
     # -- what ledgers ask --------------------------------------------------------------------

@@ -22,23 +22,25 @@ def _compensation_resumed(execution: Execution) -> list[Violation]:
     saga = execution.saga
     compensations = {(s.participant, s.compensation) for s in saga.steps if s.compensation}
     calls = [e for e in execution.trace if e.outcome not in _LANDED]
-    # The last crash that hit a coordinator which had begun to compensate: after it, some
-    # coordinator must take the compensation up again.
-    interrupted = None
-    for crash in crashes:
-        if any(e.seq <= crash.seq and (e.participant, e.operation) in compensations for e in calls):
-            interrupted = crash
-    if interrupted is None:
-        return []
     found = []
+    # Per saga instance (among actors, a crash kills the coordinator of one of them): the last
+    # crash that hit a coordinator of the instance which had begun to compensate it; after it,
+    # some coordinator must take the compensation up again.
     for corr, effects in execution.effects.items():
+        mine = [e for e in calls if e.correlation_id == corr]
+        interrupted = None
+        for crash in crashes:
+            if crash.correlation_id == corr and any(e.seq <= crash.seq and (e.participant, e.operation) in compensations for e in mine):
+                interrupted = crash
+        if interrupted is None:
+            continue
         for step in (s for s in saga.steps if s.compensation):
             forward = effects.get((step.participant, step.action), [])
             undo = effects.get((step.participant, step.compensation or ""), [])
             if len(forward) <= len(undo):
                 continue
             retried = any(
-                e.seq > interrupted.seq and e.participant == step.participant and e.operation == step.compensation for e in calls
+                e.seq > interrupted.seq and e.participant == step.participant and e.operation == step.compensation for e in mine
             )
             if not retried:
                 found.append(

@@ -221,7 +221,7 @@ class CheckThenReserve(DurableOrderSaga):
     the last of it both see it there, and both take it."""
 
     def call(self, step: str, key: str, request: dict[str, Any], inherited: bool = False) -> Reply:
-        if step == "reserve":
+        if step == "reserve" and not inherited:  # (a reservation an earlier coordinator may have made is retried as is)
             try:
                 left = self.retry(self.services.inventory.available, sku=request["sku"])
             except GaveUp as gave_up:

@@ -9,7 +9,13 @@ from typing import Any
 from saga_verify import Actor, Durable, FaultPlan, Ledger, Saga, Step, replay
 from saga_verify.faults import DeliveryPoint, Switch
 from saga_verify.invariants import compensation_resumed, saga_owned, standard_invariants
-from saga_verify.reference import compensation_not_resumed, durable_order_saga, durable_order_takeover, order_saga
+from saga_verify.reference import (
+    compensation_not_resumed,
+    durable_order_saga,
+    durable_order_takeover,
+    durable_two_orders,
+    order_saga,
+)
 
 #: Shipping refuses, so the saga compensates; the coordinator dies before the refund goes out.
 INTERRUPTED = FaultPlan.loads(
@@ -105,3 +111,15 @@ def test_the_reference_saga_among_actors_says_what_it_still_owns() -> None:
     # Taken over at 60 s: the takeover's lease runs 30 s past its last write, beyond the end.
     execution, violations = replay(durable_order_takeover, FaultPlan((Switch(DeliveryPoint("payment", "charge", 1)),)))
     assert (violations, execution.owned) == ([], frozenset({"order-1"}))
+
+
+def test_a_compensation_interrupted_in_one_order_says_nothing_of_another() -> None:
+    # Order-1 is refused its charge and compensates; its coordinator dies before the release and
+    # a fresh one of its own resumes it. Order-2 then completes: its charge stays, rightly.
+    plan = FaultPlan.loads(
+        '{"faults": [{"kind": "refuse", "at": "payment.charge#1"}, {"kind": "coordinator-crash-before", "at": "inventory.release#1"}]}'
+    )
+    execution, violations = replay(durable_two_orders, plan)
+    assert violations == []
+    assert [(a.name, a.status) for a in execution.actors] == [("order-1", "compensated"), ("order-2", "completed")]
+    assert compensation_resumed(execution) == []

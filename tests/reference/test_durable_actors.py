@@ -73,13 +73,14 @@ def test_a_takeover_after_the_lease_expired_finishes_the_order_and_fences_the_fi
     assert charges[1] == execution.trace[-1]
 
 
-def test_the_takeover_holds_under_the_search_with_switches_on() -> None:
+def test_the_takeover_holds_under_the_search_with_switches_and_coordinator_crashes_on() -> None:
     result = explore(durable_order_takeover, max_examples=200, report_dir=None, settings=_no_db(), seed=0)
     assert result.ok, [str(f.plan) for f in result.failures]
     assert result.sweep_complete
     coverage = result.coverage
     assert coverage is not None
-    assert sum(coverage.cell("switch", p, o).plans for p, o in coverage.operations) > 10
+    for kind in ("switch", "coordinator-crash-before", "coordinator-crash-after"):
+        assert sum(coverage.cell(kind, p, o).plans for p, o in coverage.operations) > 10, kind
 
 
 def test_without_fencing_the_first_coordinator_goes_on_and_ships_again() -> None:
