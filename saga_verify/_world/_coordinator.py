@@ -1,7 +1,9 @@
 """Coordinator crash and recovery: the fault that kills the process running the saga at a
 delivery point, and the fresh coordinator that recovers from the saga's durable store.
 
-The world keeps one coordinator at a time. When a coordinator crash fault fires, the dead
+The world keeps one coordinator at a time (among several plain-Python actors, one per actor: a
+crash kills the coordinator of the actor making the call, and a fresh one of its own recovers in
+its thread before the turn passes on; the others keep theirs). When a coordinator crash fault fires, the dead
 coordinator's code gets `CoordinatorDied` and every call or sleep it still tries gets it again, so
 nothing it does after its death reaches a participant; whatever it returns is ignored. The
 harness then reopens the store (what the dead process held in memory is gone, what it committed
