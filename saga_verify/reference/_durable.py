@@ -46,15 +46,21 @@ SUPERSEDED = "superseded"
 class DurableOrderSaga(OrderSaga):
     """One order's durable saga; ``run`` places (or resumes) it and returns its outcome.
     ``owner`` names the coordinator in the lease; ``wait``: wait for a live lease to expire (a
-    recovering coordinator) rather than answer "in progress" (a start command)."""
+    recovering coordinator) rather than answer "in progress" (a start command); ``holder_dead``:
+    the holder is known dead, so its lease is taken at once."""
 
-    def __init__(self, services: Any, order: dict[str, Any], owner: str = "coordinator", wait: bool = False) -> None:
+    def __init__(
+        self, services: Any, order: dict[str, Any], owner: str = "coordinator", wait: bool = False, holder_dead: bool = False
+    ) -> None:
         super().__init__(services, order)
         self.log: SagaLog = services.store
         self.entries: list[dict[str, Any]] = []
         self.epoch = 0
         self.owner = owner
         self.wait = wait
+        #: The lease's holder is known dead (a service started again by its supervisor after its
+        #: only process died): its lease counts as expired, and is taken with a higher token.
+        self.holder_dead = holder_dead
         #: The fencing token of this coordinator's lease, once it holds one.
         self.token: int | None = None
 
@@ -73,6 +79,11 @@ class DurableOrderSaga(OrderSaga):
                 self.token = token
                 return True
             held = self.log.lease(self.order_id)
+            if held is not None and self.holder_dead:
+                token = self.log.acquire(self.order_id, self.owner, held.expires, now + LEASE_SECONDS)
+                if token is not None:
+                    self.token = token
+                    return True
             if not self.wait or held is None:
                 return False
             clock.sleep(max(held.expires - now, 0.0))
