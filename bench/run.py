@@ -5,7 +5,8 @@ same run. Nothing here asserts on time: targets are reported as met or missed, n
 `bench/run.py --runtimes [N [RUNTIME ...]]` measures only the plans/s per runtime (every one, or
 those named), N times, and prints them (bench/results.json stays as it is).
 `bench/run.py --variants [NAME ...]` measures only the broken variants named (by default those of
-kind durable: the timed order saga's), and prints them (bench/results.json stays as it is).
+kind durable: the timed order saga's and the durable order saga's, whose faults include
+coordinator crashes and switches between actors), and prints them (bench/results.json stays as it is).
 `bench/run.py --coordinator-crashes` measures only the plans/s with coordinator crashes on and off.
 `bench/run.py --actors` measures only the sweep with one order and with two concurrent ones.
 `bench/run.py --harness` prints only what the harness costs: bytecodes per execution by file, and
@@ -42,7 +43,8 @@ What is measured:
   uniform_plans (a plan of 1-2 faults drawn uniformly from the declared fault space, blind to
   which calls an execution reaches) and per_call_random (a fault with probability FAULT_RATE at
   every call an execution reaches). Both draw from the same faults as the search, events'
-  arrivals (drop, duplicate, delay, outage) included.
+  arrivals (drop, duplicate, delay, outage), coordinator crashes (durable sagas) and switches
+  (sagas with actors) included.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ from saga_verify.reference import (
     OrderSaga,
     Payment,
     Shipping,
+    durable_variants,
     variants,
 )
 from saga_verify.reference import durable_order_saga as _reference_durable_order_saga
@@ -773,7 +776,7 @@ def _meets(summary: dict[str, Any]) -> bool:
 
 def bench_variants(names: Sequence[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for variant in variants():
+    for variant in (*variants(), *durable_variants()):
         if not variant.broken or (names is not None and variant.name not in names):
             continue
         saga = place(variant.saga, "sim")
@@ -1068,7 +1071,7 @@ def variants_only(names: Sequence[str]) -> int:
     variants named (by default the durable ones) for the default search, Hypothesis alone and the
     two random baselines over the same faults, seeds 0-9, printed; bench/results.json is left as
     it is."""
-    known = {v.name: v for v in variants() if v.broken}
+    known = {v.name: v for v in (*variants(), *durable_variants()) if v.broken}
     chosen = list(names) or [n for n, v in known.items() if v.kind == "durable"]
     unknown = [n for n in chosen if n not in known]
     if unknown:

@@ -144,11 +144,15 @@ class Durable:
     coordinator sees; None: the same object."""
     close: Callable[[Any], None] | None = None
     """Closes the store when the execution is over."""
+    owned: Callable[[Any, str, float], bool] | None = None
+    """Whether a saga instance is provably still owned when the execution is over,
+    ``owned(store, instance_id, now) -> bool`` (a live lease in the store): such an instance may
+    be unfinished without breaking `saga_owned`. None: an unfinished instance has no owner."""
 
     def __post_init__(self) -> None:
         if not callable(self.store):
             raise SagaDefinitionError(f"Durable store= must be callable (it opens the store), got {self.store!r}")
-        for label in ("recover", "reopen", "close"):
+        for label in ("recover", "reopen", "close", "owned"):
             value = getattr(self, label)
             if value is not None and not callable(value):
                 raise SagaDefinitionError(f"Durable {label}= must be callable or None, got {value!r}")

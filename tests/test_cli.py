@@ -86,10 +86,11 @@ def test_demo_json_correct_saga_holds_and_every_broken_one_is_caught(demo_json) 
     assert (timed["kind"], timed["verdict"], timed["violated"]) == ("durable", "holds", [])
     durable = rows.pop("durable_order")
     assert (durable["kind"], durable["verdict"], durable["violated"]) == ("durable", "holds", [])
-    assert len(rows) == 17
+    assert len(rows) == 20
     assert {name for name, row in rows.items() if row["kind"] == "durable"} == {
         "timeout_without_compensation", "webhook_wait_without_deadline", "retries_past_budget",
         "calls_before_intent", "fresh_keys_on_recovery", "compensation_not_resumed",
+        "lease_without_fencing", "duplicate_start_after_completion", "check_then_act_oversell",
     }
     bugs = {v.name: v.bug for v in (*variants(), *durable_variants())}
     for name, row in rows.items():
@@ -125,7 +126,8 @@ def test_demo_table(capsys, tmp_path) -> None:
     assert "lose-reply at payment.charge#1" in by_name["charge_without_key"]
     assert "no faults" in by_name["notify_before_pivot"]
     assert "coordinator-crash-after at inventory.reserve#1" in by_name["calls_before_intent"]
-    assert "17/17 broken variants caught; correct sagas: holds" in lines
+    assert "switch at inventory.reserve#1" in by_name["lease_without_fencing"]
+    assert "20/20 broken variants caught; correct sagas: holds" in lines
     assert lines[-1].startswith(f"Replay any minimal plan: saga-verify replay {tmp_path}")
     assert (tmp_path / lines[-1].rsplit("/", 1)[1]).exists()
 
@@ -384,8 +386,8 @@ def test_demo_html_ends_with_the_report_path(tmp_path, capsys) -> None:
     out, _ = capsys.readouterr()
     assert out.splitlines()[-1] == f"HTML report: {html / 'report.html'}"
     text = (html / "report.html").read_text(encoding="utf-8")
-    assert "20 sagas, 17 broken" in text
-    assert text.count('class="sequence"') == 17  # one diagram per caught variant
+    assert "23 sagas, 20 broken" in text
+    assert text.count('class="sequence"') == 20  # one diagram per caught variant
 
 
 @pytest.mark.parametrize("command", [["demo"], ["explore", "saga_verify.reference:charge_without_key"]])
@@ -458,10 +460,11 @@ def test_progress_shows_on_a_terminal_and_goes_away(tmp_path) -> None:
     assert re.match(r"\d distinct broken invariants in saga 'fresh_key_on_retry':\n\nsaga 'fresh_key_on_retry' broke no_double_create\n", out)
     code, _, shown = _on_a_terminal(["demo", "--max-examples", "0", "--report-dir", str(tmp_path)], tmp_path)
     assert code == 0  # the sweep alone catches every broken variant
-    assert "order (1/20): sweep" in shown
-    assert "volatile_dedupe (12/20)" in shown
-    assert "retries_past_budget (16/20)" in shown
-    assert "compensation_not_resumed (20/20)" in shown
+    assert "order (1/23): sweep" in shown
+    assert "volatile_dedupe (12/23)" in shown
+    assert "retries_past_budget (16/23)" in shown
+    assert "compensation_not_resumed (20/23)" in shown
+    assert "check_then_act_oversell (23/23)" in shown
 
 
 def test_no_progress_when_not_a_terminal(tmp_path) -> None:

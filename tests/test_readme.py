@@ -314,3 +314,30 @@ def test_the_actors_example_finds_the_lamp_sold_twice_with_one_switch(monkeypatc
     assert "1. switch at inventory.take#1" in reports[0]
     assert "stock never sold twice" in reports[0]
     assert "SWITCH: o-1 stops before inventory.take#1; o-2 moves" in reports[0]
+
+
+# -- "Leases and fencing" --------------------------------------------------------------------------
+def lease_block() -> str:
+    section = README.read_text(encoding="utf-8").split("### Leases and fencing", 1)[1]
+    section = re.split(r"\n##+ ", section, maxsplit=1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "README lost its stock-never-sold-twice example"
+    return match.group(1)
+
+
+def test_the_readme_stock_invariant_judges_as_the_reference_one() -> None:
+    from saga_verify import FaultPlan, replay
+    from saga_verify.faults import DeliveryPoint, Switch
+    from saga_verify.invariants import check
+    from saga_verify.reference import check_then_act_oversell, durable_two_orders, stock_never_sold_twice
+
+    shown: dict[str, object] = {}
+    exec(compile(lease_block(), "README.md", "exec"), shown)
+    readme_invariant = shown["stock_never_sold_twice"]
+    plan = FaultPlan((Switch(DeliveryPoint("inventory", "reserve", 1)),))
+    oversold, _ = replay(check_then_act_oversell, plan)
+    held, _ = replay(durable_two_orders, plan)
+    for execution, broken in ((oversold, True), (held, False)):
+        for inv in (readme_invariant, stock_never_sold_twice):
+            assert bool(check(execution, [inv])) is broken, (inv, execution.saga.name)  # type: ignore[list-item]
+    assert [v.message for v in check(oversold, [readme_invariant])] == ["2 in stock, sold to order-1, order-2"]  # type: ignore[list-item]

@@ -50,6 +50,7 @@ from typing import Any
 
 from .._saga import Actor, Saga
 from ..errors import SagaDefinitionError, SagaVerifyError
+from . import _coordinator
 
 #: The world (`_world.World`), named loosely: this module sits below the module that defines it.
 World = Any
@@ -193,7 +194,13 @@ class Cast:
         error: BaseException | None = None
         stopped: str | None = None
         try:
-            result = self._entry(me)(world.services, self.actors[me].input)
+            entry, given = self._entry(me), self.actors[me].input
+            if world.saga.durable is not None:
+                # Each actor is a coordinator of its own: a crash kills it alone, and a fresh one
+                # of its own recovers (in this thread, before the turn passes on).
+                result = _coordinator.coordinate_actor(world, entry, lambda run, services: run(services, given), me)
+            else:
+                result = entry(world.services, given)
             if inspect.isawaitable(result):
                 raise world.fail(SagaDefinitionError(f"saga {world.saga.name!r}: actor {self.actors[me].name!r} returned an awaitable; declare its run with 'async def'"))
         except SagaVerifyError as exc:

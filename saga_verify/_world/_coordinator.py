@@ -1,7 +1,9 @@
 """Coordinator crash and recovery: the fault that kills the process running the saga at a
 delivery point, and the fresh coordinator that recovers from the saga's durable store.
 
-The world keeps one coordinator at a time. When a coordinator crash fault fires, the dead
+The world keeps one coordinator at a time (among several plain-Python actors, one per actor: a
+crash kills the coordinator of the actor making the call, and a fresh one of its own recovers in
+its thread before the turn passes on; the others keep theirs). When a coordinator crash fault fires, the dead
 coordinator's code gets `CoordinatorDied` and every call or sleep it still tries gets it again, so
 nothing it does after its death reaches a participant; whatever it returns is ignored. The
 harness then reopens the store (what the dead process held in memory is gone, what it committed
@@ -43,23 +45,27 @@ class CoordinatorDied(BaseException):
 class StoreSeam:
     """What one coordinator sees as ``services.store``: the saga's store, through the harness.
     Once that coordinator is dead, touching it raises `CoordinatorDied`: a dead process writes
-    nothing, not even from a ``finally`` block of the saga's code."""
+    nothing, not even from a ``finally`` block of the saga's code. Among several actors each has
+    coordinators of its own: one actor's crash leaves the others' alive."""
 
-    __slots__ = ("_incarnation", "_store", "_world")
+    __slots__ = ("_actor", "_incarnation", "_world")
 
-    def __init__(self, world: World, store: Any) -> None:
+    def __init__(self, world: World, actor: int) -> None:
         self._world = world
-        self._store = store
-        self._incarnation = world.recoveries
+        self._actor = actor
+        self._incarnation = world.incarnations.get(actor, 0)
 
     def _alive(self) -> None:
         world = self._world
-        if world.dead is not None or world.recoveries != self._incarnation:
+        # While a coordinator is dead its actor keeps the turn until the fresh one takes over:
+        # nobody else runs then.
+        if world.dead is not None or world.incarnations.get(self._actor, 0) != self._incarnation:
             raise CoordinatorDied(world.dead or "an earlier coordinator")
 
     def __getattr__(self, name: str) -> Any:
         self._alive()
-        value = getattr(self._store, name)
+        # The store as it is now: reopened after another actor's crash, it is the same database.
+        value = getattr(self._world.store, name)
         if not callable(value):
             return value
         alive = self._alive
@@ -71,7 +77,7 @@ class StoreSeam:
         return guarded
 
     def __repr__(self) -> str:
-        return f"<store {self._store!r} of coordinator {self._incarnation}>"
+        return f"<store {self._world.store!r} of coordinator {self._incarnation} of actor {self._actor}>"
 
 
 def open_store(world: World, durable: Durable) -> Any:
@@ -103,19 +109,26 @@ def crash(world: World, ep: Endpoint, attempt: int, fault: Fault, thunk: Thunk, 
 def coordinate(world: World) -> Any:
     """Run the saga, then, after each crash, recovery on a fresh coordinator; return what the
     last coordinator returned."""
+    return coordinate_actor(world, world.saga.run, lambda entry, services: world.run_entry(entry), 0)
+
+
+def coordinate_actor(world: World, entry: Callable[[Any, Any], Any], call: Callable[[Callable[[Any, Any], Any], Any], Any], actor: int) -> Any:
+    """Run one actor's ``entry`` with ``call(entry, services)``, then, after each crash of its
+    coordinator, recovery on a fresh one of its own; return what its last coordinator returned."""
     saga = world.saga
     durable = saga.durable
     assert durable is not None
-    entry: Callable[[Any, Any], Any] = saga.run
+    services = world.services if actor == 0 else world.fresh_services(actor)
+    recovered = False
     while True:
         try:
-            result = world.run_entry(entry)
+            result = call(entry, services)
         except CoordinatorDied:
             result = None
         except SagaVerifyError:
             raise
         except Exception as exc:
-            if world.dead is None and not world.recoveries:
+            if world.dead is None and not recovered:
                 raise
             if world.dead is None:
                 # The recovering coordinator raised: never taken for a fresh start.
@@ -127,11 +140,13 @@ def coordinate(world: World) -> Any:
             return result
         # Dead: whatever its code did after the crash (caught it, returned) counts for nothing.
         world.crashes.append(world.dead)
-        restart(world, durable)
+        restart(world, durable, actor)
+        services = world.services if actor == 0 else world.fresh_services(actor)
+        recovered = True
         entry = durable.recover or saga.run
 
 
-def restart(world: World, durable: Durable) -> None:
+def restart(world: World, durable: Durable, actor: int = 0) -> None:
     """Bring the store back and give a fresh coordinator fresh services."""
     reopen = durable.reopen
     if reopen is not None:
@@ -148,7 +163,26 @@ def restart(world: World, durable: Durable) -> None:
             ) from exc
     world.dead = None
     world.recoveries += 1
-    world.services = world.fresh_services()
+    world.incarnations[actor] = world.incarnations.get(actor, 0) + 1
+    if actor == 0:
+        world.services = world.fresh_services()
+
+
+def still_owned(world: World, instances: tuple[str, ...]) -> frozenset[str]:
+    """The saga instances the saga's ``owned`` says are still owned, once every coordinator ended."""
+    durable = world.saga.durable
+    if durable is None or durable.owned is None or world.store is None:
+        return frozenset()
+    found = set()
+    for instance in dict.fromkeys(instances):
+        try:
+            if durable.owned(world.store, instance, world.clock._now):
+                found.add(instance)
+        except SagaVerifyError as exc:
+            world.fail(exc)
+        except Exception as exc:
+            world.fail(RecoveryError(f"saga {world.saga.name!r}: its owned= raised {type(exc).__name__}: {exc} for instance {instance!r}"))
+    return frozenset(found)
 
 
 def close_store(world: World) -> None:

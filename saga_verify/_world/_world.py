@@ -265,6 +265,9 @@ class Execution:
     actors: tuple[ActorRun, ...] = ()
     """How each actor ended, the saga's own instance first, when the saga declares other actors
     (``Saga(actors=...)``); empty otherwise."""
+    owned: frozenset[str] = frozenset()
+    """The saga instances provably still owned when the execution ended, as the saga's
+    ``Durable(owned=...)`` says (a live lease); empty without it."""
     _rows: tuple[LedgerRow, ...] = field(default=(), repr=False)
 
     def status_of(self, correlation_id: str) -> str:
@@ -361,6 +364,8 @@ class World:
         self.died_at = 0.0
         #: How many fresh coordinators recovered the saga.
         self.recoveries = 0
+        #: Per actor (0: the saga's own instance), how many fresh coordinators it has had.
+        self.incarnations: dict[int, int] = {}
         self.store: Any = _coordinator.open_store(self, saga.durable) if saga.durable is not None else None
         #: The actors of the execution and whose turn it is, when the saga declares other actors.
         self.cast: Cast | None = None
@@ -422,9 +427,10 @@ class World:
         self._proxies = proxies
         return self.fresh_services()
 
-    def fresh_services(self) -> Services:
-        """What one coordinator sees as ``services``: the same participants and store, a new object."""
-        store = _coordinator.StoreSeam(self, self.store) if self.store is not None else None
+    def fresh_services(self, actor: int = 0) -> Services:
+        """What one coordinator (of ``actor``, 0 the saga's own instance) sees as ``services``:
+        the same participants and store, a new object."""
+        store = _coordinator.StoreSeam(self, actor) if self.store is not None else None
         return Services(self._proxies, self.clock, self, store)
 
     # -- what ledgers ask --------------------------------------------------------------------
@@ -775,6 +781,7 @@ class World:
         result: Any = None
         error: BaseException | None = None
         returned_at: float | None = None
+        owned: frozenset[str] = frozenset()
         if self.virtual_time and (_clocks.SWITCH.travel is None or len(sys.modules) != _clocks.SWITCH.modules_seen):
             _clocks.engage()
         context = CURRENT.set(self)
@@ -832,6 +839,9 @@ class World:
                 _watchdog.take_back(ident)
             CURRENT.reset(context)
             if self.store is not None:
+                if self.stuck is None and self.harness_error is None:
+                    instances = self.cast.correlations if self.cast is not None else (self._correlation,)
+                    owned = _coordinator.still_owned(self, instances)
                 _coordinator.close_store(self)
         if self.stuck is not None:
             raise SagaStuckError(
@@ -875,6 +885,7 @@ class World:
             returned_at=returned_at if self.halted is None else None,
             moments=tuple(sorted(self.moments, key=_MOMENT_TIME)) if self.moments else (),
             actors=self.cast.outcomes() if self.cast is not None else (),
+            owned=owned,
             _rows=rows,
         )
 

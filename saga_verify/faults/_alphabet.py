@@ -46,9 +46,9 @@ def templates_for(saga: Saga, participant: str, operation: str) -> tuple[FaultTe
         out.append(FaultTemplate(Pause, (("seconds", late),)))
     if participant in saga.restartable:
         out.append(FaultTemplate(Crash))
-    if saga.durable is not None and not saga.actors:
+    if saga.durable is not None and not (saga.actors and saga.is_async):
         # The coordinator dies at this call, before it goes out or after it was applied; a
-        # fresh coordinator recovers from the saga's store.
+        # fresh coordinator recovers from the saga's store (among actors: the calling actor's).
         out += [FaultTemplate(cls) for cls in COORDINATOR_CRASHES]
     if saga.actors:
         # Another actor moves before this call goes out.

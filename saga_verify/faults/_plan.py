@@ -204,10 +204,10 @@ class FaultPlan:
                     f"plan crashes the coordinator at {fault.at}, but saga {saga.name!r} declares no durable store "
                     "to recover from; give the Saga durable=Durable(store=..., recover=...) or use another fault kind"
                 )
-            if isinstance(fault, COORDINATOR_CRASHES) and saga.actors:
+            if isinstance(fault, COORDINATOR_CRASHES) and saga.actors and saga.is_async:
                 raise PlanError(
-                    f"plan crashes the coordinator at {fault.at}, but saga {saga.name!r} runs several actors, and a "
-                    "coordinator crash among actors is not supported yet; a takeover is an Actor(run=recover, start=...)"
+                    f"plan crashes the coordinator at {fault.at}, but saga {saga.name!r} runs several async actors, and a "
+                    "coordinator crash among async actors is not supported yet (plain-Python actors take it)"
                 )
             if isinstance(fault, Refuse) and key not in saga.refusable:
                 raise PlanError(

@@ -177,11 +177,12 @@ def _terminates(execution: Execution) -> Violation | None:
     if execution.halted:
         tail = execution.trace[-3:]
         return Violation(f"the saga did not finish: it {execution.halted}", tuple(tail))
-    if execution.status != "crashed" and execution.status not in TERMINAL_STATUSES:
+    if not execution.actors and execution.status != "crashed" and execution.status not in TERMINAL_STATUSES:
         return Violation(f"the saga ended with status {execution.status!r}, not one of {', '.join(TERMINAL_STATUSES)}")
-    # With several actors, every saga instance must end: one of its actors may leave it to another
-    # (a start delivered twice answers "in progress", a fenced coordinator stops), not all of them.
-    for corr in dict.fromkeys(a.correlation_id for a in execution.actors[1:]):
+    # With several actors, every saga instance must end, the saga's own included: one of its actors
+    # may leave it to another (a start delivered twice answers "in progress", a fenced coordinator
+    # stops), not all of them.
+    for corr in dict.fromkeys(a.correlation_id for a in execution.actors):
         status = execution.status_of(corr)
         if status != "crashed" and status not in TERMINAL_STATUSES:
             names = ", ".join(a.name for a in execution.actors if a.correlation_id == corr)

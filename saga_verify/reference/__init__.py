@@ -9,22 +9,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from saga_verify import Durable, Saga, Step
+from saga_verify import Actor, Durable, Execution, Saga, Step, invariant
+from saga_verify.invariants import standard_invariants
 from saga_verify.systems import Service, ServiceHandle, System
 
 from . import _broken, _timed
-from ._durable import DurableOrderSaga, recover_orders
+from ._durable import IN_PROGRESS, LEASE_SECONDS, SUPERSEDED, DurableOrderSaga, recover_orders
 from ._orchestrated import OrderSaga
 from ._participants import Inventory, Notification, Payment, Shipping
 from ._routes import ROUTES
-from ._saga_log import SagaLog, SqliteSagaLog
+from ._saga_log import Lease, LeaseLost, SagaLog, SqliteSagaLog
 from ._saga_log_postgres import PostgresSagaLog
 
 __all__ = [
+    "IN_PROGRESS",
+    "LAST_STOCK",
+    "LEASE_SECONDS",
     "ORDER",
+    "ORDER_2",
     "STEPS",
+    "SUPERSEDED",
     "DurableOrderSaga",
     "Inventory",
+    "Lease",
+    "LeaseLost",
     "Notification",
     "OrderSaga",
     "Payment",
@@ -33,11 +41,16 @@ __all__ = [
     "Shipping",
     "SqliteSagaLog",
     "Variant",
+    "durable_order_redelivered",
     "durable_order_saga",
+    "durable_order_takeover",
+    "durable_two_orders",
     "durable_variants",
+    "lease_is_live",
     "order_saga",
     "reference_http_system",
     "reference_system",
+    "stock_never_sold_twice",
     "timed_order_saga",
     "variants",
 ]
@@ -216,7 +229,20 @@ webhook_wait_without_deadline = _timed.timed_saga(
 retries_past_budget = _timed.timed_saga("retries_past_budget", _timed.RetriesPastBudget, f"{__name__}:retries_past_budget")
 
 
-def _durable_saga(name: str, saga_class: type[DurableOrderSaga], attribute: str | None = None) -> Saga:
+def lease_is_live(log: SagaLog, saga_id: str, now: float) -> bool:
+    """Whether a coordinator still holds the order's lease: what makes an unfinished order owned."""
+    held = log.lease(saga_id)
+    return held is not None and held.expires > now
+
+
+def _durable_saga(
+    name: str,
+    saga_class: type[DurableOrderSaga],
+    attribute: str | None = None,
+    actors: Callable[[Callable[[Any, Any], str]], tuple[Actor, ...]] | None = None,
+) -> Saga:
+    """A durable order saga; ``actors`` makes its other actors from its recovery."""
+
     def run(services: Any, order: Any) -> str:
         return str(saga_class(_saga_services(services), order).run())
 
@@ -232,7 +258,10 @@ def _durable_saga(name: str, saga_class: type[DurableOrderSaga], attribute: str 
         ref=f"{__name__}:{attribute or name}",
         # The log in an SQLite database in memory, kept across a coordinator crash as a database
         # server outlives its client: thousands of executions a second, no files to clean up.
-        durable=Durable(store=SqliteSagaLog, recover=recover, reopen=SqliteSagaLog.reopen, close=SqliteSagaLog.close),
+        durable=Durable(
+            store=SqliteSagaLog, recover=recover, reopen=SqliteSagaLog.reopen, close=SqliteSagaLog.close, owned=lease_is_live
+        ),
+        actors=actors(recover) if actors is not None else (),
     )
 
 
@@ -241,6 +270,68 @@ durable_order_saga = _durable_saga("durable_order", DurableOrderSaga, attribute=
 calls_before_intent = _durable_saga("calls_before_intent", _broken.CallsBeforeIntent)
 fresh_keys_on_recovery = _durable_saga("fresh_keys_on_recovery", _broken.FreshKeysOnRecovery)
 compensation_not_resumed = _durable_saga("compensation_not_resumed", _broken.CompensationNotResumed)
+
+#: When a second coordinator takes an order over, and when a start command is delivered again:
+#: after the first coordinator's lease expired (if it made no write since it began).
+TAKEOVER_AT = 2 * LEASE_SECONDS
+
+
+def _takeover(recover: Callable[[Any, Any], str]) -> tuple[Actor, ...]:
+    return (Actor("takeover", input=ORDER, run=recover, start=TAKEOVER_AT),)
+
+
+def _redelivered(recover: Callable[[Any, Any], str]) -> tuple[Actor, ...]:
+    return (Actor("order-1 again", input=ORDER, start=TAKEOVER_AT),)
+
+
+#: The durable order saga with a second coordinator that takes the order over once the first
+#: one's lease expired (``switch`` faults decide how far the first got); it holds.
+durable_order_takeover = _durable_saga("durable_order_takeover", DurableOrderSaga, actors=_takeover)
+lease_without_fencing = _durable_saga("lease_without_fencing", _broken.LeaseWithoutFencing, actors=_takeover)
+#: The durable order saga with its start command delivered again, after the order's lease
+#: expired; it holds.
+durable_order_redelivered = _durable_saga("durable_order_redelivered", DurableOrderSaga, actors=_redelivered)
+duplicate_start_after_completion = _durable_saga(
+    "duplicate_start_after_completion", _broken.DuplicateStartAfterCompletion, actors=_redelivered
+)
+
+#: A second order for the same stock; the inventory holds enough for one of the two.
+ORDER_2 = {**ORDER, "order_id": "order-2"}
+LAST_STOCK: dict[str, int] = {"sku-1": 2}  # one order's quantity (ORDER's qty)
+
+
+@invariant(name="stock_never_sold_twice")
+def stock_never_sold_twice(execution: Execution) -> list[str]:
+    """Across every order of the execution, no more stock stays reserved than there was."""
+    held: dict[str, float] = {}
+    for row in execution.rows("inventory"):
+        if row.action in ("reserve", "release"):
+            held[row.correlation_id] = held.get(row.correlation_id, 0.0) + (row.amount if row.action == "reserve" else -row.amount)
+    kept = {order: qty for order, qty in held.items() if qty > 0}
+    if sum(kept.values()) <= sum(LAST_STOCK.values()):
+        return []
+    orders = ", ".join(f"{order} ({qty:g})" for order, qty in sorted(kept.items()))
+    return [f"{sum(LAST_STOCK.values())} in stock, sold to {orders}"]
+
+
+def _two_orders(name: str, saga_class: type[DurableOrderSaga], inventory: type[Inventory], attribute: str | None = None) -> Saga:
+    """The durable saga placing two orders for the last of the stock at once (``sim`` only: its
+    participants are plain objects, the inventory holding `LAST_STOCK`)."""
+    durable = _durable_saga(name, saga_class, attribute, actors=lambda recover: (Actor("order-2", input=ORDER_2),))
+    steps: tuple[Step, ...] = STEPS
+    if inventory is not Inventory:
+        steps = (*STEPS, Step("inventory", "available", depends_on=()))  # a question: no effect, no order
+
+    def participants() -> dict[str, Any]:
+        return {"inventory": inventory(dict(LAST_STOCK)), "payment": Payment(), "shipping": Shipping(), "notification": Notification()}
+
+    saga = replace(durable, steps=steps, participants=participants)
+    return replace(saga, invariants=(*standard_invariants(saga), stock_never_sold_twice))
+
+
+#: Two orders for the last of the stock, reserved in one call each; it holds.
+durable_two_orders = _two_orders("durable_two_orders", DurableOrderSaga, Inventory)
+check_then_act_oversell = _two_orders("check_then_act_oversell", _broken.CheckThenReserve, _broken.TrustingInventory)
 
 
 @dataclass(frozen=True)
@@ -315,13 +406,21 @@ def _timed_variants() -> tuple[Variant, ...]:
 
 def durable_variants() -> tuple[Variant, ...]:
     """The correct durable saga first, then the durable variants whose bug only a coordinator
-    crash shows."""
+    crash shows; then those whose bug only another actor shows (``sim`` only), each judged
+    against the correct saga with the same actors."""
     broken = (
         (calls_before_intent, _broken.CallsBeforeIntent),
         (fresh_keys_on_recovery, _broken.FreshKeysOnRecovery),
         (compensation_not_resumed, _broken.CompensationNotResumed),
     )
+    among_actors = (
+        (lease_without_fencing, _broken.LeaseWithoutFencing, durable_order_takeover),
+        (duplicate_start_after_completion, _broken.DuplicateStartAfterCompletion, durable_order_redelivered),
+        (check_then_act_oversell, _broken.CheckThenReserve, durable_two_orders),
+    )
+    sim = ("sim",)
     return (
         Variant(durable_order_saga, None, saga_class=DurableOrderSaga, kind="durable", correct=durable_order_saga),
         *(Variant(s, _bug(c), saga_class=c, kind="durable", correct=durable_order_saga) for s, c in broken),
+        *(Variant(s, _bug(c), saga_class=c, kind="durable", runtimes=sim, correct=k) for s, c, k in among_actors),
     )

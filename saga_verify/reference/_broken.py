@@ -7,7 +7,7 @@ from typing import Any
 
 from ._durable import DurableOrderSaga
 from ._orchestrated import GaveUp, OrderSaga, Reply, StepFailed
-from ._participants import Payment, ok
+from ._participants import Inventory, Payment, ok
 from ._saga_log import SagaLog
 
 
@@ -197,3 +197,49 @@ class CompensationNotResumed(DurableOrderSaga):
     @staticmethod
     def resumable(log: SagaLog) -> list[str]:
         return [s for s in log.unfinished() if not any(e["type"] == "compensating" for e in log.entries(s))]
+
+
+class LeaseWithoutFencing(DurableOrderSaga):
+    """Takes the order's lease but writes without its fencing token: a coordinator paused past its
+    lease, and taken over, goes on when it wakes under keys of its own, and charges again."""
+
+    def write(self, entry: dict[str, Any]) -> None:
+        self.log.append(self.order_id, entry)
+        self.entries.append(entry)
+
+
+class DuplicateStartAfterCompletion(DurableOrderSaga):
+    """Tells a redelivered start command from a new order by the log's unfinished orders: a start
+    delivered again after the order ended places it anew, under new keys, and charges again."""
+
+    def known(self) -> list[dict[str, Any]]:
+        return self.log.entries(self.order_id) if self.order_id in self.log.unfinished() else []
+
+
+class CheckThenReserve(DurableOrderSaga):
+    """Reserves stock by asking how much is left, then taking it in a second call: two orders for
+    the last of it both see it there, and both take it."""
+
+    def call(self, step: str, key: str, request: dict[str, Any], inherited: bool = False) -> Reply:
+        if step == "reserve" and not inherited:  # (a reservation an earlier coordinator may have made is retried as is)
+            try:
+                left = self.retry(self.services.inventory.available, sku=request["sku"])
+            except GaveUp as gave_up:
+                self.write({"type": "outcome", "step": step, "status": "not-delivered"})
+                raise StepFailed(step) from gave_up
+            if left["available"] < request["qty"]:
+                self.write({"type": "outcome", "step": step, "status": "refused"})
+                raise StepFailed("out_of_stock")
+        return super().call(step, key, request, inherited)
+
+
+class TrustingInventory(Inventory):
+    """An inventory that tells how much is left and reserves without looking again: it trusts the
+    caller to have asked first (it serves `CheckThenReserve`; the correct saga never asks, and
+    reserves through `reserve`'s own check)."""
+
+    def available(self, *, sku: str) -> Reply:
+        return ok(available=self.stock.get(sku, 0))
+
+    def in_stock(self, sku: str, qty: int) -> bool:
+        return True

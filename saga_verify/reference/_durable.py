@@ -13,6 +13,15 @@ The log, per order:
 - ``ended`` (status).
 
 Recovery reads the log and goes on from where it says: forward, or compensating.
+
+Only the holder of an order's lease works on it. A coordinator acquires the lease (virtual time,
+`LEASE_SECONDS`, extended by each of its writes) before it writes anything, and every write
+carries its fencing token: once another coordinator acquired the lease, the log refuses the
+first one's writes (`LeaseLost`) and it stops. Since every call with a new key is preceded by
+the write of its intent, a coordinator taken over can at most repeat a call it had logged, under
+the same key, which the participants answer as before. A start command for an order whose lease
+is live answers "in progress"; a recovering coordinator (after a crash, or taking over) waits on
+virtual time for the lease to expire, then takes it with a higher token.
 """
 
 from __future__ import annotations
@@ -20,27 +29,64 @@ from __future__ import annotations
 from typing import Any
 
 from ._orchestrated import GaveUp, OrderSaga, Reply, StepFailed
-from ._saga_log import SagaLog
+from ._saga_log import LeaseLost, SagaLog
 
 #: The compensatable forward steps, in order (the notification, irreversible, comes after them).
 FORWARD = ("reserve", "charge", "ship")
 #: The compensation of each.
 _UNDO = {"reserve": "release", "charge": "refund", "ship": "cancel"}
+#: How long (virtual seconds) a lease lasts after the holder's last write.
+LEASE_SECONDS = 30.0
+#: What a start command answers while another coordinator holds the order's lease.
+IN_PROGRESS = "in progress"
+#: What a coordinator answers once another took its order over.
+SUPERSEDED = "superseded"
 
 
 class DurableOrderSaga(OrderSaga):
-    """One order's durable saga; ``run`` places (or resumes) it and returns its outcome."""
+    """One order's durable saga; ``run`` places (or resumes) it and returns its outcome.
+    ``owner`` names the coordinator in the lease; ``wait``: wait for a live lease to expire (a
+    recovering coordinator) rather than answer "in progress" (a start command); ``holder_dead``:
+    the holder is known dead, so its lease is taken at once."""
 
-    def __init__(self, services: Any, order: dict[str, Any]) -> None:
+    def __init__(
+        self, services: Any, order: dict[str, Any], owner: str = "coordinator", wait: bool = False, holder_dead: bool = False
+    ) -> None:
         super().__init__(services, order)
         self.log: SagaLog = services.store
         self.entries: list[dict[str, Any]] = []
         self.epoch = 0
+        self.owner = owner
+        self.wait = wait
+        #: The lease's holder is known dead (a service started again by its supervisor after its
+        #: only process died): its lease counts as expired, and is taken with a higher token.
+        self.holder_dead = holder_dead
+        #: The fencing token of this coordinator's lease, once it holds one.
+        self.token: int | None = None
 
     # -- the log -------------------------------------------------------------------------------
     def write(self, entry: dict[str, Any]) -> None:
-        self.log.append(self.order_id, entry)
+        self.log.append(self.order_id, entry, token=self.token, until=self.services.clock.now() + LEASE_SECONDS)
         self.entries.append(entry)
+
+    def take_lease(self) -> bool:
+        """Acquire the order's lease (waiting for a live one to expire if ``wait``)."""
+        clock = self.services.clock
+        while True:
+            now = clock.now()
+            token = self.log.acquire(self.order_id, self.owner, now, now + LEASE_SECONDS)
+            if token is not None:
+                self.token = token
+                return True
+            held = self.log.lease(self.order_id)
+            if held is not None and self.holder_dead:
+                token = self.log.acquire(self.order_id, self.owner, held.expires, now + LEASE_SECONDS)
+                if token is not None:
+                    self.token = token
+                    return True
+            if not self.wait or held is None:
+                return False
+            clock.sleep(max(held.expires - now, 0.0))
 
     def recorded(self, kind: str, step: str) -> dict[str, Any] | None:
         """The last entry of ``kind`` for ``step``."""
@@ -55,16 +101,31 @@ class DurableOrderSaga(OrderSaga):
 
     # -- the saga ------------------------------------------------------------------------------
     def run(self) -> str:
-        self.entries = self.log.entries(self.order_id)
-        if not self.entries:
-            self.write({"type": "started", "order": self.order})
-        else:
-            done = self.status()
-            if done is not None:
-                return done  # the start command again, for an order already decided: its outcome
-            self.write({"type": "resumed"})
-        self.epoch = sum(e["type"] == "resumed" for e in self.entries)
-        return self.go_on()
+        self.entries = self.known()
+        done = self.status()
+        if done is not None:
+            return done  # the start command again, for an order already decided: its outcome
+        if not self.take_lease():
+            return IN_PROGRESS  # another coordinator holds the order: the start is answered, not run
+        # Read again under the lease: the last holder may have written since.
+        self.entries = self.known()
+        done = self.status()
+        if done is not None:
+            return done
+        try:
+            if not self.entries:
+                self.write({"type": "started", "order": self.order})
+            else:
+                self.write({"type": "resumed"})
+            # Every coordinator that began or took up the order so far, this one included, less one.
+            self.epoch = sum(e["type"] in ("started", "resumed") for e in self.log.entries(self.order_id)) - 1
+            return self.go_on()
+        except LeaseLost:
+            return SUPERSEDED  # taken over: the coordinator that holds the lease finishes the order
+
+    def known(self) -> list[dict[str, Any]]:
+        """What the log holds of this order."""
+        return self.log.entries(self.order_id)
 
     def go_on(self) -> str:
         """Carry on from where the log says the order is."""
@@ -193,7 +254,7 @@ class DurableOrderSaga(OrderSaga):
         if ended is not None:
             return str(ended["status"])
         if not entries:
-            return str(cls(services, order).run())
+            return str(cls(services, order, owner="recovery", wait=True).run())
         # Known and not ended: where the log left it.
         return "compensating" if any(e["type"] == "compensating" for e in entries) else "running"
 
@@ -208,5 +269,5 @@ def recover_orders(saga_class: type[DurableOrderSaga], services: Any, order: dic
     log: SagaLog = services.store
     for saga_id in saga_class.resumable(log):
         started = log.entries(saga_id)[0]
-        saga_class(services, started["order"]).run()
+        saga_class(services, started["order"], owner="recovery", wait=True).run()
     return saga_class.outcome_in(log, services, order)

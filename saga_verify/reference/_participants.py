@@ -94,7 +94,7 @@ class Inventory(IdempotentReceiver):
             return stored
         if idempotency_key in self._tombstones:
             reply = refused("cancelled: released before it arrived")
-        elif self._take_refusal() or self.stock.get(sku, 0) < qty:
+        elif self._take_refusal() or not self.in_stock(sku, qty):
             reply = refused("out_of_stock")
         else:
             self.stock[sku] -= qty
@@ -105,6 +105,10 @@ class Inventory(IdempotentReceiver):
             self.ledger.record("reserve", qty, rid)
             reply = ok(reservation_id=rid)
         return self._remember(idempotency_key, payload, reply)
+
+    def in_stock(self, sku: str, qty: int) -> bool:
+        """Whether ``qty`` of ``sku`` is left to reserve (checked in the same call that reserves)."""
+        return self.stock.get(sku, 0) >= qty
 
     def release(self, *, reserve_key: str, idempotency_key: str | None = None) -> Reply:
         payload = ("release", reserve_key)

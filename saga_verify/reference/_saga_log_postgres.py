@@ -10,7 +10,7 @@ from typing import Any
 
 from saga_verify.errors import RecoveryError
 
-from ._saga_log import SCHEMA_NAME, SCHEMA_VERSION, check_entry, check_layout
+from ._saga_log import SCHEMA_NAME, SCHEMA_VERSION, Lease, LeaseLost, check_entry, check_layout, fenced
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -52,6 +52,7 @@ class PostgresSagaLog:
                     f"CREATE TABLE {schema}.saga_log (saga_id TEXT NOT NULL, seq INTEGER NOT NULL, entry JSONB NOT NULL, "
                     "written BIGSERIAL, PRIMARY KEY (saga_id, seq))"
                 )
+                db.execute(self._lease_table())
                 db.execute(
                     f"INSERT INTO {schema}.saga_log_meta VALUES ('schema', %s), ('version', %s)", (SCHEMA_NAME, str(SCHEMA_VERSION))
                 )
@@ -60,14 +61,49 @@ class PostgresSagaLog:
         if "saga_log_meta" in tables:
             meta = {str(k): str(v) for k, v in db.execute(f"SELECT key, value FROM {schema}.saga_log_meta").fetchall()}
         check_layout(self._where, tables, meta)
+        if "saga_lease" not in tables:
+            # A version-1 log (no leases): its instances have never been leased.
+            with db.transaction():
+                db.execute(self._lease_table())
+                db.execute(f"UPDATE {schema}.saga_log_meta SET value = %s WHERE key = 'version'", (str(SCHEMA_VERSION),))
 
-    def append(self, saga_id: str, entry: Mapping[str, Any]) -> None:
-        schema = self.schema
-        self._db.execute(
-            f"INSERT INTO {schema}.saga_log (saga_id, seq, entry) "
-            f"VALUES (%s, (SELECT COALESCE(MAX(seq), 0) + 1 FROM {schema}.saga_log WHERE saga_id = %s), %s::jsonb)",
-            (saga_id, saga_id, json.dumps(dict(entry), sort_keys=True)),
+    def _lease_table(self) -> str:
+        return (
+            f"CREATE TABLE {self.schema}.saga_lease (saga_id TEXT PRIMARY KEY, owner TEXT NOT NULL, token BIGINT NOT NULL, "
+            "expires DOUBLE PRECISION NOT NULL)"
         )
+
+    def append(self, saga_id: str, entry: Mapping[str, Any], token: int | None = None, until: float | None = None) -> None:
+        schema, db = self.schema, self._db
+        insert = (
+            f"INSERT INTO {schema}.saga_log (saga_id, seq, entry) "
+            f"VALUES (%s, (SELECT COALESCE(MAX(seq), 0) + 1 FROM {schema}.saga_log WHERE saga_id = %s), %s::jsonb)"
+        )
+        row = (saga_id, saga_id, json.dumps(dict(entry), sort_keys=True))
+        if token is None:
+            db.execute(insert, row)
+            return
+        with db.transaction():  # the token's check and the write; the row lock keeps an acquirer out between
+            found = db.execute(f"SELECT token FROM {schema}.saga_lease WHERE saga_id = %s FOR UPDATE", (saga_id,)).fetchone()
+            if found is None or found[0] != token:
+                raise LeaseLost(fenced(saga_id, token, None if found is None else int(found[0])))
+            db.execute(insert, row)
+            if until is not None:
+                db.execute(f"UPDATE {schema}.saga_lease SET expires = %s WHERE saga_id = %s", (until, saga_id))
+
+    def acquire(self, saga_id: str, owner: str, now: float, until: float) -> int | None:
+        schema = self.schema
+        found = self._db.execute(
+            f"INSERT INTO {schema}.saga_lease AS l (saga_id, owner, token, expires) VALUES (%s, %s, 1, %s) "
+            "ON CONFLICT (saga_id) DO UPDATE SET owner = EXCLUDED.owner, token = l.token + 1, expires = EXCLUDED.expires "
+            "WHERE l.expires <= %s RETURNING l.token",
+            (saga_id, owner, until, now),
+        ).fetchone()
+        return None if found is None else int(found[0])
+
+    def lease(self, saga_id: str) -> Lease | None:
+        found = self._db.execute(f"SELECT owner, token, expires FROM {self.schema}.saga_lease WHERE saga_id = %s", (saga_id,)).fetchone()
+        return None if found is None else Lease(str(found[0]), int(found[1]), float(found[2]))
 
     def entries(self, saga_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute(f"SELECT seq, entry FROM {self.schema}.saga_log WHERE saga_id = %s ORDER BY seq", (saga_id,)).fetchall()

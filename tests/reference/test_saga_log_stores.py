@@ -13,7 +13,17 @@ import pytest
 
 from saga_verify import Durable, FaultPlan, Saga, replay
 from saga_verify.errors import RecoveryError
-from saga_verify.reference import PostgresSagaLog, SqliteSagaLog, calls_before_intent, durable_order_saga
+from saga_verify.faults import DeliveryPoint, Switch
+from saga_verify.reference import (
+    SUPERSEDED,
+    Lease,
+    LeaseLost,
+    PostgresSagaLog,
+    SqliteSagaLog,
+    calls_before_intent,
+    durable_order_saga,
+    durable_order_takeover,
+)
 
 _schemas = itertools.count()
 
@@ -93,19 +103,67 @@ def test_committed_entries_survive_a_reopen_in_order(backend: Backend) -> None:
     reopened.close()
 
 
+def test_a_lease_is_held_until_it_expires_then_taken_with_a_higher_token(backend: Backend) -> None:
+    log = backend.open()
+    assert log.lease("o-1") is None
+    assert log.acquire("o-1", "first", 0.0, 30.0) == 1
+    assert log.acquire("o-1", "second", 29.9, 59.9) is None  # live: turned away
+    assert log.acquire("o-2", "second", 29.9, 59.9) == 1  # each instance has its own
+    assert log.lease("o-1") == Lease("first", 1, 30.0)
+    log.append("o-1", {"type": "started"}, token=1, until=40.0)  # a write extends the lease
+    assert log.acquire("o-1", "second", 35.0, 65.0) is None
+    log = log.reopen()
+    assert log.lease("o-1") == Lease("first", 1, 40.0)  # durable, like the entries
+    assert log.acquire("o-1", "second", 40.0, 70.0) == 2
+    assert log.lease("o-1") == Lease("second", 2, 70.0)
+    log.close()
+
+
+def test_a_write_under_a_stale_token_is_refused_and_writes_nothing(backend: Backend) -> None:
+    log = backend.open()
+    first = log.acquire("o-1", "first", 0.0, 30.0)
+    log.append("o-1", {"type": "started"}, token=first, until=30.0)
+    second = log.acquire("o-1", "second", 31.0, 61.0)
+    assert second == 2
+    with pytest.raises(LeaseLost, match=r"saga 'o-1' was taken over \(fencing token 2\); a write under token 1 is refused"):
+        log.append("o-1", {"type": "intent", "step": "charge", "key": "k"}, token=first, until=99.0)
+    with pytest.raises(LeaseLost, match=r"saga 'o-2' has no lease"):
+        log.append("o-2", {"type": "started"}, token=1)
+    log.append("o-1", {"type": "resumed"}, token=second)
+    assert log.entries("o-1") == [{"type": "started"}, {"type": "resumed"}]
+    assert log.entries("o-2") == []
+    assert log.lease("o-1") == Lease("second", 2, 61.0)  # the refused write extended nothing
+    log.close()
+
+
+def test_a_log_of_the_layout_before_leases_is_brought_up_to_date(backend: Backend) -> None:
+    log = backend.open()
+    log.append("o-1", {"type": "started"})
+    log.close()
+    backend.sql(log, "DROP TABLE {schema}.saga_lease")
+    backend.sql(log, "UPDATE {schema}.saga_log_meta SET value = '1' WHERE key = 'version'")
+    old = backend.reopen_same(log)
+    assert old.entries("o-1") == [{"type": "started"}]
+    assert old.acquire("o-1", "recovery", 0.0, 30.0) == 1
+    old.close()
+    backend.sql(log, "UPDATE {schema}.saga_log_meta SET value = '3' WHERE key = 'version'")
+    with pytest.raises(RecoveryError, match=r"newer than this code reads \(2\)"):  # it said version 2 after the update
+        backend.reopen_same(log)
+
+
 def test_another_programs_tables_are_refused(backend: Backend) -> None:
     log = backend.open()
     log.close()
     backend.sql(log, "DROP TABLE {schema}.saga_log_meta")
-    with pytest.raises(RecoveryError, match=r"is another program's database \(tables: saga_log\), not a saga log"):
+    with pytest.raises(RecoveryError, match=r"is another program's database \(tables: saga_lease, saga_log\), not a saga log"):
         backend.reopen_same(log)
 
 
 def test_a_log_of_a_newer_layout_is_refused(backend: Backend) -> None:
     log = backend.open()
     log.close()
-    backend.sql(log, "UPDATE {schema}.saga_log_meta SET value = '2' WHERE key = 'version'")
-    with pytest.raises(RecoveryError, match=r"written in layout version 2, newer than this code reads \(1\)"):
+    backend.sql(log, "UPDATE {schema}.saga_log_meta SET value = '3' WHERE key = 'version'")
+    with pytest.raises(RecoveryError, match=r"written in layout version 3, newer than this code reads \(2\)"):
         backend.reopen_same(log)
 
 
@@ -140,6 +198,14 @@ def test_the_durable_saga_recovers_over_the_store(backend: Backend, plan: str) -
     assert violations == []
     assert execution.status in ("completed", "compensated")
     assert any(e.outcome in ("unsent", "unread") for e in execution.trace)
+
+
+def test_a_takeover_fences_the_first_coordinator_over_the_store(backend: Backend) -> None:
+    saga = _over(backend, durable_order_takeover)
+    execution, violations = replay(saga, FaultPlan((Switch(DeliveryPoint("payment", "charge", 1)),)))
+    assert violations == []
+    assert [a.status for a in execution.actors] == [SUPERSEDED, "completed"]
+    assert len(execution.rows("payment", "charge")) == 1
 
 
 def test_a_broken_variant_breaks_over_the_store_as_over_sqlite_in_memory(backend: Backend) -> None:

@@ -280,7 +280,8 @@ def test_timeline_shows_each_coordinator_crash_and_the_recovery_after_it() -> No
         "  #1   t=   0.024  payment.charge#1         order_id=order-1 amount=100 key=order-1:charge:0",
         "                   -> COORDINATOR DIED before reading the reply (applied): status=ok charge_id=ch-1   <- coordinator-crash-after",
         "  ~~~~ coordinator crashed: a fresh coordinator, with nothing of the old one's memory, reopens the store and recovers (recovery 1)",
-        "  #2   t=   0.036  payment.charge#2         order_id=order-1 amount=100 key=order-1:charge:0",
+        # The recovering coordinator waited for the dead one's lease to expire (30 s after its last write).
+        "  #2   t=  30.023  payment.charge#2         order_id=order-1 amount=100 key=order-1:charge:0",
         "                   -> COORDINATOR DIED before sending it (not delivered)   <- coordinator-crash-before",
         "  ~~~~ coordinator crashed: a fresh coordinator, with nothing of the old one's memory, reopens the store and recovers (recovery 2)",
     ]

@@ -25,8 +25,8 @@ def durable_plans() -> list[tuple[Saga, FaultPlan]]:
     correct durable saga under those plans and the hand-made ones."""
     cases: list[tuple[Saga, FaultPlan]] = []
     for variant in durable_variants():
-        if not variant.broken:
-            continue
+        if not variant.broken or variant.runtimes == ("sim",):
+            continue  # the variants among actors run on sim only
         found = explore(variant.saga, settings=hypothesis.settings(database=None), report_dir=None, seed=0)
         assert not found.ok, f"the search missed {variant.name}"
         plan = found.failures[0].plan

@@ -4,12 +4,14 @@ plain-Python and async sagas alike, and the search finds, shrinks and replays an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
 from saga_verify import Actor, FaultPlan, Ledger, Saga, Step, explore, invariant, replay, run_plan
+from saga_verify._reporting import render_timeline
 from saga_verify._world import trace_to_json
 from saga_verify.errors import PlanError, SagaDefinitionError
 from saga_verify.faults import DeliveryPoint, Switch, templates_for
@@ -375,15 +377,35 @@ def test_async_and_plain_actors_do_not_mix() -> None:
         Saga("mixed", STEPS, participants, run_order, input=ORDER_A, actors=(Actor("o-2", input=ORDER_B, run=arun_order),))
 
 
-def test_a_coordinator_crash_among_actors_is_refused_and_never_searched() -> None:
-    import dataclasses
-
+def test_a_coordinator_crash_among_async_actors_is_refused_and_never_searched() -> None:
+    from saga_verify import Durable
     from saga_verify.faults import CoordinatorCrashAfter
-    from saga_verify.reference import durable_order_saga
 
-    twice = dataclasses.replace(durable_order_saga, name="durable twice", ref=None, actors=(Actor("again", input=durable_order_saga.input),))
-    with pytest.raises(PlanError, match="not supported yet"):
-        run_plan(twice, FaultPlan((CoordinatorCrashAfter(DeliveryPoint("payment", "charge", 1)),)))
-    kinds = [t.cls.kind for t in templates_for(twice, "payment", "charge")]
+    saga = dataclasses.replace(SAGAS["async"], name="async durable", durable=Durable(store=dict))
+    with pytest.raises(PlanError, match="coordinator crash among async actors is not supported yet"):
+        run_plan(saga, FaultPlan((CoordinatorCrashAfter(DeliveryPoint("inventory", "take", 1)),)))
+    kinds = [t.cls.kind for t in templates_for(saga, "inventory", "take")]
     assert "coordinator-crash-after" not in kinds
     assert kinds[-1] == "switch"
+
+
+def test_a_coordinator_crash_among_plain_actors_kills_one_actor_and_a_fresh_one_of_its_own_recovers() -> None:
+    from saga_verify.faults import CoordinatorCrashAfter
+    from saga_verify.reference import SUPERSEDED, durable_order_takeover
+
+    kinds = [t.cls.kind for t in templates_for(durable_order_takeover, "payment", "charge")]
+    assert kinds[-3:] == ["coordinator-crash-before", "coordinator-crash-after", "switch"]
+    # The first coordinator stops before its charge; the takeover (60 s) charges and dies before
+    # reading the reply; a fresh takeover coordinator waits out its dead predecessor's lease,
+    # charges again under the same key and completes. The first one, woken, is fenced off.
+    plan = FaultPlan((Switch(DeliveryPoint("payment", "charge", 1)), CoordinatorCrashAfter(DeliveryPoint("payment", "charge", 2))))
+    execution, violations = replay(durable_order_takeover, plan)
+    assert violations == []
+    assert [(a.name, a.status) for a in execution.actors] == [("order-1", SUPERSEDED), ("takeover", "completed")]
+    charges = [e for e in execution.trace if (e.participant, e.operation) == ("payment", "charge")]
+    assert [(e.attempt, e.outcome, e.key) for e in charges] == [
+        (2, "unread", "order-1:charge:0"), (3, "ok", "order-1:charge:0"), (1, "ok", "order-1:charge:0"),
+    ]
+    assert charges[1].time - charges[0].time > 29.9  # the fresh coordinator waited for the lease (30 s after the last write)
+    assert len(execution.rows("payment", "charge")) == 1
+    assert "(recovery 1)" in render_timeline(execution)

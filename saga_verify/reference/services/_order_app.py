@@ -177,13 +177,18 @@ class OrderBook(IdempotentReceiver):
         """Finish an accepted order after a restart: its saga goes on from its log."""
         pending = self.accepted[order_id]
         order = dict(pending["order"])
-        return self._finish(order, pending["key"], *self._run(order))
+        # Its predecessor, the only process of this service, is dead: its leases are over.
+        return self._finish(order, pending["key"], *self._run(order, holder_dead=True))
 
-    def _run(self, order: dict[str, Any]) -> tuple[str, str | None]:
+    def _run(self, order: dict[str, Any], holder_dead: bool = False) -> tuple[str, str | None]:
         if self.upstreams is None:
             raise RuntimeError("an OrderBook without upstreams cannot place orders")
         try:
-            outcome = self.saga_class(HttpServices(self.upstreams), order).run()
+            services = HttpServices(self.upstreams)
+            if holder_dead:
+                outcome = self.saga_class(services, order, owner="restarted", holder_dead=True).run()  # type: ignore[call-arg]  # durable
+            else:
+                outcome = self.saga_class(services, order).run()
         except httpx.HTTPStatusError as error:
             request = error.request
             service = request.url.host
