@@ -28,6 +28,8 @@ PUBLIC = [
     "System",
     "Service",
     "current_services",
+    "Choreography",
+    "Handler",
     "FaultPlan",
     "Invariant",
     "Violation",

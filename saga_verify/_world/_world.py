@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Any, ClassVar, cast
 
+from .._choreography import PUBLISH
 from .._saga import TERMINAL_STATUSES, Saga, Step
 from ..errors import SagaDefinitionError, SagaStuckError, SagaVerifyError
 from ..faults._kinds import Delay, DeliveryPoint, Duplicate, Fault, Outage, Pause
 from ..faults._plan import FaultPlan
-from . import _clocks, _coordinator, _retry, _watchdog
+from . import _bus, _clocks, _coordinator, _retry, _watchdog
 from ._actors import ActorRun, Cast
 from ._clock import VirtualClock
 from ._current import CURRENT
@@ -260,6 +261,9 @@ class Execution:
     actors: tuple[ActorRun, ...] = ()
     """How each actor ended, the saga's own instance first, when the saga declares other actors
     (``Saga(actors=...)``); empty otherwise."""
+    bus: _bus.BusRecord | None = None
+    """What the message bus did (published, delivered, dead-lettered), when the saga is a
+    choreography; None otherwise."""
     _rows: tuple[LedgerRow, ...] = field(default=(), repr=False)
 
     def status_of(self, correlation_id: str) -> str:
@@ -359,6 +363,8 @@ class World:
         self.store: Any = _coordinator.open_store(self, saga.durable) if saga.durable is not None else None
         #: The actors of the execution and whose turn it is, when the saga declares other actors.
         self.cast: Cast | None = None
+        #: The message bus, when the saga is a choreography (`_bus`).
+        self.bus: _bus.SimBus | None = _bus.SimBus(self, saga.choreography) if saga.choreography is not None else None
         self.participants = self._build_participants()
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self._proxies: dict[str, Any] = {}
@@ -404,7 +410,7 @@ class World:
                 if transported:
                     ep = ClientEndpoint(self, step, op, slot, None)
                 else:
-                    fn = getattr(obj, op, None)
+                    fn = _bus.publisher(self, name) if op == PUBLISH and self.bus is not None else getattr(obj, op, None)
                     if not callable(fn):
                         raise SagaDefinitionError(
                             f"saga {self.saga.name!r}: participant {name!r} ({type(obj).__name__}) has no "
@@ -788,6 +794,8 @@ class World:
                         result = self.cast.run()
                     elif saga.durable is not None:
                         result = _coordinator.coordinate(self)
+                    elif self.bus is not None:
+                        result = _bus.drive(self)
                     else:
                         result = self.run_entry(saga.run)
                 except Exception:
@@ -870,6 +878,7 @@ class World:
             returned_at=returned_at if self.halted is None else None,
             moments=tuple(sorted(self.moments, key=lambda m: m.time)),
             actors=self.cast.outcomes() if self.cast is not None else (),
+            bus=self.bus.record() if self.bus is not None else None,
             _rows=rows,
         )
 
