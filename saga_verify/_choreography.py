@@ -95,6 +95,9 @@ class Choreography:
     """An execution with more deliveries than this has not terminated."""
     ref: str | None = None
     """Where its `saga` can be imported from, ``"package.module:attribute"``."""
+    broker: Callable[[Any, Choreography], Any] | None = None
+    """Opens the message broker of one execution, ``broker(world, choreography)`` -> a
+    ``_world._bus.MessageBroker`` (an adapter of a real broker); None: the simulated bus."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -108,6 +111,8 @@ class Choreography:
             raise SagaDefinitionError(
                 f"choreography {self.name!r}: start= must read 'service.method', got {self.start!r}"
             )
+        if self.broker is not None and not callable(self.broker):
+            raise SagaDefinitionError(f"choreography {self.name!r}: broker= must be callable (it opens the broker) or None")
         if not callable(self.services) or not callable(self.outcome):
             raise SagaDefinitionError(f"choreography {self.name!r}: services= and outcome= must be callable")
         seen: dict[tuple[str, str], str] = {}

@@ -83,6 +83,9 @@ class MessageBroker(Protocol):
     """What the harness needs of a message broker: the simulated bus is one; an adapter of a real
     broker (its consumers' acks and dead-letter queue) is another."""
 
+    messages: list[Message]
+    """Every message published so far, in publish order."""
+
     def publish(self, message: Message, handlers: tuple[Handler, ...]) -> None:
         """Accept ``message`` for each of ``handlers`` (its subscribers)."""
 
@@ -98,6 +101,9 @@ class MessageBroker(Protocol):
 
     def dead_letter(self, delivery: Delivery, reason: str, poison: bool) -> None:
         """Park it in the dead-letter queue, with the reason."""
+
+    def record(self) -> BusRecord:
+        """What the broker did in this execution (read when it is over)."""
 
 
 @dataclass(frozen=True)
@@ -318,3 +324,10 @@ def _relay(world: World, relay: str) -> bool:
         except Exception:
             failed = True
     return failed
+
+
+def open_broker(world: World, choreography: Choreography) -> MessageBroker:
+    """The broker of one execution: the choreography's own (``broker=``), or the simulated bus."""
+    if choreography.broker is not None:
+        return choreography.broker(world, choreography)  # type: ignore[no-any-return]  # checked by the protocol's users
+    return SimBus(world, choreography)

@@ -364,7 +364,7 @@ class World:
         #: The actors of the execution and whose turn it is, when the saga declares other actors.
         self.cast: Cast | None = None
         #: The message bus, when the saga is a choreography (`_bus`).
-        self.bus: _bus.SimBus | None = _bus.SimBus(self, saga.choreography) if saga.choreography is not None else None
+        self.bus: _bus.MessageBroker | None = _bus.open_broker(self, saga.choreography) if saga.choreography is not None else None
         self.participants = self._build_participants()
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self._proxies: dict[str, Any] = {}
