@@ -61,6 +61,8 @@ class Delivery:
     """``pending``, ``acked`` or ``dead-lettered``."""
     reason: str | None = None
     """Why it was last refused or dead-lettered."""
+    faulted: int = 0
+    """How many of its deliveries failed at a fault the plan injected there (not of its own)."""
 
     def __str__(self) -> str:
         return f"{self.message.type} {self.message.id} -> {self.handler.service}.{self.handler.method}"
@@ -75,8 +77,9 @@ class DeadLetter:
     reason: str
     attempts: int
     poison: bool
-    """True when the handler rejected the message itself (``bus.reject``: it cannot be processed,
-    whoever delivers it), False when it ran out of delivery attempts."""
+    """True when the message itself is the trouble: its handler rejected it (``bus.reject``), or
+    raised on it at a delivery the plan did not disturb. False when only injected faults (lost
+    deliveries, crashes) used up its attempts: a healthy message, dead-lettered."""
 
 
 class MessageBroker(Protocol):
@@ -157,9 +160,8 @@ class SimBus:
         delivery.reason = reason
         limit = self.choreography.max_attempts
         if limit is not None and delivery.attempts >= limit:
-            self.dead_letter(
-                delivery, f"not processed after {delivery.attempts} deliveries; last: {reason}", poison=False
-            )
+            poison = delivery.faulted < delivery.attempts
+            self.dead_letter(delivery, f"not processed after {delivery.attempts} deliveries; last: {reason}", poison=poison)
             return
         delivery.due = self.world.clock._now + self.choreography.redelivery_delay
         self._push(delivery)
@@ -266,7 +268,6 @@ def drive(world: World) -> Any:
     except Exception as exc:
         # The client that began the saga saw an error and gave up; what was done stays done.
         world.note(clock._now, "start-failed", f"the start {service}.{method} failed: {type(exc).__name__}: {exc}")
-    idle_relays = 0
     while world.halted is None:
         delivery = broker.receive()
         if delivery is None:
@@ -275,17 +276,16 @@ def drive(world: World) -> Any:
                 clock._now = max(clock._now, world.pending[0][0])
                 world.drive(world.flush_due())
                 continue
-            if choreography.relay is None or idle_relays >= (choreography.max_attempts or 5):
+            if choreography.relay is None:
                 break
             before = len(broker.messages)
             failed = _relay(world, choreography.relay)
-            if len(broker.messages) > before:
-                idle_relays = 0
-            elif failed:
-                idle_relays += 1
-                clock._now += choreography.redelivery_delay
-            else:
+            if len(broker.messages) == before and not failed:
                 break
+            if failed:
+                # A relay that could not publish tries again later, for as long as the execution
+                # may run: an outbox is emptied eventually, or the run is stopped.
+                clock._now += choreography.redelivery_delay
             continue
         if delivery.due > clock._now:
             clock._now = delivery.due
@@ -299,9 +299,12 @@ def _deliver(world: World, broker: MessageBroker, delivery: Delivery) -> None:
     what = "redelivered" if delivery.attempts > 1 else "delivered"
     world.note(world.clock._now, what, f"{delivery} {what} (delivery {delivery.attempts})")
     handle = BusHandle(world, handler.service, delivery)
+    injected = len(world.injected)
     try:
         world.endpoints[(handler.service, handler.method)](delivery.message.envelope, bus=handle)
     except Exception as exc:
+        if any(f.at.participant == handler.service and f.at.operation == handler.method for f in world.injected[injected:]):
+            delivery.faulted += 1
         if handle.rejected is not None:
             broker.dead_letter(delivery, handle.rejected, poison=True)
         elif not handle.acked:
