@@ -150,6 +150,10 @@ class Choreography:
         start = self.start_call[0]
         return tuple(dict.fromkeys([start, *(h.service for h in self.handlers)]))
 
+    def handles(self, service: str, method: str) -> bool:
+        """Whether ``service.method`` is a handler (where messages are delivered)."""
+        return any(h.service == service and h.method == method for h in self.handlers)
+
     def subscribers(self, event_type: object) -> tuple[Handler, ...]:
         """The handlers of ``event_type``, in declaration order."""
         return tuple(h for h in self.handlers if h.on == event_type)

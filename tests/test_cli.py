@@ -14,10 +14,10 @@ import pytest
 
 from saga_verify import FaultPlan
 from saga_verify._cli import main
-from saga_verify.reference import durable_variants, variants
+from saga_verify.reference import choreographed_variants, durable_variants, variants
 
-VARIANT_NAMES = [v.name for v in (*variants(), *durable_variants())]
-KINDS = {v.name: v.kind for v in (*variants(), *durable_variants())}
+VARIANT_NAMES = [v.name for v in (*variants(), *durable_variants(), *choreographed_variants())]
+KINDS = {v.name: v.kind for v in (*variants(), *durable_variants(), *choreographed_variants())}
 SCRIPT = Path(sys.executable).with_name("saga-verify")
 
 
@@ -86,12 +86,18 @@ def test_demo_json_correct_saga_holds_and_every_broken_one_is_caught(demo_json) 
     assert (timed["kind"], timed["verdict"], timed["violated"]) == ("durable", "holds", [])
     durable = rows.pop("durable_order")
     assert (durable["kind"], durable["verdict"], durable["violated"]) == ("durable", "holds", [])
-    assert len(rows) == 17
+    choreographed = rows.pop("choreographed_order")
+    assert (choreographed["kind"], choreographed["verdict"], choreographed["violated"]) == ("choreographed", "holds", [])
+    assert len(rows) == 24
     assert {name for name, row in rows.items() if row["kind"] == "durable"} == {
         "timeout_without_compensation", "webhook_wait_without_deadline", "retries_past_budget",
         "calls_before_intent", "fresh_keys_on_recovery", "compensation_not_resumed",
     }
-    bugs = {v.name: v.bug for v in (*variants(), *durable_variants())}
+    assert {name for name, row in rows.items() if row["kind"] == "choreographed"} == {
+        "non_idempotent_consumer", "order_assuming_consumer", "dual_write_publish", "missing_compensation_handler",
+        "poison_blocks_queue", "correlation_dropped", "ack_before_commit",
+    }
+    bugs = {v.name: v.bug for v in (*variants(), *durable_variants(), *choreographed_variants())}
     for name, row in rows.items():
         assert row["broken"] is True
         assert row["bug"] == bugs[name]
@@ -118,14 +124,14 @@ def test_demo_table(capsys, tmp_path) -> None:
     assert set(lines[2]) == {"-", " "}
     body = lines[3 : 3 + len(VARIANT_NAMES)]
     assert [line.split()[0] for line in body] == VARIANT_NAMES
-    correct = {v.name for v in (*variants(), *durable_variants()) if not v.broken}
-    assert correct == {"order", "timed_order", "durable_order"}
+    correct = {v.name for v in (*variants(), *durable_variants(), *choreographed_variants()) if not v.broken}
+    assert correct == {"order", "timed_order", "durable_order", "choreographed_order"}
     assert all(line.split()[1] == ("holds" if line.split()[0] in correct else "caught") for line in body)
     by_name = {line.split()[0]: line for line in body}
     assert "lose-reply at payment.charge#1" in by_name["charge_without_key"]
     assert "no faults" in by_name["notify_before_pivot"]
     assert "coordinator-crash-after at inventory.reserve#1" in by_name["calls_before_intent"]
-    assert "17/17 broken variants caught; correct sagas: holds" in lines
+    assert "24/24 broken variants caught; correct sagas: holds" in lines
     assert lines[-1].startswith(f"Replay any minimal plan: saga-verify replay {tmp_path}")
     assert (tmp_path / lines[-1].rsplit("/", 1)[1]).exists()
 

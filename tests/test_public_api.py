@@ -54,6 +54,7 @@ NAMESPACES = {
         "FAULT_KINDS",
         "CoordinatorCrashAfter",
         "CoordinatorCrashBefore",
+        "Corrupt",
         "Crash",
         "Delay",
         "DeliveryPoint",

@@ -11,8 +11,10 @@ messages as they do calls, and searches, shrinking and replays work unchanged.
 from __future__ import annotations
 
 import heapq
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from .._choreography import PUBLISH, Choreography, Handler
@@ -63,6 +65,9 @@ class Delivery:
     """Why it was last refused or dead-lettered."""
     faulted: int = 0
     """How many of its deliveries failed at a fault the plan injected there (not of its own)."""
+    body: Any = None
+    """What it carries for this handler when that is not the message as published (mangled on
+    the way, `corrupted`); None otherwise."""
 
     def __str__(self) -> str:
         return f"{self.message.type} {self.message.id} -> {self.handler.service}.{self.handler.method}"
@@ -80,6 +85,9 @@ class DeadLetter:
     """True when the message itself is the trouble: its handler rejected it (``bus.reject``), or
     raised on it at a delivery the plan did not disturb. False when only injected faults (lost
     deliveries, crashes) used up its attempts: a healthy message, dead-lettered."""
+    rejected: bool = False
+    """True when its handler rejected it on reading (``bus.reject``: malformed, unknown type or
+    version, a payload that fails its schema)."""
 
 
 class MessageBroker(Protocol):
@@ -102,7 +110,7 @@ class MessageBroker(Protocol):
         """The handler did not finish: deliver it again later, or dead-letter it once it has had
         its attempts."""
 
-    def dead_letter(self, delivery: Delivery, reason: str, poison: bool) -> None:
+    def dead_letter(self, delivery: Delivery, reason: str, poison: bool, rejected: bool = False) -> None:
         """Park it in the dead-letter queue, with the reason."""
 
     def record(self) -> BusRecord:
@@ -166,12 +174,12 @@ class SimBus:
         delivery.due = self.world.clock._now + self.choreography.redelivery_delay
         self._push(delivery)
 
-    def dead_letter(self, delivery: Delivery, reason: str, poison: bool) -> None:
+    def dead_letter(self, delivery: Delivery, reason: str, poison: bool, rejected: bool = False) -> None:
         if delivery.state != "pending":
             return
         delivery.state = "dead-lettered"
         delivery.reason = reason
-        self.dead_letters.append(DeadLetter(delivery.message, delivery.handler, reason, delivery.attempts, poison))
+        self.dead_letters.append(DeadLetter(delivery.message, delivery.handler, reason, delivery.attempts, poison, rejected))
         self.world.note(self.world.clock._now, "dead-lettered", f"{delivery} dead-lettered: {reason}")
 
     def record(self) -> BusRecord:
@@ -301,17 +309,18 @@ def _deliver(world: World, broker: MessageBroker, delivery: Delivery) -> None:
     handle = BusHandle(world, handler.service, delivery)
     injected = len(world.injected)
     try:
-        world.endpoints[(handler.service, handler.method)](delivery.message.envelope, bus=handle)
+        body = delivery.message.envelope if delivery.body is None else delivery.body
+        world.endpoints[(handler.service, handler.method)](body, bus=handle)
     except Exception as exc:
         if any(f.at.participant == handler.service and f.at.operation == handler.method for f in world.injected[injected:]):
             delivery.faulted += 1
         if handle.rejected is not None:
-            broker.dead_letter(delivery, handle.rejected, poison=True)
+            broker.dead_letter(delivery, handle.rejected, poison=True, rejected=True)
         elif not handle.acked:
             broker.nack(delivery, f"{type(exc).__name__}: {exc}")
         return
     if handle.rejected is not None:
-        broker.dead_letter(delivery, handle.rejected, poison=True)
+        broker.dead_letter(delivery, handle.rejected, poison=True, rejected=True)
     elif not handle.acked:
         broker.ack(delivery)
 
@@ -334,3 +343,16 @@ def open_broker(world: World, choreography: Choreography) -> MessageBroker:
     if choreography.broker is not None:
         return choreography.broker(world, choreography)  # type: ignore[no-any-return]  # checked by the protocol's users
     return SimBus(world, choreography)
+
+
+def corrupted(thunk: Any) -> Any:
+    """The handler call ``thunk`` with its message mangled: the envelope's JSON cut off half-way,
+    for this delivery and every redelivery to the same handler (the corrupt fault)."""
+    handle = thunk.keywords.get("bus")
+    delivery = handle._delivery if isinstance(handle, BusHandle) else None
+    original = thunk.args[0] if thunk.args else None
+    text = json.dumps(original, sort_keys=True, default=str)
+    body = text[: len(text) // 2]
+    if delivery is not None:
+        delivery.body = body
+    return partial(thunk.func, body, *thunk.args[1:], **thunk.keywords)

@@ -622,6 +622,8 @@ class World:
             assert restart is not None  # plans are validated: crash only where a step says how to restart
             self._hook("restart", ep, restart)
             raise ep.errors("reset", f"{point}: connection reset: {ep.participant} died before it replied (injected {label})")
+        if kind == "corrupt":
+            return (yield from self._apply(ep, attempt, key, request, _bus.corrupted(thunk), "ok", label))
         if kind == "refuse":
             refuse = ep.step.refuse
             assert refuse is not None  # plans are validated: refuse only where the step declares how

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .._saga import Saga
 from ._kinds import (
     COORDINATOR_CRASHES,
+    Corrupt,
     Crash,
     Delay,
     Drop,
@@ -109,4 +110,6 @@ def _message_templates(saga: Saga, participant: str, operation: str) -> tuple[Fa
     ]
     if participant in saga.restartable:
         out.append(FaultTemplate(Crash))
+    if saga.choreography.handles(participant, operation):
+        out.append(FaultTemplate(Corrupt))
     return tuple(out)

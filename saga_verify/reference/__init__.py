@@ -12,7 +12,7 @@ from typing import Any
 from saga_verify import Durable, Saga, Step
 from saga_verify.systems import Service, ServiceHandle, System
 
-from . import _broken, _timed
+from . import _broken, _choreography_broken, _timed
 from ._durable import DurableOrderSaga, recover_orders
 from ._orchestrated import OrderSaga
 from ._participants import Inventory, Notification, Payment, Shipping
@@ -33,6 +33,8 @@ __all__ = [
     "Shipping",
     "SqliteSagaLog",
     "Variant",
+    "choreographed_order_saga",
+    "choreographed_variants",
     "durable_order_saga",
     "durable_variants",
     "order_saga",
@@ -302,6 +304,29 @@ def _timed_variants() -> tuple[Variant, ...]:
     return (
         Variant(timed_order_saga, None, kind="durable", runtimes=sim, correct=timed_order_saga),
         *(Variant(s, _bug(c), kind="durable", runtimes=sim, correct=timed_order_saga) for s, c in timed),
+    )
+
+
+#: The choreographed order saga (`_choreographed`): no coordinator, services reacting to events
+#: on an at-least-once bus; it holds every invariant of a choreography and of the order.
+choreographed_order_saga = _choreography_broken.correct.saga
+non_idempotent_consumer_saga = _choreography_broken.non_idempotent_consumer.saga
+order_assuming_consumer_saga = _choreography_broken.order_assuming_consumer.saga
+dual_write_publish_saga = _choreography_broken.dual_write_publish.saga
+missing_compensation_handler_saga = _choreography_broken.missing_compensation_handler.saga
+poison_blocks_queue_saga = _choreography_broken.poison_blocks_queue.saga
+correlation_dropped_saga = _choreography_broken.correlation_dropped.saga
+ack_before_commit_saga = _choreography_broken.ack_before_commit.saga
+
+
+def choreographed_variants() -> tuple[Variant, ...]:
+    """The choreographed saga first, then its broken variants (``kind`` choreographed; their
+    services are plain objects on the simulated bus: ``sim`` only)."""
+    sim = ("sim",)
+    correct = choreographed_order_saga
+    return (
+        Variant(correct, None, kind="choreographed", runtimes=sim, correct=correct),
+        *(Variant(c.saga, _bug(cls), kind="choreographed", runtimes=sim, correct=correct) for c, cls in _choreography_broken.BROKEN),
     )
 
 

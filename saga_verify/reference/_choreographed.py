@@ -11,7 +11,7 @@ after the commit, again by the relay if the broker was unreachable.
 
 from __future__ import annotations
 
-import copy
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,7 +36,8 @@ class ChoreographedService:
 
     def __init__(self) -> None:
         self.state: dict[str, Any] = {"processed": [], "outbox": [], **self.initial()}
-        self.saved = copy.deepcopy(self.state)
+        #: What it committed, as its store keeps it (JSON text).
+        self.stored = json.dumps(self.state)
         self.refusing = False
 
     def initial(self) -> dict[str, Any]:
@@ -44,11 +45,16 @@ class ChoreographedService:
 
     def commit(self) -> None:
         """Make the working state durable: effect, dedupe record and outbox, in one transaction."""
-        self.saved = copy.deepcopy(self.state)
+        self.stored = json.dumps(self.state)
+
+    @property
+    def saved(self) -> dict[str, Any]:
+        """What it committed (a copy)."""
+        return dict(json.loads(self.stored))
 
     def restart(self) -> None:
         """The process dies and comes back from what it committed."""
-        self.state = copy.deepcopy(self.saved)
+        self.state = self.saved
         self.refusing = False
 
     def refuse_next(self) -> None:
@@ -72,7 +78,9 @@ class ChoreographedService:
         self.record(effect(message), bus, message)
         self.relay(bus)
 
-    def record(self, emits: list[Emit], bus: Any, cause: Mapping[str, Any] | None, correlation_id: str | None = None) -> None:
+    def record(
+        self, emits: list[Emit], bus: Any, cause: Mapping[str, Any] | None, correlation_id: str | None = None, *, commit: bool = True
+    ) -> None:
         """Save the effect's events in the outbox, mark the cause processed, commit."""
         corr = correlation_id if cause is None else cause["correlation_id"]
         assert corr is not None
@@ -88,7 +96,8 @@ class ChoreographedService:
             )
         if cause is not None:
             self.state["processed"].append(cause["id"])
-        self.commit()
+        if commit:
+            self.commit()
 
     def event(self, event_type: str, *, corr: str, causation: str | None, key: str, data: Mapping[str, Any], now: float) -> dict[str, Any]:
         return envelope(event_type, source=self.name, correlation_id=corr, causation_id=causation, key=key, data=data, now=now)
@@ -96,11 +105,12 @@ class ChoreographedService:
     def relay(self, bus: Any) -> None:
         """Publish what the outbox has not yet published, in order. A publish that fails raises:
         the rest waits for the next relay (a redelivery, or the bus's relay when it is idle)."""
-        for row in self.state["outbox"]:
-            if not row["sent"]:
-                bus.publish(row["event"])
-                row["sent"] = True
-                self.commit()
+        unsent = [row for row in self.state["outbox"] if not row["sent"]]
+        for row in unsent:
+            bus.publish(row["event"])
+            row["sent"] = True
+        if unsent:
+            self.commit()  # a crash before it publishes them again: consumers deduplicate
 
 
 class OrderService(ChoreographedService):
@@ -374,8 +384,8 @@ def _no_double_effect(execution: Any) -> list[Violation]:
 
 def _services_agree(execution: Any) -> list[Violation]:
     """At quiescence, what the order service says and what the others did match."""
-    if execution.halted or (execution.bus is not None and execution.bus.dead_letters):
-        return []  # not quiet, or a message waits for a person: nothing is settled yet
+    if execution.halted or (execution.bus is not None and any(d.rejected for d in execution.bus.dead_letters)):
+        return []  # not quiet, or a message nobody could read waits for a person: the saga is parked
     effects = _effects(execution)
     held = {
         "reservation": [r for r in effects["reservation"] if not r["released"]],
