@@ -345,7 +345,7 @@ def open_broker(world: World, choreography: Choreography) -> MessageBroker:
     return SimBus(world, choreography)
 
 
-def corrupted(thunk: Any) -> Any:
+def corrupted(thunk: Any) -> partial[Any]:
     """The handler call ``thunk`` with its message mangled: the envelope's JSON cut off half-way,
     for this delivery and every redelivery to the same handler (the corrupt fault)."""
     handle = thunk.keywords.get("bus")

@@ -623,7 +623,11 @@ class World:
             self._hook("restart", ep, restart)
             raise ep.errors("reset", f"{point}: connection reset: {ep.participant} died before it replied (injected {label})")
         if kind == "corrupt":
-            return (yield from self._apply(ep, attempt, key, request, _bus.corrupted(thunk), "ok", label))
+            mangled = _bus.corrupted(thunk)
+            if isinstance(request, dict) and "args" in request:
+                request = {**request, "args": list(mangled.args)}  # the trace shows what arrived
+            thunk = mangled
+            return (yield from self._apply(ep, attempt, key, request, thunk, "ok", label))
         if kind == "refuse":
             refuse = ep.step.refuse
             assert refuse is not None  # plans are validated: refuse only where the step declares how
