@@ -104,7 +104,7 @@ def test_a_message_its_handler_raises_on_is_dead_lettered_after_max_attempts() -
     assert execution.bus is not None
     [dead] = execution.bus.dead_letters
     assert (dead.message.id, dead.attempts, dead.poison, dead.rejected) == ("b1", 3, True, False)
-    assert "not processed after 3 deliveries; last: ValueError: cannot process b" == dead.reason
+    assert dead.reason == "not processed after 3 deliveries; last: ValueError: cannot process b"
     assert [e.attempt for e in execution.trace if e.operation == "on_b"] == [1, 2, 3]
 
 
@@ -130,7 +130,8 @@ def test_a_corrupted_message_is_mangled_at_every_redelivery_and_rejected_with_th
     execution = run_plan(chain(service).saga, plan(Corrupt(DeliveryPoint("svc", "on_a", 1))))
     assert execution.bus is not None
     [dead] = execution.bus.dead_letters
-    assert dead.rejected and dead.poison
+    assert dead.rejected
+    assert dead.poison
     assert dead.reason.startswith("cannot read '{")
     assert service.handled == []
     [entry] = [e for e in execution.trace if e.operation == "on_a"]
@@ -175,13 +176,13 @@ def test_the_same_plan_gives_the_same_trace_and_timeline() -> None:
 
 
 def test_choreography_declarations_are_checked() -> None:
-    with pytest.raises(SagaDefinitionError, match="start= must read 'service.method'"):
+    with pytest.raises(SagaDefinitionError, match=r"start= must read 'service\.method'"):
         Choreography("x", dict, (Handler("a", "t", "m"),), start="nodot", outcome=lambda s, c: "completed")
     with pytest.raises(SagaDefinitionError, match="handles both"):
         Choreography("x", dict, (Handler("a", "t", "m"), Handler("a", "u", "m")), start="a.s", outcome=lambda s, c: "completed")
     with pytest.raises(SagaDefinitionError, match="'publish' is the bus's own operation"):
         Handler("a", "t", "publish")
-    with pytest.raises(SagaDefinitionError, match="event type like 'stock.reserved'"):
+    with pytest.raises(SagaDefinitionError, match=r"event type like 'stock\.reserved'"):
         Handler("a", "not a type", "m")
     with pytest.raises(SagaDefinitionError, match="max_attempts must be a whole number >= 1 or None"):
         Choreography("x", dict, (Handler("a", "t", "m"),), start="a.s", outcome=lambda s, c: "completed", max_attempts=0)
