@@ -310,13 +310,13 @@ def _timed_variants() -> tuple[Variant, ...]:
 #: The choreographed order saga (`_choreographed`): no coordinator, services reacting to events
 #: on an at-least-once bus; it holds every invariant of a choreography and of the order.
 choreographed_order_saga = _choreography_broken.correct.saga
-non_idempotent_consumer_saga = _choreography_broken.non_idempotent_consumer.saga
-order_assuming_consumer_saga = _choreography_broken.order_assuming_consumer.saga
-dual_write_publish_saga = _choreography_broken.dual_write_publish.saga
-missing_compensation_handler_saga = _choreography_broken.missing_compensation_handler.saga
-poison_blocks_queue_saga = _choreography_broken.poison_blocks_queue.saga
-correlation_dropped_saga = _choreography_broken.correlation_dropped.saga
-ack_before_commit_saga = _choreography_broken.ack_before_commit.saga
+non_idempotent_consumer = _choreography_broken.non_idempotent_consumer.saga
+order_assuming_consumer = _choreography_broken.order_assuming_consumer.saga
+dual_write_publish = _choreography_broken.dual_write_publish.saga
+missing_compensation_handler = _choreography_broken.missing_compensation_handler.saga
+poison_blocks_queue = _choreography_broken.poison_blocks_queue.saga
+correlation_dropped = _choreography_broken.correlation_dropped.saga
+ack_before_commit = _choreography_broken.ack_before_commit.saga
 
 
 def choreographed_variants() -> tuple[Variant, ...]:

@@ -110,7 +110,7 @@ class MissingCompensationInventory(InventoryService):
 
 
 def _variant(name: str, **kwargs: Any) -> Choreography:
-    return choreography(name, f"{_HERE}:{name}_saga", **kwargs)
+    return choreography(name, f"{_HERE}:{name}", **kwargs)
 
 
 correct = choreography("choreographed_order", f"{_HERE}:choreographed_order_saga")
