@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from .._choreography import PUBLISH, Choreography, Handler
+from ..errors import SagaDefinitionError
 
 #: The world (`_world.World`), named loosely: this module sits below the world that drives it.
 World = Any
@@ -271,6 +272,14 @@ def drive(world: World) -> Any:
     assert broker is not None
     clock = world.clock
     service, method = choreography.start_call
+    awaited = sorted(f"{ep.participant}.{ep.operation}" for ep in world.endpoints.values() if ep.is_async)
+    if awaited:
+        raise world.fail(
+            SagaDefinitionError(
+                f"choreography {choreography.name!r}: {', '.join(awaited)} {'is' if len(awaited) == 1 else 'are'} 'async def'; "
+                "the bus calls handlers, the start and the relay as plain methods"
+            )
+        )
     try:
         world.endpoints[(service, method)](world.saga.input, bus=BusHandle(world, service, None))
     except Exception as exc:

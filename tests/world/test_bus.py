@@ -192,3 +192,12 @@ def test_a_choreographys_saga_refuses_to_run_without_its_bus() -> None:
     saga = chain(Log()).saga
     with pytest.raises(SagaDefinitionError, match="drives its bus"):
         saga.run(None, None)
+
+
+def test_an_async_handler_is_refused_with_a_reason() -> None:
+    class Async(Log):
+        async def on_b(self, message: Any, bus: Any) -> None:  # type: ignore[override]
+            pass
+
+    with pytest.raises(SagaDefinitionError, match=r"svc\.on_b is 'async def'; the bus calls handlers"):
+        run_plan(chain(Async()).saga)
