@@ -180,3 +180,27 @@ def test_the_correct_saga_holds_under_the_demo_search() -> None:
     result = _search(choreographed_order_saga)
     assert result.failures == []
     assert result.executions > 1000
+
+
+def test_outbox_published_breaks_on_an_event_committed_and_never_published() -> None:
+    from saga_verify.reference._choreographed import outbox_published
+
+    execution = run_plan(choreographed_order_saga)
+    assert outbox_published(execution) == []
+    inventory = execution.participants["inventory"]
+    inventory.state["outbox"][0]["sent"] = False
+    inventory.commit()
+    [violation] = outbox_published(execution)
+    assert violation.message == "inventory committed stock.reserved order-1:stock.reserved and never published it"
+
+
+def test_services_agree_breaks_on_a_confirmed_order_without_its_shipment() -> None:
+    from saga_verify.reference._choreographed import services_agree
+
+    execution = run_plan(choreographed_order_saga)
+    assert services_agree(execution) == []
+    shipping = execution.participants["shipping"]
+    shipping.state["shipments"].clear()
+    shipping.commit()
+    [violation] = services_agree(execution)
+    assert violation.message == "the order service confirmed the order, but there is no shipment for it"
