@@ -64,7 +64,7 @@ def test_the_report_renders_without_errors_and_fetches_nothing(page, demo) -> No
     assert page.evaluate("document.title") == "saga-verify demo"
     sizes = page.evaluate("[...document.querySelectorAll('svg')].map(s => [s.getBoundingClientRect().width, s.getBoundingClientRect().height])")
     broken = [v for v in (*variants(), *durable_variants(), *choreographed_variants()) if v.broken]
-    assert len(sizes) == 1 + len(broken) == 1 + 17  # the legend and one diagram per broken variant
+    assert len(sizes) == 1 + len(broken) == 1 + 24  # the legend and one diagram per broken variant
     assert all(w > 300 and h > 90 for w, h in sizes), sizes
 
 
