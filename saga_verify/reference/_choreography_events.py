@@ -100,33 +100,40 @@ def envelope(
     }
 
 
+_PYTHON = {"string": str, "integer": int, "object": dict, "null": type(None)}
+_ABSENT = object()
+
+
 def _check(value: Any, schema: Mapping[str, Any], where: str) -> str | None:
     """The JSON Schema keywords the event schemas use, checked: why ``value`` fails, or None."""
-    if "const" in schema and (value != schema["const"] or type(value) is not type(schema["const"])):
-        return f"{where} must be {schema['const']!r}, got {value!r}"
+    const = schema.get("const", _ABSENT)
+    if const is not _ABSENT and (value != const or type(value) is not type(const)):
+        return f"{where} must be {const!r}, got {value!r}"
     kinds = schema.get("type")
     if kinds is not None:
-        allowed = kinds if isinstance(kinds, list) else [kinds]
-        python = {"string": str, "integer": int, "object": dict, "null": type(None)}
-        if not any(isinstance(value, python[k]) and not isinstance(value, bool) for k in allowed):
+        allowed = [kinds] if isinstance(kinds, str) else kinds
+        if isinstance(value, bool) or not isinstance(value, tuple(_PYTHON[k] for k in allowed)):
             return f"{where} must be {' or '.join(allowed)}, got {type(value).__name__}"
-    if isinstance(value, str) and len(value) < schema.get("minLength", 0):
-        return f"{where} must not be empty"
-    if isinstance(value, int) and value < schema.get("minimum", value):
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            return f"{where} must not be empty"
+        if schema.get("format") == "date-time":
+            try:
+                datetime.datetime.fromisoformat(value)
+            except ValueError:
+                return f"{where} must be an RFC 3339 date-time, got {value!r}"
+    elif isinstance(value, int) and value < schema.get("minimum", value):
         return f"{where} must be at least {schema['minimum']}, got {value}"
-    if isinstance(value, str) and schema.get("format") == "date-time":
-        try:
-            datetime.datetime.fromisoformat(value)
-        except ValueError:
-            return f"{where} must be an RFC 3339 date-time, got {value!r}"
-    if isinstance(value, dict) and "properties" in schema:
+    elif isinstance(value, dict) and "properties" in schema:
+        properties = schema["properties"]
         missing = [k for k in schema.get("required", ()) if k not in value]
         if missing:
             return f"{where} lacks {', '.join(missing)}"
-        extra = sorted(set(value) - set(schema["properties"])) if schema.get("additionalProperties") is False else []
-        if extra:
-            return f"{where} has unknown field(s) {', '.join(map(str, extra))}"
-        for name, sub in schema["properties"].items():
+        if schema.get("additionalProperties") is False:
+            extra = sorted(str(k) for k in value if k not in properties)
+            if extra:
+                return f"{where} has unknown field(s) {', '.join(extra)}"
+        for name, sub in properties.items():
             problem = _check(value[name], sub, f"{where}.{name}" if where != "envelope" else name)
             if problem:
                 return problem
