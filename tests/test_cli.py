@@ -391,7 +391,7 @@ def test_demo_html_ends_with_the_report_path(tmp_path, capsys) -> None:
     assert out.splitlines()[-1] == f"HTML report: {html / 'report.html'}"
     text = (html / "report.html").read_text(encoding="utf-8")
     assert "28 sagas, 24 broken" in text
-    assert text.count('class="sequence"') == 17  # one diagram per caught variant
+    assert text.count('class="sequence"') == 24  # one diagram per caught variant
 
 
 @pytest.mark.parametrize("command", [["demo"], ["explore", "saga_verify.reference:charge_without_key"]])
@@ -465,9 +465,10 @@ def test_progress_shows_on_a_terminal_and_goes_away(tmp_path) -> None:
     code, _, shown = _on_a_terminal(["demo", "--max-examples", "0", "--report-dir", str(tmp_path)], tmp_path)
     assert code == 0  # the sweep alone catches every broken variant
     assert "order (1/28): sweep" in shown
-    assert "volatile_dedupe (12/20)" in shown
-    assert "retries_past_budget (16/20)" in shown
-    assert "compensation_not_resumed (20/20)" in shown
+    assert "volatile_dedupe (12/28)" in shown
+    assert "retries_past_budget (16/28)" in shown
+    assert "compensation_not_resumed (20/28)" in shown
+    assert "ack_before_commit (28/28)" in shown
 
 
 def test_no_progress_when_not_a_terminal(tmp_path) -> None:
