@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._choreography import Choreography, Handler
 from ._saga import Actor, Durable, Saga, Step, load_saga
 from ._system import Service, System
 from ._world import Execution, Ledger, LedgerRow, TraceEntry, current_services
@@ -37,6 +38,8 @@ __all__ = [
     "System",
     "Service",
     "current_services",
+    "Choreography",
+    "Handler",
     # plans and what must hold
     "FaultPlan",
     "Invariant",

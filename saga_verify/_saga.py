@@ -265,6 +265,9 @@ class Saga:
     """The actors of an execution besides the saga's own instance (``input``): other orders, the
     same start delivered again, a second coordinator taking over. Then searches also try
     ``switch`` faults, which decide who moves at each delivery point (see ``_world._actors``)."""
+    choreography: Any = None
+    """The `saga_verify.Choreography` this saga was made from (`Choreography.saga`): then the bus
+    drives the execution instead of ``run`` (see ``_world._bus``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():

@@ -14,10 +14,10 @@ import pytest
 
 from saga_verify import FaultPlan
 from saga_verify._cli import main
-from saga_verify.reference import durable_variants, variants
+from saga_verify.reference import choreographed_variants, durable_variants, variants
 
-VARIANT_NAMES = [v.name for v in (*variants(), *durable_variants())]
-KINDS = {v.name: v.kind for v in (*variants(), *durable_variants())}
+VARIANT_NAMES = [v.name for v in (*variants(), *durable_variants(), *choreographed_variants())]
+KINDS = {v.name: v.kind for v in (*variants(), *durable_variants(), *choreographed_variants())}
 SCRIPT = Path(sys.executable).with_name("saga-verify")
 
 
@@ -38,7 +38,7 @@ def demo_json(tmp_path_factory):
         text=True,
         check=False,
         cwd=report_dir,
-        timeout=120,
+        timeout=300,  # a guard, not a measure: the whole demo, choreographies included, on a busy machine
     )
     return completed, report_dir
 
@@ -86,13 +86,19 @@ def test_demo_json_correct_saga_holds_and_every_broken_one_is_caught(demo_json) 
     assert (timed["kind"], timed["verdict"], timed["violated"]) == ("durable", "holds", [])
     durable = rows.pop("durable_order")
     assert (durable["kind"], durable["verdict"], durable["violated"]) == ("durable", "holds", [])
-    assert len(rows) == 20
+    choreographed = rows.pop("choreographed_order")
+    assert (choreographed["kind"], choreographed["verdict"], choreographed["violated"]) == ("choreographed", "holds", [])
+    assert len(rows) == 27
     assert {name for name, row in rows.items() if row["kind"] == "durable"} == {
         "timeout_without_compensation", "webhook_wait_without_deadline", "retries_past_budget",
         "calls_before_intent", "fresh_keys_on_recovery", "compensation_not_resumed",
         "lease_without_fencing", "duplicate_start_after_completion", "check_then_act_oversell",
     }
-    bugs = {v.name: v.bug for v in (*variants(), *durable_variants())}
+    assert {name for name, row in rows.items() if row["kind"] == "choreographed"} == {
+        "non_idempotent_consumer", "order_assuming_consumer", "dual_write_publish", "missing_compensation_handler",
+        "poison_blocks_queue", "correlation_dropped", "ack_before_commit",
+    }
+    bugs = {v.name: v.bug for v in (*variants(), *durable_variants(), *choreographed_variants())}
     for name, row in rows.items():
         assert row["broken"] is True
         assert row["bug"] == bugs[name]
@@ -119,15 +125,15 @@ def test_demo_table(capsys, tmp_path) -> None:
     assert set(lines[2]) == {"-", " "}
     body = lines[3 : 3 + len(VARIANT_NAMES)]
     assert [line.split()[0] for line in body] == VARIANT_NAMES
-    correct = {v.name for v in (*variants(), *durable_variants()) if not v.broken}
-    assert correct == {"order", "timed_order", "durable_order"}
+    correct = {v.name for v in (*variants(), *durable_variants(), *choreographed_variants()) if not v.broken}
+    assert correct == {"order", "timed_order", "durable_order", "choreographed_order"}
     assert all(line.split()[1] == ("holds" if line.split()[0] in correct else "caught") for line in body)
     by_name = {line.split()[0]: line for line in body}
     assert "lose-reply at payment.charge#1" in by_name["charge_without_key"]
     assert "no faults" in by_name["notify_before_pivot"]
     assert "coordinator-crash-after at inventory.reserve#1" in by_name["calls_before_intent"]
     assert "switch at inventory.reserve#1" in by_name["lease_without_fencing"]
-    assert "20/20 broken variants caught; correct sagas: holds" in lines
+    assert "27/27 broken variants caught; correct sagas: holds" in lines
     assert lines[-1].startswith(f"Replay any minimal plan: saga-verify replay {tmp_path}")
     assert (tmp_path / lines[-1].rsplit("/", 1)[1]).exists()
 
@@ -386,8 +392,8 @@ def test_demo_html_ends_with_the_report_path(tmp_path, capsys) -> None:
     out, _ = capsys.readouterr()
     assert out.splitlines()[-1] == f"HTML report: {html / 'report.html'}"
     text = (html / "report.html").read_text(encoding="utf-8")
-    assert "23 sagas, 20 broken" in text
-    assert text.count('class="sequence"') == 20  # one diagram per caught variant
+    assert "31 sagas, 27 broken" in text
+    assert text.count('class="sequence"') == 27  # one diagram per caught variant
 
 
 @pytest.mark.parametrize("command", [["demo"], ["explore", "saga_verify.reference:charge_without_key"]])
@@ -446,7 +452,7 @@ def _on_a_terminal(argv: list[str], cwd: Path) -> tuple[int, str, str]:
             break
         shown += chunk
     os.close(master)
-    out, _ = process.communicate(timeout=120)
+    out, _ = process.communicate(timeout=300)
     return process.returncode, out.decode(), shown.decode()
 
 
@@ -460,11 +466,12 @@ def test_progress_shows_on_a_terminal_and_goes_away(tmp_path) -> None:
     assert re.match(r"\d distinct broken invariants in saga 'fresh_key_on_retry':\n\nsaga 'fresh_key_on_retry' broke no_double_create\n", out)
     code, _, shown = _on_a_terminal(["demo", "--max-examples", "0", "--report-dir", str(tmp_path)], tmp_path)
     assert code == 0  # the sweep alone catches every broken variant
-    assert "order (1/23): sweep" in shown
-    assert "volatile_dedupe (12/23)" in shown
-    assert "retries_past_budget (16/23)" in shown
-    assert "compensation_not_resumed (20/23)" in shown
-    assert "check_then_act_oversell (23/23)" in shown
+    assert "order (1/31): sweep" in shown
+    assert "volatile_dedupe (12/31)" in shown
+    assert "retries_past_budget (16/31)" in shown
+    assert "compensation_not_resumed (20/31)" in shown
+    assert "check_then_act_oversell (23/31)" in shown
+    assert "ack_before_commit (31/31)" in shown
 
 
 def test_no_progress_when_not_a_terminal(tmp_path) -> None:

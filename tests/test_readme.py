@@ -341,3 +341,35 @@ def test_the_readme_stock_invariant_judges_as_the_reference_one() -> None:
         for inv in (readme_invariant, stock_never_sold_twice):
             assert bool(check(execution, [inv])) is broken, (inv, execution.saga.name)  # type: ignore[list-item]
     assert [v.message for v in check(oversold, [readme_invariant])] == ["2 in stock, sold to order-1, order-2"]  # type: ignore[list-item]
+# -- "Choreography" -------------------------------------------------------------------------------
+def choreography_block() -> str:
+    section = README.read_text(encoding="utf-8").split("## Choreography", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "README lost its choreography example"
+    return match.group(1)
+
+
+DEDUPE = 'if event["id"] not in self.seen:                # at least once: deduplicate by event id'
+
+
+def test_the_choreography_example_is_a_few_lines() -> None:
+    assert len(choreography_block().strip().splitlines()) <= 32
+
+
+def test_the_choreography_example_holds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # where verify writes what it finds
+    namespace: dict[str, object] = {}
+    exec(compile(choreography_block(), "README.md", "exec"), namespace)
+    assert namespace["shop"].saga.choreography is namespace["shop"]  # type: ignore[attr-defined]
+
+
+def test_the_choreography_example_without_its_dedupe_reserves_twice_on_a_duplicate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from saga_verify import SagaViolationError
+
+    monkeypatch.chdir(tmp_path)
+    block = choreography_block()
+    assert DEDUPE in block
+    with pytest.raises(SagaViolationError) as info:
+        exec(compile(block.replace(DEDUPE, "if True:"), "README.md", "exec"), {})
+    assert "broke reserved_once" in str(info.value)
+    assert "1. duplicate lag=0 at orders.place#1" in str(info.value)

@@ -71,8 +71,12 @@ class Coverage:
     @property
     def kinds(self) -> tuple[str, ...]:
         """Every fault kind, simplest first (the rows of the matrix); ``switch`` only for a saga
-        with several actors, the only one it can happen in."""
-        return tuple(k.kind for k in FAULT_KINDS if k.kind != "switch" or self.saga.actors)
+        with several actors, ``corrupt`` only for a choreography, the only ones they can happen in."""
+        return tuple(
+            k.kind
+            for k in FAULT_KINDS
+            if (k.kind != "switch" or self.saga.actors) and (k.kind != "corrupt" or self.saga.choreography is not None)
+        )
 
     @property
     def operations(self) -> tuple[tuple[str, str], ...]:

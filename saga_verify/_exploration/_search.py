@@ -363,7 +363,7 @@ def _minimize(saga: Saga, plan: FaultPlan, invariants: Sequence[Invariant], targ
         for fault in faults:
             op = (fault.at.participant, fault.at.operation)
             later = [g for g in faults if (g.at.participant, g.at.operation) == op and g.at.attempt >= fault.at.attempt and g is not fault]
-            if later:
+            if later and any(t.cls is Outage for t in templates[op]):  # where the alphabet has outages
                 kept = [g for g in faults if g is fault or g not in later]
                 yield plan.with_faults(tuple(Outage(fault.at) if g is fault else g for g in kept))
         for i, fault in enumerate(faults):

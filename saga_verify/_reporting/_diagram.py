@@ -366,6 +366,8 @@ def _entry(
         elif outcome == "raised":
             out.append(_arrow(x_p, x_s + 2, y_rep, "fault", prefix))
             out.append(_text(x_s + 8, y_rep + 12, f"raised {reply}", size=10, fill=STYLES["fault"][0]))
+            if fault:  # a message that arrived mangled: what its consumer raised on
+                out.append(badge(x_p + 12, y_req + 4, f"☣ {fault}", STYLES["fault"][0]))
         elif fault and fault.startswith("refuse"):
             out.append(_arrow(x_p, x_s + 2, y_rep, "refusal", prefix))
             out.append(badge(x_s + 8, y_rep + 13, f"⊘ refused: {reply}", STYLES["refusal"][0]))

@@ -227,7 +227,8 @@ def render_section(section: SagaSection) -> RenderedSection:
         f"<dt>seed</dt><dd>{escape(str(result.seed))}</dd>"
         "</dl>"
     )
-    matrix = coverage_table(result.coverage) if result.coverage is not None else "<p>No coverage was recorded.</p>"
+    # A wide matrix (a choreography has a column per handler and per publish) scrolls on its own.
+    matrix = f'<div class="wide">{coverage_table(result.coverage)}</div>' if result.coverage is not None else "<p>No coverage was recorded.</p>"
     if not result.ok:
         matrix += '<p class="context">The search stops at its first failure and minimises it: what it had not tried by then stays open.</p>'
     failures = "".join(_failure_html(f, f"{anchor}-f{i}", i) for i, f in enumerate(result.failures, 1))
@@ -263,6 +264,7 @@ dl.facts{display:grid;grid-template-columns:max-content auto;gap:3px 14px;margin
 dl.facts dt{font-weight:bold;color:#546e7a}dl.facts dd{margin:0}
 p.context{margin:2px 0;color:#546e7a}
 .diagram{overflow-x:auto;border:1px solid #eceff1;background:#fff}
+.wide{overflow-x:auto}
 table.summary td{font-size:13px}
 table.matrix td{text-align:center;min-width:58px;font-variant-numeric:tabular-nums}
 table.matrix th.op.compensation{color:#00796b}

@@ -40,6 +40,13 @@ MOMENT_MARK = {
     "deadline": "DEADLINE",
     "switch": "SWITCH",
     "actor": "actor",
+    # A choreography's messages on the bus.
+    "published": "PUBLISHED",
+    "delivered": "DELIVERED",
+    "redelivered": "REDELIVERED",
+    "acked": "ACKNOWLEDGED EARLY",
+    "dead-lettered": "DEAD-LETTERED",
+    "start-failed": "START FAILED",
 }
 #: What follows a call at which the coordinator died.
 RECOVERY_TEXT = "  ~~~~ coordinator crashed: a fresh coordinator, with nothing of the old one's memory, reopens the store and recovers (recovery {n})"
@@ -58,11 +65,27 @@ def compact(value: Any) -> str:
     return str(value)
 
 
+def message_text(request: Any) -> str | None:
+    """A choreography's message as a delivery or a publish carries it, on one line: its type, id,
+    correlation and cause; a mangled one as the text that arrived. None for other requests."""
+    if not isinstance(request, dict) or not isinstance(request.get("args"), list) or len(request["args"]) != 1:
+        return None
+    if set(request) - {"args", "bus"}:
+        return None
+    message = request["args"][0]
+    if isinstance(message, str):
+        return f"MANGLED {message[:40]!r}..."
+    if not isinstance(message, dict) or "type" not in message:
+        return None
+    fields = (("id", "id"), ("correlation_id", "corr"), ("causation_id", "cause"))
+    return f"{message.get('type')} " + " ".join(f"{label}={message.get(k, '-')}" for k, label in fields)
+
+
 def render_entry(entry: TraceEntry) -> str:
     outcome = OUTCOME_TEXT.get(entry.outcome, entry.outcome)
     reply = "" if entry.reply is None else f": {compact(entry.reply)}"
     fault = f"   <- {entry.fault}" if entry.fault else ""
-    request = compact(entry.request)
+    request = message_text(entry.request) or compact(entry.request)
     if entry.key is not None and not (isinstance(entry.request, dict) and "idempotency_key" in entry.request):
         request += f" key={entry.key}"  # an HTTP header: not part of the request body
     return (

@@ -6,6 +6,7 @@ Python participants, and everything that reads executions (invariants), never ne
 
 from typing import Any
 
+from ._bus import BusHandle, BusRecord, DeadLetter, Delivery, Message, MessageBroker, SimBus
 from ._clock import VirtualClock
 from ._current import current_services
 from ._events import Moment
@@ -15,6 +16,13 @@ from ._world import Endpoint, Execution, Services, Transported, World, plan_choo
 
 __all__ = [
     "OUTCOMES",
+    "BusHandle",
+    "BusRecord",
+    "DeadLetter",
+    "Delivery",
+    "Message",
+    "MessageBroker",
+    "SimBus",
     "Endpoint",
     "Execution",
     "HttpParticipant",

@@ -20,11 +20,12 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any, ClassVar, cast
 
+from .._choreography import PUBLISH
 from .._saga import TERMINAL_STATUSES, Saga, Step
 from ..errors import SagaDefinitionError, SagaStuckError, SagaVerifyError
 from ..faults._kinds import Delay, DeliveryPoint, Duplicate, Fault, Outage, Pause
 from ..faults._plan import FaultPlan
-from . import _clocks, _coordinator, _retry, _watchdog
+from . import _bus, _clocks, _coordinator, _retry, _watchdog
 from ._actors import ActorRun, Cast
 from ._clock import VirtualClock
 from ._current import CURRENT
@@ -268,6 +269,9 @@ class Execution:
     owned: frozenset[str] = frozenset()
     """The saga instances provably still owned when the execution ended, as the saga's
     ``Durable(owned=...)`` says (a live lease); empty without it."""
+    bus: _bus.BusRecord | None = None
+    """What the message bus did (published, delivered, dead-lettered), when the saga is a
+    choreography; None otherwise."""
     _rows: tuple[LedgerRow, ...] = field(default=(), repr=False)
 
     def status_of(self, correlation_id: str) -> str:
@@ -369,6 +373,8 @@ class World:
         self.store: Any = _coordinator.open_store(self, saga.durable) if saga.durable is not None else None
         #: The actors of the execution and whose turn it is, when the saga declares other actors.
         self.cast: Cast | None = None
+        #: The message bus, when the saga is a choreography (`_bus`).
+        self.bus: _bus.MessageBroker | None = _bus.open_broker(self, saga.choreography) if saga.choreography is not None else None
         self.participants = self._build_participants()
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
         self._proxies: dict[str, Any] = {}
@@ -414,7 +420,7 @@ class World:
                 if transported:
                     ep = ClientEndpoint(self, step, op, slot, None)
                 else:
-                    fn = getattr(obj, op, None)
+                    fn = _bus.publisher(self, name) if op == PUBLISH and self.bus is not None else getattr(obj, op, None)
                     if not callable(fn):
                         raise SagaDefinitionError(
                             f"saga {self.saga.name!r}: participant {name!r} ({type(obj).__name__}) has no "
@@ -627,6 +633,12 @@ class World:
             assert restart is not None  # plans are validated: crash only where a step says how to restart
             self._hook("restart", ep, restart)
             raise ep.errors("reset", f"{point}: connection reset: {ep.participant} died before it replied (injected {label})")
+        if kind == "corrupt":
+            mangled = _bus.corrupted(thunk)
+            if isinstance(request, dict) and "args" in request:
+                request = {**request, "args": list(mangled.args)}  # the trace shows what arrived
+            thunk = mangled
+            return (yield from self._apply(ep, attempt, key, request, thunk, "ok", label))
         if kind == "refuse":
             refuse = ep.step.refuse
             assert refuse is not None  # plans are validated: refuse only where the step declares how
@@ -800,6 +812,8 @@ class World:
                         result = self.cast.run()
                     elif saga.durable is not None:
                         result = _coordinator.coordinate(self)
+                    elif self.bus is not None:
+                        result = _bus.drive(self)
                     else:
                         result = self.run_entry(saga.run)
                 except Exception:
@@ -886,6 +900,7 @@ class World:
             moments=tuple(sorted(self.moments, key=_MOMENT_TIME)) if self.moments else (),
             actors=self.cast.outcomes() if self.cast is not None else (),
             owned=owned,
+            bus=self.bus.record() if self.bus is not None else None,
             _rows=rows,
         )
 

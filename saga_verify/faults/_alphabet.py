@@ -5,6 +5,7 @@ from __future__ import annotations
 from .._saga import Saga
 from ._kinds import (
     COORDINATOR_CRASHES,
+    Corrupt,
     Crash,
     Delay,
     Drop,
@@ -28,6 +29,8 @@ def templates_for(saga: Saga, participant: str, operation: str) -> tuple[FaultTe
     front of this list and the sweep tries it in this order."""
     if (participant, operation) in saga.events:
         return event_templates(saga)
+    if saga.choreography is not None:
+        return _message_templates(saga, participant, operation)
     timeout = _timeout_of(saga, participant, operation)
     late = timeout * LATE_FACTOR
     out = [FaultTemplate(FailBeforeEffect), FaultTemplate(Timeout), FaultTemplate(LoseReply)]
@@ -87,3 +90,26 @@ def alphabet(saga: Saga) -> dict[tuple[str, str], tuple[FaultTemplate, ...]]:
     for event in saga.events:
         table[event] = event_templates(saga)
     return table
+
+
+def _message_templates(saga: Saga, participant: str, operation: str) -> tuple[FaultTemplate, ...]:
+    """What a search tries where a choreography's message is delivered or published, simplest
+    first: lost on the way (redelivered), processed with its acknowledgement lost (redelivered
+    after the effect), refused for a business reason, delivered twice (at once, then late), held
+    past the consumer's patience (redelivered, the held copy landing later), and the service
+    crashing right after. Not an outage: no message outlives a consumer gone for good, so it only
+    shows that bounded redelivery gives up."""
+    late = saga.call_timeout * LATE_FACTOR
+    out = [FaultTemplate(FailBeforeEffect), FaultTemplate(LoseReply)]
+    if (participant, operation) in saga.refusable:
+        out.append(FaultTemplate(Refuse))
+    out += [
+        FaultTemplate(Duplicate, (("lag", 0.0),)),
+        FaultTemplate(Duplicate, (("lag", late),)),
+        FaultTemplate(Delay, (("seconds", late),)),
+    ]
+    if participant in saga.restartable:
+        out.append(FaultTemplate(Crash))
+    if saga.choreography.handles(participant, operation):
+        out.append(FaultTemplate(Corrupt))
+    return tuple(out)

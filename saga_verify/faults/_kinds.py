@@ -250,6 +250,16 @@ class Switch(Fault):
     meaning: ClassVar[str] = "the actor making the call stops before it goes out; the next actor moves"
 
 
+@dataclass(frozen=True)
+class Corrupt(Fault):
+    """The message arrives mangled (cut off half-way): a poison message its consumer cannot read,
+    at this delivery and every redelivery to the same handler. Only where a choreography's handler
+    receives a message (``Choreography``)."""
+
+    kind: ClassVar[str] = "corrupt"
+    meaning: ClassVar[str] = "the message arrives mangled: a poison message for its consumer"
+
+
 FAULT_KINDS: tuple[type[Fault], ...] = (
     FailBeforeEffect,
     Drop,
@@ -269,6 +279,8 @@ FAULT_KINDS: tuple[type[Fault], ...] = (
     # Only for sagas with several actors. Last, so that the order (and the ranks shrinking goes
     # by) of every other kind stays as it is.
     Switch,
+    # Only where a choreography's handler receives a message; last for the same reason.
+    Corrupt,
 )
 KIND_BY_NAME: dict[str, type[Fault]] = {k.kind: k for k in FAULT_KINDS}
 

@@ -18,6 +18,7 @@ from ._kinds import (
     EVENT_KINDS,
     FAULT_KINDS,
     POINT_PATTERN,
+    Corrupt,
     Crash,
     DeliveryPoint,
     Fault,
@@ -188,6 +189,11 @@ class FaultPlan:
                 raise PlanError(
                     f"plan names {wanted}, which saga {saga.name!r} does not have{suggestion}; "
                     f"its operations are: {', '.join(names)}"
+                )
+            if isinstance(fault, Corrupt) and (saga.choreography is None or not saga.choreography.handles(*key)):
+                raise PlanError(
+                    f"plan corrupts {fault.at}, which is no delivery of a message to a choreography's handler; "
+                    "corrupt is for where a Handler receives a message"
                 )
             if isinstance(fault, Switch) and not saga.actors:
                 raise PlanError(

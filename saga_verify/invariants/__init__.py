@@ -14,6 +14,7 @@ from ._builtin import (
     standard_invariants,
     terminates,
 )
+from ._choreography import choreography_invariants, correlated_events, dead_letters_are_poison, nothing_lost, settles
 from ._core import Invariant, Violation, check, invariant
 from ._durable import compensation_resumed, saga_owned
 from ._time import retry_budget, within_deadline
@@ -23,19 +24,24 @@ __all__ = [
     "Violation",
     "all_or_nothing",
     "check",
+    "choreography_invariants",
     "compensation_matches_effect",
     "compensation_resumed",
+    "correlated_events",
+    "dead_letters_are_poison",
     "forward_order",
     "full_compensation",
     "invariant",
     "invariants_for",
     "irreversible_last",
     "no_double_effect",
+    "nothing_lost",
     "no_forward_after_compensation",
     "no_unhandled_error",
     "retry_budget",
     "reverse_compensation_order",
     "saga_owned",
+    "settles",
     "standard_invariants",
     "terminates",
     "within_deadline",

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from .._saga import TERMINAL_STATUSES, Saga, Step
 from .._world import Execution, LedgerRow
 from ..errors import SagaDefinitionError
+from ._choreography import choreography_invariants
 from ._core import Invariant, Violation
 from ._durable import DURABLE_INVARIANTS
 from ._time import retry_budget, within_deadline
@@ -398,6 +399,8 @@ def _double_name(step: Step, steps: tuple[Step, ...]) -> str:
 def invariants_for(saga: Saga) -> tuple[Invariant, ...]:
     """The saga's own invariants if it names them, else the standard ones."""
     if saga.invariants is None:
+        if saga.choreography is not None:
+            return choreography_invariants()
         return standard_invariants(saga)
     found = tuple(saga.invariants)
     for item in found:

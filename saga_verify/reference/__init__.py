@@ -13,7 +13,7 @@ from saga_verify import Actor, Durable, Execution, Saga, Step, invariant
 from saga_verify.invariants import standard_invariants
 from saga_verify.systems import Service, ServiceHandle, System
 
-from . import _broken, _timed
+from . import _broken, _choreography_broken, _timed
 from ._durable import IN_PROGRESS, LEASE_SECONDS, SUPERSEDED, DurableOrderSaga, recover_orders
 from ._orchestrated import OrderSaga
 from ._participants import Inventory, Notification, Payment, Shipping
@@ -41,6 +41,8 @@ __all__ = [
     "Shipping",
     "SqliteSagaLog",
     "Variant",
+    "choreographed_order_saga",
+    "choreographed_variants",
     "durable_order_redelivered",
     "durable_order_saga",
     "durable_order_takeover",
@@ -401,6 +403,29 @@ def _timed_variants() -> tuple[Variant, ...]:
     return (
         Variant(timed_order_saga, None, kind="durable", runtimes=sim, correct=timed_order_saga),
         *(Variant(s, _bug(c), kind="durable", runtimes=sim, correct=timed_order_saga) for s, c in timed),
+    )
+
+
+#: The choreographed order saga (`_choreographed`): no coordinator, services reacting to events
+#: on an at-least-once bus; it holds every invariant of a choreography and of the order.
+choreographed_order_saga = _choreography_broken.correct.saga
+non_idempotent_consumer = _choreography_broken.non_idempotent_consumer.saga
+order_assuming_consumer = _choreography_broken.order_assuming_consumer.saga
+dual_write_publish = _choreography_broken.dual_write_publish.saga
+missing_compensation_handler = _choreography_broken.missing_compensation_handler.saga
+poison_blocks_queue = _choreography_broken.poison_blocks_queue.saga
+correlation_dropped = _choreography_broken.correlation_dropped.saga
+ack_before_commit = _choreography_broken.ack_before_commit.saga
+
+
+def choreographed_variants() -> tuple[Variant, ...]:
+    """The choreographed saga first, then its broken variants (``kind`` choreographed; their
+    services are plain objects on the simulated bus: ``sim`` only)."""
+    sim = ("sim",)
+    correct = choreographed_order_saga
+    return (
+        Variant(correct, None, kind="choreographed", runtimes=sim, correct=correct),
+        *(Variant(c.saga, _bug(cls), kind="choreographed", runtimes=sim, correct=correct) for c, cls in _choreography_broken.BROKEN),
     )
 
 

@@ -133,7 +133,7 @@ def test_every_kind_has_a_distinct_name_and_a_meaning() -> None:
     names = [k.kind for k in FAULT_KINDS]
     assert names == [
         "fail", "drop", "timeout", "lose-reply", "refuse", "duplicate", "delay", "outage", "pause", "crash",
-        "coordinator-crash-before", "coordinator-crash-after", "switch",
+        "coordinator-crash-before", "coordinator-crash-after", "switch", "corrupt",
     ]
     assert all(k.meaning for k in FAULT_KINDS)
 
