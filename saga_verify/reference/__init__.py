@@ -12,7 +12,7 @@ from typing import Any
 from saga_verify import Durable, Saga, Step
 from saga_verify.systems import Service, ServiceHandle, System
 
-from . import _broken, _choreography_broken, _timed
+from . import _broken, _choreography_broken, _messaging_broken, _timed
 from ._durable import DurableOrderSaga, recover_orders
 from ._orchestrated import OrderSaga
 from ._participants import Inventory, Notification, Payment, Shipping
@@ -37,6 +37,8 @@ __all__ = [
     "choreographed_variants",
     "durable_order_saga",
     "durable_variants",
+    "messaging_order_saga",
+    "messaging_variants",
     "order_saga",
     "reference_http_system",
     "reference_system",
@@ -327,6 +329,26 @@ def choreographed_variants() -> tuple[Variant, ...]:
     return (
         Variant(correct, None, kind="choreographed", runtimes=sim, correct=correct),
         *(Variant(c.saga, _bug(cls), kind="choreographed", runtimes=sim, correct=correct) for c, cls in _choreography_broken.BROKEN),
+    )
+
+
+#: The order saga orchestrated by messaging (`_messaging`): an orchestrator that sends commands on
+#: the bus and waits for the correlated replies under its own deadline; it holds every invariant of
+#: a choreography and of the order, with replies delivered twice and late.
+messaging_order_saga = _messaging_broken.correct.saga
+reply_not_deduplicated = _messaging_broken.reply_not_deduplicated.saga
+timeout_forgets_step = _messaging_broken.timeout_forgets_step.saga
+late_reply_resumes = _messaging_broken.late_reply_resumes.saga
+
+
+def messaging_variants() -> tuple[Variant, ...]:
+    """The messaging order saga first, then its broken variants (``kind`` messaging: orchestrated,
+    but by commands and replies on the bus; plain objects on the simulated bus: ``sim`` only)."""
+    sim = ("sim",)
+    correct = messaging_order_saga
+    return (
+        Variant(correct, None, kind="messaging", runtimes=sim, correct=correct),
+        *(Variant(c.saga, _bug(cls), kind="messaging", runtimes=sim, correct=correct) for c, cls in _messaging_broken.BROKEN),
     )
 
 
