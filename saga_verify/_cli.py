@@ -150,11 +150,12 @@ def demo_runs(
 ) -> list[DemoRun]:
     """Search every reference saga, the correct one first."""
     from ._verify import explore_on
-    from .reference import choreographed_variants, durable_variants, variants
+    from .reference import choreographed_variants, durable_variants, messaging_variants, variants
 
     runs = []
     # A saga whose participants are plain objects runs on sim only: on another runtime it is left out.
-    found = [v for v in variants() + durable_variants() + choreographed_variants() if runtime in v.runtimes]
+    everything = variants() + durable_variants() + choreographed_variants() + messaging_variants()
+    found = [v for v in everything if runtime in v.runtimes]
     for number, variant in enumerate(found, 1):
         if progress is not None:
             progress.start(f"{variant.name} ({number}/{len(found)})")

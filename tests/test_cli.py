@@ -14,10 +14,10 @@ import pytest
 
 from saga_verify import FaultPlan
 from saga_verify._cli import main
-from saga_verify.reference import choreographed_variants, durable_variants, variants
+from saga_verify.reference import choreographed_variants, durable_variants, messaging_variants, variants
 
-VARIANT_NAMES = [v.name for v in (*variants(), *durable_variants(), *choreographed_variants())]
-KINDS = {v.name: v.kind for v in (*variants(), *durable_variants(), *choreographed_variants())}
+VARIANT_NAMES = [v.name for v in (*variants(), *durable_variants(), *choreographed_variants(), *messaging_variants())]
+KINDS = {v.name: v.kind for v in (*variants(), *durable_variants(), *choreographed_variants(), *messaging_variants())}
 SCRIPT = Path(sys.executable).with_name("saga-verify")
 
 
@@ -88,7 +88,9 @@ def test_demo_json_correct_saga_holds_and_every_broken_one_is_caught(demo_json) 
     assert (durable["kind"], durable["verdict"], durable["violated"]) == ("durable", "holds", [])
     choreographed = rows.pop("choreographed_order")
     assert (choreographed["kind"], choreographed["verdict"], choreographed["violated"]) == ("choreographed", "holds", [])
-    assert len(rows) == 27
+    messaging = rows.pop("messaging_order")
+    assert (messaging["kind"], messaging["verdict"], messaging["violated"]) == ("messaging", "holds", [])
+    assert len(rows) == 30
     assert {name for name, row in rows.items() if row["kind"] == "durable"} == {
         "timeout_without_compensation", "webhook_wait_without_deadline", "retries_past_budget",
         "calls_before_intent", "fresh_keys_on_recovery", "compensation_not_resumed",
@@ -98,7 +100,10 @@ def test_demo_json_correct_saga_holds_and_every_broken_one_is_caught(demo_json) 
         "non_idempotent_consumer", "order_assuming_consumer", "dual_write_publish", "missing_compensation_handler",
         "poison_blocks_queue", "correlation_dropped", "ack_before_commit",
     }
-    bugs = {v.name: v.bug for v in (*variants(), *durable_variants(), *choreographed_variants())}
+    assert {name for name, row in rows.items() if row["kind"] == "messaging"} == {
+        "reply_not_deduplicated", "timeout_forgets_step", "late_reply_resumes",
+    }
+    bugs = {v.name: v.bug for v in (*variants(), *durable_variants(), *choreographed_variants(), *messaging_variants())}
     for name, row in rows.items():
         assert row["broken"] is True
         assert row["bug"] == bugs[name]
@@ -125,15 +130,15 @@ def test_demo_table(capsys, tmp_path) -> None:
     assert set(lines[2]) == {"-", " "}
     body = lines[3 : 3 + len(VARIANT_NAMES)]
     assert [line.split()[0] for line in body] == VARIANT_NAMES
-    correct = {v.name for v in (*variants(), *durable_variants(), *choreographed_variants()) if not v.broken}
-    assert correct == {"order", "timed_order", "durable_order", "choreographed_order"}
+    correct = {v.name for v in (*variants(), *durable_variants(), *choreographed_variants(), *messaging_variants()) if not v.broken}
+    assert correct == {"order", "timed_order", "durable_order", "choreographed_order", "messaging_order"}
     assert all(line.split()[1] == ("holds" if line.split()[0] in correct else "caught") for line in body)
     by_name = {line.split()[0]: line for line in body}
     assert "lose-reply at payment.charge#1" in by_name["charge_without_key"]
     assert "no faults" in by_name["notify_before_pivot"]
     assert "coordinator-crash-after at inventory.reserve#1" in by_name["calls_before_intent"]
     assert "switch at inventory.reserve#1" in by_name["lease_without_fencing"]
-    assert "27/27 broken variants caught; correct sagas: holds" in lines
+    assert "30/30 broken variants caught; correct sagas: holds" in lines
     assert lines[-1].startswith(f"Replay any minimal plan: saga-verify replay {tmp_path}")
     assert (tmp_path / lines[-1].rsplit("/", 1)[1]).exists()
 
@@ -392,8 +397,8 @@ def test_demo_html_ends_with_the_report_path(tmp_path, capsys) -> None:
     out, _ = capsys.readouterr()
     assert out.splitlines()[-1] == f"HTML report: {html / 'report.html'}"
     text = (html / "report.html").read_text(encoding="utf-8")
-    assert "31 sagas, 27 broken" in text
-    assert text.count('class="sequence"') == 27  # one diagram per caught variant
+    assert "35 sagas, 30 broken" in text
+    assert text.count('class="sequence"') == 30  # one diagram per caught variant
 
 
 @pytest.mark.parametrize("command", [["demo"], ["explore", "saga_verify.reference:charge_without_key"]])
@@ -466,12 +471,13 @@ def test_progress_shows_on_a_terminal_and_goes_away(tmp_path) -> None:
     assert re.match(r"\d distinct broken invariants in saga 'fresh_key_on_retry':\n\nsaga 'fresh_key_on_retry' broke no_double_create\n", out)
     code, _, shown = _on_a_terminal(["demo", "--max-examples", "0", "--report-dir", str(tmp_path)], tmp_path)
     assert code == 0  # the sweep alone catches every broken variant
-    assert "order (1/31): sweep" in shown
-    assert "volatile_dedupe (12/31)" in shown
-    assert "retries_past_budget (16/31)" in shown
-    assert "compensation_not_resumed (20/31)" in shown
-    assert "check_then_act_oversell (23/31)" in shown
-    assert "ack_before_commit (31/31)" in shown
+    assert "order (1/35): sweep" in shown
+    assert "volatile_dedupe (12/35)" in shown
+    assert "retries_past_budget (16/35)" in shown
+    assert "compensation_not_resumed (20/35)" in shown
+    assert "check_then_act_oversell (23/35)" in shown
+    assert "ack_before_commit (31/35)" in shown
+    assert "late_reply_resumes (35/35)" in shown
 
 
 def test_no_progress_when_not_a_terminal(tmp_path) -> None:

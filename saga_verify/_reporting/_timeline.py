@@ -42,6 +42,9 @@ MOMENT_MARK = {
     "actor": "actor",
     # A choreography's messages on the bus.
     "published": "PUBLISHED",
+    "sent": "SENT COMMAND",
+    "replied": "REPLIED",
+    "deferred": "DEFERRED",
     "delivered": "DELIVERED",
     "redelivered": "REDELIVERED",
     "acked": "ACKNOWLEDGED EARLY",
@@ -70,7 +73,7 @@ def message_text(request: Any) -> str | None:
     correlation and cause; a mangled one as the text that arrived. None for other requests."""
     if not isinstance(request, dict) or not isinstance(request.get("args"), list) or len(request["args"]) != 1:
         return None
-    if set(request) - {"args", "bus"}:
+    if set(request) - {"args", "bus", "after"}:
         return None
     message = request["args"][0]
     if isinstance(message, str):
@@ -78,7 +81,12 @@ def message_text(request: Any) -> str | None:
     if not isinstance(message, dict) or "type" not in message:
         return None
     fields = (("id", "id"), ("correlation_id", "corr"), ("causation_id", "cause"))
-    return f"{message.get('type')} " + " ".join(f"{label}={message.get(k, '-')}" for k, label in fields)
+    text = f"{message.get('type')} " + " ".join(f"{label}={message.get(k, '-')}" for k, label in fields)
+    if "reply_to" in message:
+        text += f" reply-to={message['reply_to']}"  # a command
+    if "after" in request:
+        text += f" after={request['after']:g}s"  # deferred
+    return text
 
 
 def render_entry(entry: TraceEntry) -> str:

@@ -1,6 +1,10 @@
 """The message bus of a choreography: where published events wait, who gets them next, what is
 acknowledged, redelivered and dead-lettered; and the loop that drives one execution through it.
 
+The same bus carries commands and replies for an orchestrator that talks to its participants by
+messaging: a command is an envelope with a ``reply_to`` (the type its reply is published as), a
+reply names the command as its cause, and a service may defer a message to itself (a timeout).
+
 The seam for a broker is `MessageBroker` (publish, receive, ack, nack, dead-letter); `SimBus` is
 the in-memory one, on the execution's virtual clock. Faults are not the broker's business: each
 delivery to a handler and each publish goes through the world's transport as a call
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -36,6 +41,12 @@ class Message:
     """What was published (a mapping in the canonical envelope, or whatever a broken publisher sent)."""
     time: float
     """Virtual seconds when it was published."""
+    role: str = "event"
+    """``event``; ``command`` (its envelope names a ``reply_to``); ``reply`` (its type is the
+    ``reply_to`` of the command it names as its cause); ``deferred`` (not delivered before ``due``:
+    a timeout a service set itself)."""
+    due: float | None = None
+    """Virtual seconds from which it may be delivered, when later than ``time`` (deferred)."""
 
     @property
     def type(self) -> str:
@@ -71,7 +82,8 @@ class Delivery:
     the way, `corrupted`); None otherwise."""
 
     def __str__(self) -> str:
-        return f"{self.message.type} {self.message.id} -> {self.handler.service}.{self.handler.method}"
+        role = "" if self.message.role == "event" else f"{self.message.role} "
+        return f"{role}{self.message.type} {self.message.id} -> {self.handler.service}.{self.handler.method}"
 
 
 @dataclass(frozen=True)
@@ -147,16 +159,25 @@ class SimBus:
 
     def publish(self, message: Message, handlers: tuple[Handler, ...]) -> None:
         self.messages.append(message)
+        due = message.time if message.due is None else message.due
         for handler in handlers:
-            delivery = Delivery(message, handler, message.time)
+            delivery = Delivery(message, handler, due)
             self.deliveries.append(delivery)
             self._push(delivery)
 
     def receive(self) -> Delivery | None:
+        pending = self.world.pending
         while self._queue:
-            _, _, delivery = heapq.heappop(self._queue)
-            if delivery.state == "pending":
-                return delivery
+            due, _, delivery = self._queue[0]
+            if delivery.state != "pending":
+                heapq.heappop(self._queue)
+                continue
+            if due > self.world.clock._now and pending and pending[0][0] < due:
+                # What the network holds lands before this is due (a deferred message, a
+                # redelivery): nothing now; the driver lands it first.
+                return None
+            heapq.heappop(self._queue)
+            return delivery
         return None
 
     def ack(self, delivery: Delivery) -> None:
@@ -222,9 +243,16 @@ class BusHandle:
         """Virtual seconds since the start."""
         return float(self._world.clock._now)
 
-    def publish(self, envelope: Any) -> None:
-        """Publish ``envelope`` as this service, through the transport (a delivery point)."""
-        self._world.endpoints[(self._service, PUBLISH)](envelope)
+    def publish(self, envelope: Any, after: float = 0.0) -> None:
+        """Publish ``envelope`` as this service, through the transport (a delivery point); with
+        ``after``, deliver it no sooner than that many virtual seconds from now (a deferred
+        message: the timeout an orchestrator sets on the command it sent)."""
+        if isinstance(after, bool) or not isinstance(after, (int, float)) or not math.isfinite(after) or after < 0:
+            raise ValueError(f"publish after= must be a number of seconds >= 0, got {after!r}")
+        if after:
+            self._world.endpoints[(self._service, PUBLISH)](envelope, after=float(after))
+        else:
+            self._world.endpoints[(self._service, PUBLISH)](envelope)
 
     def ack(self) -> None:
         """Acknowledge the message now, before returning (from now on it is never redelivered,
@@ -248,19 +276,52 @@ class BusHandle:
 def publisher(world: World, service: str) -> Any:
     """The function behind ``<service>.publish``: hands the envelope to the broker."""
 
-    def publish(envelope: Any) -> str:
+    def publish(envelope: Any, after: float = 0.0) -> str:
         broker = world.bus
         choreography = world.saga.choreography
         assert broker is not None
         assert choreography is not None
-        message = Message(len(broker.messages), service, envelope, world.clock._now)
+        now = world.clock._now
+        due = now + after if after else None
+        message = Message(len(broker.messages), service, envelope, now, _role(broker.messages, envelope, due), due)
         handlers = choreography.subscribers(message.type)
         broker.publish(message, handlers)
         to = ", ".join(f"{h.service}.{h.method}" for h in handlers) or "no subscriber"
-        world.note(world.clock._now, "published", f"{service} published {message.type} {message.id} (to {to})")
-        return f"published {message.type} {message.id}"
+        if message.role == "command":
+            text = f"{service} sent command {message.type} {message.id} (to {to}; reply as {envelope['reply_to']})"
+        elif message.role == "reply":
+            text = f"{service} replied {message.type} {message.id} to command {envelope['causation_id']} (to {to})"
+        elif message.role == "deferred":
+            text = f"{service} deferred {message.type} {message.id} until t={due:.3f} (to {to})"
+        else:
+            text = f"{service} published {message.type} {message.id} (to {to})"
+        world.note(now, _NOTE[message.role], text)
+        return f"{_NOTE[message.role]} {message.type} {message.id}"
 
     return publish
+
+
+#: The timeline's moment kind for a message published in each role.
+_NOTE = {"event": "published", "command": "sent", "reply": "replied", "deferred": "deferred"}
+
+
+def _role(earlier: list[Message], envelope: Any, due: float | None) -> str:
+    """What a new message is on the bus: a deferred one, a command, a reply to an earlier
+    command, or an event."""
+    if due is not None:
+        return "deferred"
+    if not isinstance(envelope, Mapping):
+        return "event"
+    if isinstance(envelope.get("reply_to"), str):
+        return "command"
+    cause = envelope.get("causation_id")
+    if isinstance(cause, str):
+        for message in reversed(earlier):
+            if message.id == cause and message.role == "command":
+                if message.envelope.get("reply_to") == envelope.get("type"):
+                    return "reply"
+                break
+    return "event"
 
 
 def drive(world: World) -> Any:

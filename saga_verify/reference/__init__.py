@@ -13,7 +13,7 @@ from saga_verify import Actor, Durable, Execution, Saga, Step, invariant
 from saga_verify.invariants import standard_invariants
 from saga_verify.systems import Service, ServiceHandle, System
 
-from . import _broken, _choreography_broken, _timed
+from . import _broken, _choreography_broken, _messaging_broken, _timed
 from ._durable import IN_PROGRESS, LEASE_SECONDS, SUPERSEDED, DurableOrderSaga, recover_orders
 from ._orchestrated import OrderSaga
 from ._participants import Inventory, Notification, Payment, Shipping
@@ -49,6 +49,8 @@ __all__ = [
     "durable_two_orders",
     "durable_variants",
     "lease_is_live",
+    "messaging_order_saga",
+    "messaging_variants",
     "order_saga",
     "reference_http_system",
     "reference_system",
@@ -426,6 +428,26 @@ def choreographed_variants() -> tuple[Variant, ...]:
     return (
         Variant(correct, None, kind="choreographed", runtimes=sim, correct=correct),
         *(Variant(c.saga, _bug(cls), kind="choreographed", runtimes=sim, correct=correct) for c, cls in _choreography_broken.BROKEN),
+    )
+
+
+#: The order saga orchestrated by messaging (`_messaging`): an orchestrator that sends commands on
+#: the bus and waits for the correlated replies under its own deadline; it holds every invariant of
+#: a choreography and of the order, with replies delivered twice and late.
+messaging_order_saga = _messaging_broken.correct.saga
+reply_not_deduplicated = _messaging_broken.reply_not_deduplicated.saga
+timeout_forgets_step = _messaging_broken.timeout_forgets_step.saga
+late_reply_resumes = _messaging_broken.late_reply_resumes.saga
+
+
+def messaging_variants() -> tuple[Variant, ...]:
+    """The messaging order saga first, then its broken variants (``kind`` messaging: orchestrated,
+    but by commands and replies on the bus; plain objects on the simulated bus: ``sim`` only)."""
+    sim = ("sim",)
+    correct = messaging_order_saga
+    return (
+        Variant(correct, None, kind="messaging", runtimes=sim, correct=correct),
+        *(Variant(c.saga, _bug(cls), kind="messaging", runtimes=sim, correct=correct) for c, cls in _messaging_broken.BROKEN),
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 from headless_chromium import CHROMIUM, Chromium, png_size
 
 from saga_verify import FaultPlan
-from saga_verify.reference import choreographed_variants, durable_variants, variants
+from saga_verify.reference import choreographed_variants, durable_variants, messaging_variants, variants
 
 #: Where a browser is part of the set-up (CI, `make test`), its absence fails instead of skipping.
 REQUIRE_CHROMIUM = "REQUIRE_CHROMIUM"
@@ -63,8 +63,8 @@ def test_the_report_renders_without_errors_and_fetches_nothing(page, demo) -> No
     assert page.evaluate("document.scripts.length") == 0
     assert page.evaluate("document.title") == "saga-verify demo"
     sizes = page.evaluate("[...document.querySelectorAll('svg')].map(s => [s.getBoundingClientRect().width, s.getBoundingClientRect().height])")
-    broken = [v for v in (*variants(), *durable_variants(), *choreographed_variants()) if v.broken]
-    assert len(sizes) == 1 + len(broken) == 1 + 27  # the legend and one diagram per broken variant
+    broken = [v for v in (*variants(), *durable_variants(), *choreographed_variants(), *messaging_variants()) if v.broken]
+    assert len(sizes) == 1 + len(broken) == 1 + 30  # the legend and one diagram per broken variant
     assert all(w > 300 and h > 90 for w, h in sizes), sizes
 
 
@@ -83,7 +83,7 @@ FAILURES_JS = """
 
 def test_each_failure_has_one_lifeline_per_participant_and_marks_its_injected_faults(page, demo) -> None:
     rows, _report = demo
-    participants = {v.name: list(v.saga.participant_names) for v in (*variants(), *durable_variants(), *choreographed_variants())}
+    participants = {v.name: list(v.saga.participant_names) for v in (*variants(), *durable_variants(), *choreographed_variants(), *messaging_variants())}
     plans = {r["saga"]: FaultPlan.from_json(r["plan"]) for r in rows if r["plan"] is not None}
     drawn = page.evaluate(FAILURES_JS)
     assert sorted(d["saga"] for d in drawn) == sorted(plans)  # the correct saga has none

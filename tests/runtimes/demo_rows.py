@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from saga_verify._cli import main
-from saga_verify.reference import choreographed_variants, durable_variants, variants
+from saga_verify.reference import choreographed_variants, durable_variants, messaging_variants, variants
 
 
 def assert_demo_matches_simulation(runtime: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -20,7 +20,7 @@ def assert_demo_matches_simulation(runtime: str, capsys: pytest.CaptureFixture[s
         rows[where] = json.loads(capsys.readouterr().out)
     assert all(r["runtime"] == runtime for r in rows[runtime])
     # Sagas whose participants are plain objects run on sim only: left out there, and only they.
-    sim_only = {v.name for v in (*variants(), *durable_variants(), *choreographed_variants()) if runtime not in v.runtimes}
+    sim_only = {v.name for v in (*variants(), *durable_variants(), *choreographed_variants(), *messaging_variants()) if runtime not in v.runtimes}
     assert {r["saga"] for r in rows["sim"]} - {r["saga"] for r in rows[runtime]} == sim_only
     shape = [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows["sim"] if r["saga"] not in sim_only]
     assert shape == [(r["saga"], r["verdict"], r["violated"], r["plan"] and r["plan"]["faults"]) for r in rows[runtime]]
