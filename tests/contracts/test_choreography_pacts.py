@@ -12,6 +12,7 @@ the pact does not promise, and a publisher that renames a field a consumer reads
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,7 +32,9 @@ from saga_verify.reference._choreographed import (
 from saga_verify.reference._choreography_contracts import consumed, event_description, message_producer
 from saga_verify.reference._choreography_events import ENVELOPE_VERSION, event_schema
 
-PACTS = Path(__file__).resolve().parents[2] / "contracts" / "pacts" / "choreography"
+ROOT = Path(__file__).resolve().parents[2]
+PACTS = ROOT / "contracts" / "pacts" / "choreography"
+VERSIONS = ROOT / "fixtures" / "contracts" / "choreography_versions.py"
 PAIRS = consumed()
 PROVIDERS = sorted({provider for _, provider in PAIRS})
 #: The event a saga starts with: caused by nothing, so its causation id is null.
@@ -137,15 +140,18 @@ def test_each_publisher_publishes_what_its_consumers_expect(provider: str) -> No
     assert sorted(i.description for i in result.interactions) == expected
 
 
-class ChargeWithoutAmount(PaymentService):
-    """A payment service that calls the captured amount ``total``: a producer change."""
-
-    def _charge(self, message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        return [(t, {"charge_id": d["charge_id"], "total": d["amount"]} if t == "payment.captured" else d) for t, d in super()._charge(message)]
+def versions() -> Any:
+    """fixtures/contracts/choreography_versions.py: the reference publishers and a changed payment."""
+    spec = importlib.util.spec_from_file_location("choreography_versions", VERSIONS)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_a_publisher_that_renames_a_field_its_consumers_read_is_caught() -> None:
-    changed = message_producer("payment", classes={"payment": ChargeWithoutAmount})
+    changed = versions().payment_2_0_0("payment")
     # The change does break its consumers: shipping dead-letters the new message.
     with pytest.raises(AssertionError, match=r"dead-lettered it: \['data lacks amount'\]"):
         consumer("shipping")(changed(event_description("payment.captured")), {})
@@ -185,3 +191,48 @@ def test_message_pacts_without_an_http_api_refuse_http_interactions() -> None:
     order_pacts = PACTS.parent
     with pytest.raises(PactFileError, match=r"no app or URL .* HTTP interactions"):
         verify_provider("payment", None, order_pacts / "order-payment.json", messages=message_producer("payment"))
+
+
+def test_the_choreography_through_the_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every consumer publishes its pacts, every publisher verifies them with its real messages
+    (no HTTP API), and can-i-deploy says yes; a payment that renames the captured amount is
+    refused, naming the consumers it breaks."""
+    from saga_verify._cli import main
+
+    store = str(tmp_path / "contracts.db")
+
+    def contracts(*argv: str) -> tuple[int, str]:
+        code = main(["contracts", *argv, "--store", store])
+        return code, capsys.readouterr().out
+
+    def verify(provider: str, version: str, producers: str) -> tuple[int, str]:
+        return contracts("verify", "--provider", provider, "--provider-version", version, "--branch", "main",
+                         "--no-http", "--messages", f"{VERSIONS}:{producers}")  # fmt: skip
+
+    consumers = sorted({c for c, _ in PAIRS})
+    for name in consumers:
+        assert contracts("publish", str(PACTS), "--pacticipant", name, "--version", "1.0.0", "--branch", "main")[0] == 0
+    for provider in PROVIDERS:
+        code, out = verify(provider, "1.0.0", "reference")
+        assert code == 0, out
+    assert contracts("create-environment", "--name", "production", "--production")[0] == 0
+    for name in sorted({*consumers, *PROVIDERS}):
+        assert contracts("record-deployment", "--pacticipant", name, "--version", "1.0.0", "--environment", "production")[0] == 0
+
+    code, out = verify("payment", "2.0.0", "payment_2_0_0")
+    assert code == 1, out
+    assert "FAILED  shipping: 'a payment.captured event'" in out
+    assert "FAILED  order: 'a payment.captured event'" in out
+    code, out = contracts("can-i-deploy", "--pacticipant", "payment", "--version", "2.0.0", "--to-environment", "production")
+    assert code == 1, out
+    assert "BLOCKS  shipping 1.0.0 -> payment 2.0.0" in out
+    assert "BLOCKS  order 1.0.0 -> payment 2.0.0" in out
+    assert "ok      inventory 1.0.0 -> payment 2.0.0: verified" in out  # inventory reads payment.declined only
+
+
+def test_verify_without_http_needs_messages(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from saga_verify._cli import main
+
+    code = main(["contracts", "verify", "--provider", "payment", "--provider-version", "1", "--no-http", "--store", str(tmp_path / "s.db")])
+    assert code == 2
+    assert "--no-http needs --messages" in capsys.readouterr().err
