@@ -8,6 +8,8 @@ those named), N times, and prints them (bench/results.json stays as it is).
 kind durable: the timed order saga's), and prints them (bench/results.json stays as it is).
 `bench/run.py --coordinator-crashes` measures only the plans/s with coordinator crashes on and off.
 `bench/run.py --actors` measures only the sweep with one order and with two concurrent ones.
+`bench/run.py --choreography [N]` measures only the choreographed saga's sweep next to the
+orchestrated one's (N interleaved repetitions); `--variants choreographed` searches its variants.
 
 What is measured:
 - raw_runs_per_s: traced fault-free simulated executions of the reference order saga
@@ -30,6 +32,9 @@ What is measured:
 - actors: the reference order saga's complete 2-fault sweep with its one order, and with a
   second order as another actor (switch faults in its alphabet): executions and plans/s of each.
   Two orders run as two threads handing over at delivery points.
+- choreography: the choreographed order saga's 2-fault sweep (explore's default budget: the
+  sweep over its deliveries and publishes is not complete) and the orchestrated saga's, plans/s
+  of each in the same run and their ratio. Its broken variants are among the variants below.
 - variants: per broken reference variant and seed 0..9, executions to the first violation and
   shrink seconds of the default search and of Hypothesis alone, against two random
   fault-injection baselines that run until the first violation and never shrink:
@@ -98,8 +103,10 @@ from saga_verify.reference import (
     OrderSaga,
     Payment,
     Shipping,
+    choreographed_variants,
     variants,
 )
+from saga_verify.reference import choreographed_order_saga as _reference_choreographed_order_saga
 from saga_verify.reference import durable_order_saga as _reference_durable_order_saga
 from saga_verify.reference import order_saga as _reference_order_saga
 
@@ -522,6 +529,37 @@ def actors_lines(a: dict[str, Any]) -> list[str]:
     ]
 
 
+# -- 4a''. the choreographed order saga next to the orchestrated one -------------------------------
+def bench_choreography(repetitions: int = 1) -> dict[str, Any]:
+    """Plans/s of the 2-fault sweep (explore's default budget) of the choreographed order saga and
+    of the orchestrated one, interleaved in the same run, and their ratio (median of each)."""
+    sagas = {"orchestrated": order_saga, "choreographed": place(_reference_choreographed_order_saga, "sim")}
+    rates: dict[str, list[float]] = {name: [] for name in sagas}
+    out: dict[str, Any] = {}
+    for _ in range(repetitions):
+        for name, saga in sagas.items():
+            result = explore(saga, sweep_faults=2, max_examples=0, seed=0, settings=_settings(), report_dir=None)
+            assert result.ok, saga_verify.report(result)
+            rates[name].append(result.executions / result.seconds)
+            out[name] = {"sweep_executions": result.executions, "sweep_complete": result.sweep_complete}
+    for name, values in rates.items():
+        out[name]["reps_plans_per_s"] = [round(x, 1) for x in values]
+        out[name]["sweep_plans_per_s"] = round(statistics.median(values), 1)
+    out["ratio_choreographed_to_orchestrated"] = round(out["choreographed"]["sweep_plans_per_s"] / out["orchestrated"]["sweep_plans_per_s"], 3)
+    return out
+
+
+def choreography_lines(c: dict[str, Any]) -> list[str]:
+    return [
+        *(
+            f"  2-fault sweep, {name:<13} saga {c[name]['sweep_executions']:>6} executions"
+            f" ({'complete' if c[name]['sweep_complete'] else 'budget'})   {_fmt(c[name]['sweep_plans_per_s'])} plans/s"
+            for name in ("orchestrated", "choreographed")
+        ),
+        f"  choreographed / orchestrated plans/s (same run)  {c['ratio_choreographed_to_orchestrated']:.3f}",
+    ]
+
+
 # -- 4b. the same sweep in each runtime ------------------------------------------------------------
 #: Issue targets for plans/s over HTTP: in this process, and over loopback to service processes.
 RUNTIME_TARGETS = {"asgi": 300.0, "process": 100.0}
@@ -668,7 +706,7 @@ def _meets(summary: dict[str, Any]) -> bool:
 
 def bench_variants(names: Sequence[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for variant in variants():
+    for variant in _all_variants():
         if not variant.broken or (names is not None and variant.name not in names):
             continue
         saga = place(variant.saga, "sim")
@@ -698,6 +736,11 @@ def bench_variants(names: Sequence[str] | None = None) -> dict[str, Any]:
         row["ratio_per_call_to_default"] = _ratio(per_call, row["default"]["median_examples"])
         out[variant.name] = row
     return out
+
+
+def _all_variants() -> tuple[Any, ...]:
+    """Every reference variant: the orchestrated and timed ones, then the choreographed ones."""
+    return (*variants(), *choreographed_variants())
 
 
 def _ratio(a: float, b: float | None) -> float | None:
@@ -886,6 +929,7 @@ def summary(data: dict[str, Any]) -> str:
         + "   ".join(f"{name} {_fmt(value)}" for name, value in data["runtime_plans_per_s"].items()),
         *coordinator_lines(data["coordinator_crashes"]),
         *actors_lines(data["actors"]),
+        *choreography_lines(data["choreography"]),
         "",
         "broken variants, seeds 0-9: median executions to the first violation (found/10), median|max shrink s",
         f"  (search counts include explore()'s {PREFLIGHT_RUNS} fault-free preflight runs; the random baselines count from their first run)",
@@ -962,8 +1006,9 @@ def variants_only(names: Sequence[str]) -> int:
     variants named (by default the durable ones) for the default search, Hypothesis alone and the
     two random baselines over the same faults, seeds 0-9, printed; bench/results.json is left as
     it is."""
-    known = {v.name: v for v in variants() if v.broken}
+    known = {v.name: v for v in _all_variants() if v.broken}
     chosen = list(names) or [n for n, v in known.items() if v.kind == "durable"]
+    chosen = [n for name in chosen for n in ([k for k, v in known.items() if v.kind == name] or [name])]  # a kind names its variants
     unknown = [n for n in chosen if n not in known]
     if unknown:
         print(f"bench/run.py --variants: no broken variant {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
@@ -1001,6 +1046,10 @@ def main() -> int:
         _pin_to_one_core()
         print("\n".join(actors_lines(bench_actors())))
         return 0
+    if sys.argv[1:2] == ["--choreography"]:
+        print(f"the choreographed order saga next to the orchestrated one, pinned cpu {_pin_to_one_core()}")
+        print("\n".join(choreography_lines(bench_choreography(int(sys.argv[2]) if len(sys.argv) > 2 else 1))))
+        return 0
     started = time.perf_counter()
     pinned = _pin_to_one_core()
     machine = _machine(pinned)
@@ -1022,6 +1071,8 @@ def main() -> int:
     crashes = timed("coordinator_crashes", bench_coordinator_crashes)
     print("measuring the sweep with one order and with two ...", file=sys.stderr, flush=True)
     actors = timed("actors", bench_actors)
+    print("measuring the choreographed saga's sweep next to the orchestrated one's ...", file=sys.stderr, flush=True)
+    choreography = timed("choreography", bench_choreography)
     print("measuring plans/s per runtime ...", file=sys.stderr, flush=True)
     runtimes = timed("runtimes", bench_runtimes)
     print("searching broken variants (10 seeds each, 2 searches, 2 random baselines) ...", file=sys.stderr, flush=True)
@@ -1043,6 +1094,7 @@ def main() -> int:
         "runtime_plans_per_s": {name: r["plans_per_s"] for name, r in runtimes.items()},
         "coordinator_crashes": {k: round(v, 1) if isinstance(v, float) else v for k, v in crashes.items()},
         "actors": actors,
+        "choreography": choreography,
         "variants": var,
         "targets": {
             **targets(raw, examples, var),
