@@ -8,8 +8,9 @@ those named), N times, and prints them (bench/results.json stays as it is).
 kind durable: the timed order saga's), and prints them (bench/results.json stays as it is).
 `bench/run.py --coordinator-crashes` measures only the plans/s with coordinator crashes on and off.
 `bench/run.py --actors` measures only the sweep with one order and with two concurrent ones.
-`bench/run.py --choreography [N]` measures only the choreographed saga's sweep next to the
-orchestrated one's (N interleaved repetitions); `--variants choreographed` searches its variants.
+`bench/run.py --choreography [N]` measures only the choreographed saga: its sweep next to the
+orchestrated one's (N interleaved repetitions), then its broken variants (`--variants
+choreographed`: the variants alone).
 
 What is measured:
 - raw_runs_per_s: traced fault-free simulated executions of the reference order saga
@@ -34,7 +35,9 @@ What is measured:
   Two orders run as two threads handing over at delivery points.
 - choreography: the choreographed order saga's 2-fault sweep (explore's default budget: the
   sweep over its deliveries and publishes is not complete) and the orchestrated saga's, plans/s
-  of each in the same run and their ratio. Its broken variants are among the variants below.
+  of each in the same run and their ratio; then per broken choreographed variant and seed 0..9,
+  executions to the first violation of the default search and of per_call_random (below) over
+  the same faults, at the bus's delivery and publish points.
 - variants: per broken reference variant and seed 0..9, executions to the first violation and
   shrink seconds of the default search and of Hypothesis alone, against two random
   fault-injection baselines that run until the first violation and never shrink:
@@ -549,14 +552,57 @@ def bench_choreography(repetitions: int = 1) -> dict[str, Any]:
     return out
 
 
+def bench_choreographed_variants() -> dict[str, Any]:
+    """Per broken choreographed variant and seed 0..9: executions to the first violation of the
+    default search and of per-call random injection of the same faults (the bus's delivery and
+    publish points), and the seed-0 minimal plan."""
+    out: dict[str, Any] = {}
+    for variant in choreographed_variants():
+        if not variant.broken:
+            continue
+        saga = place(variant.saga, "sim")
+        default = [explore(saga, seed=s, settings=_settings(), report_dir=None, all_failures=False) for s in SEEDS]
+        t0 = time.perf_counter()
+        counts = [_executions_to_violation(saga, _per_call_chooser(saga, s), BASELINE_CAP) for s in SEEDS]
+        per_call = _baseline_summary(counts, time.perf_counter() - t0)
+        first = default[0].failures[0] if default[0].failures else None
+        searched = _search_summary(default)
+        out[variant.name] = {
+            "bug": variant.bug,
+            "default": searched,
+            "per_call_random": per_call,
+            "ratio_per_call_to_default": _ratio(per_call["median_executions"], searched["median_examples"]),
+            "first_plan": str(first.plan) if first else None,
+            "first_invariants": list(first.invariants) if first else [],
+        }
+    return out
+
+
 def choreography_lines(c: dict[str, Any]) -> list[str]:
+    """The sweeps' plans/s and their ratio (when measured), then the variants' rows (when searched)."""
+    variant_rows = c.get("variants", {})
+    sweeps = ("orchestrated", "choreographed") if "orchestrated" in c else ()
     return [
         *(
             f"  2-fault sweep, {name:<13} saga {c[name]['sweep_executions']:>6} executions"
             f" ({'complete' if c[name]['sweep_complete'] else 'budget'})   {_fmt(c[name]['sweep_plans_per_s'])} plans/s"
-            for name in ("orchestrated", "choreographed")
+            for name in sweeps
         ),
-        f"  choreographed / orchestrated plans/s (same run)  {c['ratio_choreographed_to_orchestrated']:.3f}",
+        *([f"  choreographed / orchestrated plans/s (same run)  {c['ratio_choreographed_to_orchestrated']:.3f}"] if sweeps else []),
+        *(
+            [
+                "  choreographed variants, seeds 0-9: median executions to the first violation (found/10)",
+                f"  {'variant':<30} {'default':>12} {'shrink max':>10} {'per-call':>10} {'call/def':>9}  first plan (seed 0)",
+            ]
+            if variant_rows
+            else []
+        ),
+        *(
+            f"  {name:<30} {_fmt(v['default']['median_examples']):>7} ({v['default']['found']:>2}) {_fmt(v['default']['max_shrink_s'], 3):>10}"
+            f" {_baseline_cell(v['per_call_random']):>10} {_fmt(v['ratio_per_call_to_default'], 2):>9}"
+            f"  {v['first_plan'] or '-'} -> {', '.join(v['first_invariants']) or '-'}"
+            for name, v in variant_rows.items()
+        ),
     ]
 
 
@@ -706,7 +752,7 @@ def _meets(summary: dict[str, Any]) -> bool:
 
 def bench_variants(names: Sequence[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for variant in _all_variants():
+    for variant in variants():
         if not variant.broken or (names is not None and variant.name not in names):
             continue
         saga = place(variant.saga, "sim")
@@ -736,11 +782,6 @@ def bench_variants(names: Sequence[str] | None = None) -> dict[str, Any]:
         row["ratio_per_call_to_default"] = _ratio(per_call, row["default"]["median_examples"])
         out[variant.name] = row
     return out
-
-
-def _all_variants() -> tuple[Any, ...]:
-    """Every reference variant: the orchestrated and timed ones, then the choreographed ones."""
-    return (*variants(), *choreographed_variants())
 
 
 def _ratio(a: float, b: float | None) -> float | None:
@@ -1006,9 +1047,8 @@ def variants_only(names: Sequence[str]) -> int:
     variants named (by default the durable ones) for the default search, Hypothesis alone and the
     two random baselines over the same faults, seeds 0-9, printed; bench/results.json is left as
     it is."""
-    known = {v.name: v for v in _all_variants() if v.broken}
+    known = {v.name: v for v in variants() if v.broken}
     chosen = list(names) or [n for n, v in known.items() if v.kind == "durable"]
-    chosen = [n for name in chosen for n in ([k for k, v in known.items() if v.kind == name] or [name])]  # a kind names its variants
     unknown = [n for n in chosen if n not in known]
     if unknown:
         print(f"bench/run.py --variants: no broken variant {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
@@ -1034,6 +1074,15 @@ def variants_only(names: Sequence[str]) -> int:
 
 
 def main() -> int:
+    # Before --variants: `--variants choreographed` names the choreographed saga's variants.
+    if sys.argv[1:2] == ["--choreography"] or sys.argv[1:] == ["--variants", "choreographed"]:
+        print(f"the choreographed order saga, pinned cpu {_pin_to_one_core()}", flush=True)
+        found: dict[str, Any] = {}
+        if sys.argv[1] == "--choreography":
+            found = bench_choreography(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+            print("\n".join(choreography_lines(found)), flush=True)
+        print("\n".join(choreography_lines({"variants": bench_choreographed_variants()})))
+        return 0
     if sys.argv[1:2] == ["--runtimes"]:
         return runtimes_only(int(sys.argv[2]) if len(sys.argv) > 2 else 1, sys.argv[3:] or None)
     if sys.argv[1:2] == ["--variants"]:
@@ -1045,10 +1094,6 @@ def main() -> int:
     if sys.argv[1:2] == ["--actors"]:
         _pin_to_one_core()
         print("\n".join(actors_lines(bench_actors())))
-        return 0
-    if sys.argv[1:2] == ["--choreography"]:
-        print(f"the choreographed order saga next to the orchestrated one, pinned cpu {_pin_to_one_core()}")
-        print("\n".join(choreography_lines(bench_choreography(int(sys.argv[2]) if len(sys.argv) > 2 else 1))))
         return 0
     started = time.perf_counter()
     pinned = _pin_to_one_core()
@@ -1072,7 +1117,7 @@ def main() -> int:
     print("measuring the sweep with one order and with two ...", file=sys.stderr, flush=True)
     actors = timed("actors", bench_actors)
     print("measuring the choreographed saga's sweep next to the orchestrated one's ...", file=sys.stderr, flush=True)
-    choreography = timed("choreography", bench_choreography)
+    choreography = timed("choreography", lambda: {**bench_choreography(), "variants": bench_choreographed_variants()})
     print("measuring plans/s per runtime ...", file=sys.stderr, flush=True)
     runtimes = timed("runtimes", bench_runtimes)
     print("searching broken variants (10 seeds each, 2 searches, 2 random baselines) ...", file=sys.stderr, flush=True)
