@@ -11,6 +11,9 @@ coordinator crashes and switches between actors), and prints them (bench/results
 `bench/run.py --actors` measures only the sweep with one order and with two concurrent ones.
 `bench/run.py --harness` prints only what the harness costs: bytecodes per execution by file, and
 the saga code alone against traced runs (and World() alone) in interleaved repetitions.
+`bench/run.py --choreography [N]` measures only the choreographed saga: its sweep next to the
+orchestrated one's (N interleaved repetitions), then its broken variants (`--variants
+choreographed`: the variants alone).
 
 What is measured:
 - raw_runs_per_s: traced fault-free simulated executions of the reference order saga
@@ -37,6 +40,11 @@ What is measured:
 - actors: the reference order saga's complete 2-fault sweep with its one order, and with a
   second order as another actor (switch faults in its alphabet): executions and plans/s of each.
   Two orders run as two threads handing over at delivery points.
+- choreography: the choreographed order saga's 2-fault sweep (explore's default budget: the
+  sweep over its deliveries and publishes is not complete) and the orchestrated saga's, plans/s
+  of each in the same run and their ratio; then per broken choreographed variant and seed 0..9,
+  executions to the first violation of the default search and of per_call_random (below) over
+  the same faults, at the bus's delivery and publish points.
 - variants: per broken reference variant and seed 0..9, executions to the first violation and
   shrink seconds of the default search and of Hypothesis alone, against two random
   fault-injection baselines that run until the first violation and never shrink:
@@ -106,9 +114,11 @@ from saga_verify.reference import (
     OrderSaga,
     Payment,
     Shipping,
+    choreographed_variants,
     durable_variants,
     variants,
 )
+from saga_verify.reference import choreographed_order_saga as _reference_choreographed_order_saga
 from saga_verify.reference import durable_order_saga as _reference_durable_order_saga
 from saga_verify.reference import order_saga as _reference_order_saga
 
@@ -630,6 +640,80 @@ def actors_lines(a: dict[str, Any]) -> list[str]:
     ]
 
 
+# -- 4a''. the choreographed order saga next to the orchestrated one -------------------------------
+def bench_choreography(repetitions: int = 1) -> dict[str, Any]:
+    """Plans/s of the 2-fault sweep (explore's default budget) of the choreographed order saga and
+    of the orchestrated one, interleaved in the same run, and their ratio (median of each)."""
+    sagas = {"orchestrated": order_saga, "choreographed": place(_reference_choreographed_order_saga, "sim")}
+    rates: dict[str, list[float]] = {name: [] for name in sagas}
+    out: dict[str, Any] = {}
+    for _ in range(repetitions):
+        for name, saga in sagas.items():
+            result = explore(saga, sweep_faults=2, max_examples=0, seed=0, settings=_settings(), report_dir=None)
+            assert result.ok, saga_verify.report(result)
+            rates[name].append(result.executions / result.seconds)
+            out[name] = {"sweep_executions": result.executions, "sweep_complete": result.sweep_complete}
+    for name, values in rates.items():
+        out[name]["reps_plans_per_s"] = [round(x, 1) for x in values]
+        out[name]["sweep_plans_per_s"] = round(statistics.median(values), 1)
+    out["ratio_choreographed_to_orchestrated"] = round(out["choreographed"]["sweep_plans_per_s"] / out["orchestrated"]["sweep_plans_per_s"], 3)
+    return out
+
+
+def bench_choreographed_variants() -> dict[str, Any]:
+    """Per broken choreographed variant and seed 0..9: executions to the first violation of the
+    default search and of per-call random injection of the same faults (the bus's delivery and
+    publish points), and the seed-0 minimal plan."""
+    out: dict[str, Any] = {}
+    for variant in choreographed_variants():
+        if not variant.broken:
+            continue
+        saga = place(variant.saga, "sim")
+        default = [explore(saga, seed=s, settings=_settings(), report_dir=None, all_failures=False) for s in SEEDS]
+        t0 = time.perf_counter()
+        counts = [_executions_to_violation(saga, _per_call_chooser(saga, s), BASELINE_CAP) for s in SEEDS]
+        per_call = _baseline_summary(counts, time.perf_counter() - t0)
+        first = default[0].failures[0] if default[0].failures else None
+        searched = _search_summary(default)
+        out[variant.name] = {
+            "bug": variant.bug,
+            "default": searched,
+            "per_call_random": per_call,
+            "ratio_per_call_to_default": _ratio(per_call["median_executions"], searched["median_examples"]),
+            "first_plan": str(first.plan) if first else None,
+            "first_invariants": list(first.invariants) if first else [],
+        }
+    return out
+
+
+def choreography_lines(c: dict[str, Any]) -> list[str]:
+    """The sweeps' plans/s and their ratio (when measured), then the variants' rows (when searched)."""
+    variant_rows = c.get("variants", {})
+    sweeps = ("orchestrated", "choreographed") if "orchestrated" in c else ()
+    return [
+        *(
+            f"  2-fault sweep, {name:<13} saga {c[name]['sweep_executions']:>6} executions"
+            f" ({'complete' if c[name]['sweep_complete'] else 'budget'})   {_fmt(c[name]['sweep_plans_per_s'])} plans/s"
+            for name in sweeps
+        ),
+        *([f"  choreographed / orchestrated plans/s (same run)  {c['ratio_choreographed_to_orchestrated']:.3f}"] if sweeps else []),
+        *(
+            [
+                "  choreographed variants, seeds 0-9: median executions to the first violation (found/10)",
+                f"  {'variant':<30} {'default':>12} {'shrink max':>10} {'per-call':>10} {'call/def':>9}  first plan (seed 0)",
+            ]
+            if variant_rows
+            else []
+        ),
+        *(
+            f"  {name:<30} {_fmt(v['default']['median_examples']):>7} ({v['default']['found']:>2}) {_fmt(v['default']['max_shrink_s'], 3):>10}"
+            f" {_baseline_cell(v['per_call_random']):>10} {_fmt(v['ratio_per_call_to_default'], 2):>9}"
+            f"  {v['first_plan'] or '-'} -> {', '.join(v['first_invariants']) or '-'}"
+            for name, v in variant_rows.items()
+        ),
+    ]
+
+
 # -- 4b. the same sweep in each runtime ------------------------------------------------------------
 #: Issue targets for plans/s over HTTP: in this process, and over loopback to service processes.
 RUNTIME_TARGETS = {"asgi": 300.0, "process": 100.0}
@@ -995,6 +1079,7 @@ def summary(data: dict[str, Any]) -> str:
         + "   ".join(f"{name} {_fmt(value)}" for name, value in data["runtime_plans_per_s"].items()),
         *coordinator_lines(data["coordinator_crashes"]),
         *actors_lines(data["actors"]),
+        *choreography_lines(data["choreography"]),
         "",
         "broken variants, seeds 0-9: median executions to the first violation (found/10), median|max shrink s",
         f"  (search counts include explore()'s {PREFLIGHT_RUNS} fault-free preflight runs; the random baselines count from their first run)",
@@ -1098,6 +1183,15 @@ def variants_only(names: Sequence[str]) -> int:
 
 
 def main() -> int:
+    # Before --variants: `--variants choreographed` names the choreographed saga's variants.
+    if sys.argv[1:2] == ["--choreography"] or sys.argv[1:] == ["--variants", "choreographed"]:
+        print(f"the choreographed order saga, pinned cpu {_pin_to_one_core()}", flush=True)
+        found: dict[str, Any] = {}
+        if sys.argv[1] == "--choreography":
+            found = bench_choreography(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+            print("\n".join(choreography_lines(found)), flush=True)
+        print("\n".join(choreography_lines({"variants": bench_choreographed_variants()})))
+        return 0
     if sys.argv[1:2] == ["--runtimes"]:
         return runtimes_only(int(sys.argv[2]) if len(sys.argv) > 2 else 1, sys.argv[3:] or None)
     if sys.argv[1:2] == ["--variants"]:
@@ -1134,6 +1228,8 @@ def main() -> int:
     crashes = timed("coordinator_crashes", bench_coordinator_crashes)
     print("measuring the sweep with one order and with two ...", file=sys.stderr, flush=True)
     actors = timed("actors", bench_actors)
+    print("measuring the choreographed saga's sweep next to the orchestrated one's ...", file=sys.stderr, flush=True)
+    choreography = timed("choreography", lambda: {**bench_choreography(), "variants": bench_choreographed_variants()})
     print("measuring plans/s per runtime ...", file=sys.stderr, flush=True)
     runtimes = timed("runtimes", bench_runtimes)
     print("searching broken variants (10 seeds each, 2 searches, 2 random baselines) ...", file=sys.stderr, flush=True)
@@ -1156,6 +1252,7 @@ def main() -> int:
         "runtime_plans_per_s": {name: r["plans_per_s"] for name, r in runtimes.items()},
         "coordinator_crashes": {k: round(v, 1) if isinstance(v, float) else v for k, v in crashes.items()},
         "actors": actors,
+        "choreography": choreography,
         "variants": var,
         "targets": {
             **targets(raw, examples, var),

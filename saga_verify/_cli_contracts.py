@@ -60,8 +60,13 @@ def add_parser(sub: Any) -> None:
     target = verify.add_mutually_exclusive_group(required=True)
     target.add_argument("--app", metavar="MODULE:ATTR", help="the provider as an ASGI app (or a function returning one); MODULE may be a file.py")
     target.add_argument("--url", help="the base URL of a running provider")
+    target.add_argument("--no-http", action="store_true", help="the provider has no HTTP API: it only publishes messages (needs --messages)")
     verify.add_argument("--states", metavar="MODULE:ATTR", help="a dict of provider state -> handler")
-    verify.add_argument("--messages", metavar="MODULE:ATTR", help="message producers: a dict of description -> producer, or a function of an httpx.Client on the provider returning them")
+    verify.add_argument(
+        "--messages", metavar="MODULE:ATTR",
+        help="message producers: a dict of description -> producer, or a function of an httpx.Client on the provider "
+        "(with --no-http: of the provider's name) returning them",
+    )  # fmt: skip
     verify.add_argument("--selector", action="append", default=[], type=_selector, metavar="JSON", help='a consumer version selector, e.g. \'{"mainBranch": true}\' (repeatable; default: the latest pact of each consumer)')
     verify.add_argument("--no-pending", action="store_true", help="treat every pact as not pending: any failure fails")
     verify.add_argument("--wip-since", metavar="YYYY-MM-DD", help="also verify work-in-progress pacts published since then")
@@ -244,6 +249,8 @@ def _verify(args: argparse.Namespace) -> int:
     states = _load(args.states, "--states") if args.states else {}
     if not isinstance(states, Mapping):
         raise _bad(f"--states {args.states!r} is a {type(states).__name__}, not a dict of state name -> handler")
+    if args.no_http and not args.messages:
+        raise _bad("--no-http needs --messages: a provider without an HTTP API is verified by the messages it publishes")
     factory = _load(args.messages, "--messages") if args.messages else None
     publish = None if args.no_publish else PublishResults(args.provider_version, branch=args.branch, build_url=args.build_url)
     app = _app(_load(args.app, "--app")) if args.app else None
@@ -258,6 +265,11 @@ def _verify(args: argparse.Namespace) -> int:
             raise _bad(str(exc)) from None
 
     def run_against(broker_url: str) -> ProviderVerification:
+        if args.no_http:
+            messages = factory(args.provider) if callable(factory) and not isinstance(factory, Mapping) else factory
+            return verify_provider(
+                args.provider, None, source(broker_url), states, messages=messages, publish=publish, timeout=args.timeout
+            )
         served = serve_asgi(app, timeout=args.timeout) if app is not None else _given(args.url.rstrip("/"))
         with served as url, httpx.Client(base_url=url, timeout=args.timeout) as client:
             messages = factory(client) if callable(factory) and not isinstance(factory, Mapping) else factory

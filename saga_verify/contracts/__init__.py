@@ -14,8 +14,10 @@ participant, and every participant is verified against it.
 
 The pacts of the reference system live in ``contracts/pacts/``: ``order-<service>.json`` (the
 order service's HTTP client for the four participants, ``saga_verify.reference._order_client``)
-and ``audit-<service>.json`` (the events the audit, ``saga_verify.reference._audit``, reads). pact-python is imported only when a
-pact is written or verified; telemetry is always off (``PACT_DO_NOT_TRACK=true``).
+and ``audit-<service>.json`` (the events the audit, ``saga_verify.reference._audit``, reads); the
+choreographed saga's services, which have no HTTP API, in ``choreography/<consumer>-<provider>.json``
+(verified with ``app_or_url=None``). pact-python is imported only when a pact is written or
+verified; telemetry is always off (``PACT_DO_NOT_TRACK=true``).
 
 OpenAPI conformance and the Idempotency-Key contract:
 

@@ -198,6 +198,9 @@ def verify_provider(
     provider, then read what it published), or the verification proves nothing. With pact files,
     a message interaction no producer covers raises `ProviderStateError` before anything runs.
 
+    A provider that only publishes (no HTTP API: a consumer of a bus that emits events) is given
+    ``app_or_url=None``; its pacts must then hold asynchronous messages only.
+
     ``publish`` sends the results to the broker as that provider version (pact's own publishing).
     """
     telemetry_off()
@@ -211,10 +214,16 @@ def verify_provider(
         if publish is not None:
             raise PactFileError("verification results can be published only to a broker: give a BrokerSource")
         pact_files = _pacts_for(provider, Path(pacts))
+        if app_or_url is None:
+            _check_messages_only(provider, pact_files)
         _check_states(pact_files, handlers)
         producer = _check_messages(pact_files, messages)
         source = _Source(files=pact_files)
         strict = True if fail_on_pending is None else fail_on_pending
+    if app_or_url is None:
+        if producer is None:
+            raise ProviderStateError(f"provider {provider!r} has no HTTP API (app_or_url=None): give messages=")
+        return _run_verifier(provider, None, source, handlers, strict, timeout, producer, publish)
     if isinstance(app_or_url, str):
         url = app_or_url.rstrip("/")
         _check_answers(provider, url, timeout)
@@ -243,6 +252,21 @@ def _producer(
         return table[description](description)
 
     return produce
+
+
+def _check_messages_only(provider: str, pact_files: Mapping[Path, Mapping[str, Any]]) -> None:
+    """Without an HTTP API there is nothing to replay an HTTP interaction against."""
+    http = [
+        f"  {interaction['description']!r} in {path}"
+        for path, document in pact_files.items()
+        for interaction, kind in interactions_of(document)
+        if kind != MESSAGE
+    ]
+    if http:
+        raise PactFileError(
+            f"provider {provider!r} was given no app or URL (app_or_url=None), but its pacts hold HTTP interactions:\n"
+            + "\n".join(http)
+        )
 
 
 def _check_broker(broker: BrokerSource, timeout: float) -> None:
@@ -474,7 +498,7 @@ def _state_change_server(
 
 def _run_verifier(
     provider: str,
-    url: str,
+    url: str | None,
     source: _Source,
     handlers: Mapping[str, StateHandler],
     fail_on_pending: bool,
@@ -501,11 +525,14 @@ def _run_verifier(
             state_errors.append(f"state handler for {state!r} raised {type(exc).__name__}: {exc}")
 
     produce = None if producer is None else _message_contents(producer, state_errors)
-    relay_host = urlsplit(url).hostname if produce is not None else None
+    relay_host = urlsplit(url).hostname if produce is not None and url is not None else None
     with (
-        httpx.Client(base_url=url, timeout=timeout) as client,
         _state_change_server(on_state, produce, _local_address(relay_host)) as state_url,
+        # A provider without an HTTP API: pact's verifier still wants a base URL, and its message
+        # requests go to our own server's port anyway.
+        httpx.Client(base_url=url or _base_of(state_url), timeout=timeout) as client,
     ):
+        url = url or _base_of(state_url)
         verifier = (
             Verifier(provider, host=urlsplit(url).hostname)
             .add_transport(url=url)
@@ -585,6 +612,11 @@ def _add_broker(verifier: Any, broker: BrokerSource) -> None:
     for selector in broker.selectors:
         builder = builder.consumer_version(**{_SELECTOR_KEYS[k]: v for k, v in selector.items()})
     builder.build()
+
+
+def _base_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _local_address(host: str | None) -> str:
