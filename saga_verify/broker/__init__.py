@@ -1,39 +1,22 @@
 """A choreography over a real message broker: NATS JetStream.
 
-`open_nats_server` starts a private server (its own port and store) for a test run;
-`JetStreamBus` runs a choreography's handlers as durable consumers of a JetStream stream, with
-explicit acknowledgements, redelivery, a bounded number of deliveries and a dead-letter stream,
-and injects duplicate, redelivery and delay faults at publish and consume. The NATS client
-(``nats-py``, the ``broker`` extra) is imported only when a run begins.
+`NatsBroker` connects to a server and gives each execution of a choreography its own stream,
+dead-letter stream and one durable consumer per handler (explicit acknowledgement, redelivery
+after a nack or when the ack wait runs out, a bounded number of deliveries); the plan's faults
+at each publish and delivery work as on the simulated bus, and the same invariants judge the
+services' state once the broker is quiet. `open_nats_server` starts a private server for a test
+run. The NATS client (``nats-py``, the ``broker`` extra) is imported only when first used.
 """
 
 from ._errors import BrokerError, BrokerUnavailableError
-from ._jetstream import (
-    BrokerEntry,
-    BrokerFault,
-    BrokerRun,
-    Consumer,
-    DeadLetter,
-    FaultChooser,
-    JetStreamBus,
-    Rejected,
-    faults_from,
-)
+from ._nats import NatsBroker
 from ._server import NatsServer, find_nats_server, open_nats_server
 
 __all__ = [
-    "BrokerEntry",
     "BrokerError",
-    "BrokerFault",
-    "BrokerRun",
     "BrokerUnavailableError",
-    "Consumer",
-    "DeadLetter",
-    "FaultChooser",
-    "JetStreamBus",
+    "NatsBroker",
     "NatsServer",
-    "Rejected",
-    "faults_from",
     "find_nats_server",
     "open_nats_server",
 ]
