@@ -141,13 +141,13 @@ class NatsBroker:
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def start() -> None:
-            task = loop.create_task(make())  # type: ignore[arg-type]
+            task: asyncio.Task[T] = loop.create_task(make())  # type: ignore[arg-type]
 
             def settle(finished: asyncio.Task[T]) -> None:
                 if finished.cancelled():
                     done.cancel()
                 elif finished.exception() is not None:
-                    done.set_exception(finished.exception())  # type: ignore[arg-type]
+                    done.set_exception(finished.exception())
                 else:
                     done.set_result(finished.result())
 
@@ -275,13 +275,15 @@ class JetStreamBus:
 
     # -- set-up ----------------------------------------------------------------------------------
     async def _open(self) -> None:
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType
 
         js = self.connection._jetstream()
         self._arrived = asyncio.Event()
         for name, subjects in ((self.stream, [f"{self._prefix}.ev.>"]), (self.dead_letter_stream, [f"{self._prefix}.dlq.>"])):
             try:
-                await js.add_stream(name=name, subjects=subjects)
+                # In memory: an execution's streams live for one execution, and a file store's
+                # creation costs more than the rest of a fault-free run.
+                await js.add_stream(name=name, subjects=subjects, storage=StorageType.MEMORY)
             except Exception as exc:
                 raise BrokerError(
                     f"cannot create JetStream stream {name!r} (subjects {subjects}) on {self.connection.url}: "
@@ -291,7 +293,8 @@ class JetStreamBus:
         client = self.connection._client
         assert client is not None
         self._advisories = await client.subscribe(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.*", cb=self._gave_up)
-        for index, handler in enumerate(self.choreography.handlers):
+
+        async def subscribe(index: int, handler: Handler) -> _Consumer:
             consumer = _Consumer(handler, f"{handler.service}-{handler.method}")
             config = ConsumerConfig(
                 durable_name=consumer.name,
@@ -312,7 +315,9 @@ class JetStreamBus:
                 ) from exc
             consumer.settled.set()
             consumer.task = asyncio.get_running_loop().create_task(self._fetch(index, consumer))
-            self._consumers.append(consumer)
+            return consumer
+
+        self._consumers = list(await asyncio.gather(*(subscribe(i, h) for i, h in enumerate(self.choreography.handlers))))
 
     def _subject(self, event_type: str) -> str:
         return f"{self._prefix}.ev.{event_type if event_type != '?' else '_untyped'}"
@@ -368,12 +373,11 @@ class JetStreamBus:
     async def _receive(self) -> Delivery | None:
         """The next delivery: once every consumer with nothing in hand has nothing pending at the
         broker either, the one due first (then published first). None once nothing is pending,
-        nothing unacknowledged and nothing in hand, twice in a row a poll apart."""
+        nothing unacknowledged and nothing in hand."""
         js = self.connection._jetstream()
         arrived = self._arrived
         assert arrived is not None
         deadline = time.monotonic() + self.connection.settle_within
-        quiet = 0
         while True:
             if self._failure is not None:
                 raise BrokerError(f"consuming from stream {self.stream!r} at {self.connection.url} failed: {self._failure!r}") from self._failure
@@ -393,8 +397,9 @@ class JetStreamBus:
                 if decoded != delivery.message.envelope:  # pragma: no cover  # the broker changed a message
                     delivery.message = replace(delivery.message, envelope=decoded)
                 return delivery
-            quiet = quiet + 1 if not in_hand and pending == 0 and unacked == 0 else 0
-            if quiet >= 2:
+            if not in_hand and pending == 0 and unacked == 0:
+                # Every consumer's count includes what the broker sent and we have not read yet
+                # (unacknowledged), so nothing more can come: no second look a fixed time later.
                 return None
             if time.monotonic() >= deadline:
                 raise BrokerError(

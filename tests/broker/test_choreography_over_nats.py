@@ -6,8 +6,10 @@ the broker, judged by the same invariants at quiescence."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -38,7 +40,8 @@ def test_a_fault_free_run_publishes_what_the_simulated_bus_does_and_acknowledges
     over_nats = run_plan(broker.over(choreographed_order_saga))
     simulated = run_plan(choreographed_order_saga)
     assert over_nats.status == simulated.status == "completed"
-    assert over_nats.bus is not None and simulated.bus is not None
+    assert over_nats.bus is not None
+    assert simulated.bus is not None
     assert [(m.source, m.envelope) for m in over_nats.bus.messages] == [(m.source, m.envelope) for m in simulated.bus.messages]
     assert {d.state for d in over_nats.bus.deliveries} == {"acked"}
     assert over_nats.bus.dead_letters == ()
@@ -140,3 +143,11 @@ def test_only_a_choreography_goes_over_a_broker() -> None:
 def test_bad_options_are_refused_by_name(options: dict[str, object], message: str) -> None:
     with pytest.raises(BrokerError, match=message):
         NatsBroker(**{"url": "nats://127.0.0.1:4222", **options})  # type: ignore[arg-type]
+
+
+def test_the_readme_example_runs(nats_server: NatsServer) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Over a real broker", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "README lost its 'Over a real broker' example"
+    exec(compile(match.group(1), "README.md", "exec"), {})

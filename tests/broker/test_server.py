@@ -49,3 +49,11 @@ def test_the_binary_named_in_the_environment_wins(monkeypatch: pytest.MonkeyPatc
     assert find_nats_server() == fake
     monkeypatch.setenv("SAGA_VERIFY_NATS_SERVER", str(tmp_path / "absent"))
     assert find_nats_server() is None
+
+
+def test_importing_the_broker_namespace_does_not_load_the_nats_client() -> None:
+    import subprocess
+    import sys
+
+    code = "import saga_verify, saga_verify.broker, sys; print('nats' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout.strip() == "False"
