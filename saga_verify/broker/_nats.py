@@ -259,6 +259,11 @@ class JetStreamBus:
         # delivers it again when its ack wait runs out. A handler that raised on its own nacks it.
         crashed = held is not None and delivery.faulted > held[2]
         self.connection._call(lambda: self._settle(delivery, "leave" if crashed else "nak"), self.connection.settle_within)
+        if crashed:
+            how = f"left unacknowledged: the broker redelivers it when its ack wait ({self.connection.ack_wait:g} s real) runs out"
+        else:
+            how = "nacked: the broker redelivers it"
+        self.world.note(self.world.clock._now, "nacked", f"{delivery} {how}")
 
     def dead_letter(self, delivery: Delivery, reason: str, poison: bool, rejected: bool = False) -> None:
         if delivery.state != "pending":

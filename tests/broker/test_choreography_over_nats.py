@@ -15,13 +15,13 @@ import pytest
 
 from saga_verify import FaultPlan, explore, run_plan
 from saga_verify.broker import BrokerError, NatsBroker, NatsServer
-from saga_verify.faults import Corrupt, DeliveryPoint, Duplicate, FailBeforeEffect
+from saga_verify.faults import Corrupt, Crash, DeliveryPoint, Duplicate, FailBeforeEffect, Fault, LoseReply
 from saga_verify.invariants import check, invariants_for
 from saga_verify.reference import (
     choreographed_order_saga,
-    correlation_dropped_saga,
-    missing_compensation_handler_saga,
-    non_idempotent_consumer_saga,
+    correlation_dropped,
+    missing_compensation_handler,
+    non_idempotent_consumer,
     order_saga,
 )
 
@@ -48,12 +48,27 @@ def test_a_fault_free_run_publishes_what_the_simulated_bus_does_and_acknowledges
     assert _broken(over_nats) == []
 
 
-def test_a_lost_delivery_comes_back_when_the_brokers_ack_wait_runs_out(broker: NatsBroker) -> None:
-    plan = FaultPlan((FailBeforeEffect(DeliveryPoint("payment", "charge")),))
-    execution = run_plan(broker.over(choreographed_order_saga), plan)
-    charge = next(d for d in execution.bus.deliveries if d.handler.method == "charge")  # type: ignore[union-attr]
+@pytest.mark.parametrize("kind", [FailBeforeEffect, LoseReply, Crash])
+def test_a_delivery_lost_or_crashed_before_its_ack_comes_back_when_the_brokers_ack_wait_runs_out(broker: NatsBroker, kind: type[Fault]) -> None:
+    execution = run_plan(broker.over(choreographed_order_saga), FaultPlan((kind(DeliveryPoint("payment", "charge")),)))
+    assert execution.bus is not None
+    charge = next(d for d in execution.bus.deliveries if d.handler.method == "charge")
     assert (charge.attempts, charge.state) == (2, "acked")
+    [left] = [m.text for m in execution.moments if m.kind == "nacked"]
+    assert "payment.charge" in left and "the broker redelivers it when its ack wait" in left
     assert any(m.kind == "redelivered" and "payment.charge" in m.text for m in execution.moments)
+    assert execution.status == "completed"
+    assert _broken(execution) == []
+    assert len(execution.participants["payment"].saved["charges"]) == 1
+
+
+def test_a_handler_that_raises_is_nacked_and_redelivered_by_the_broker(broker: NatsBroker) -> None:
+    # The saga's first publish goes to a broker its publisher cannot reach: the order service's
+    # handler raises, so its message is nacked (not left to the ack wait) and delivered again.
+    execution = run_plan(broker.over(choreographed_order_saga), FaultPlan((FailBeforeEffect(DeliveryPoint("inventory", "publish")),)))
+    assert [m.text for m in execution.moments if m.kind == "nacked"] == [
+        "order.placed order-1:order.placed -> inventory.reserve nacked: the broker redelivers it"
+    ]
     assert execution.status == "completed"
     assert _broken(execution) == []
 
@@ -87,9 +102,9 @@ def test_the_correct_saga_holds_under_every_one_fault_plan_over_the_broker(broke
 @pytest.mark.parametrize(
     ("variant", "invariant"),
     [
-        (non_idempotent_consumer_saga, "no_double_effect"),
-        (correlation_dropped_saga, "correlated_events"),
-        (missing_compensation_handler_saga, "settles"),
+        (non_idempotent_consumer, "no_double_effect"),
+        (correlation_dropped, "correlated_events"),
+        (missing_compensation_handler, "settles"),
     ],
     ids=lambda v: getattr(v, "name", v),
 )
