@@ -227,6 +227,9 @@ class JetStreamBus:
         self._consumers: list[_Consumer] = []
         self._failure: BaseException | None = None
         self._arrived: asyncio.Event | None = None
+        #: Notified when a publish has registered its deliveries, up to stream sequence `_last_seq`.
+        self._registered: asyncio.Condition | None = None
+        self._last_seq = 0
         self._advisories: Any = None
         self._recorded: BusRecord | None = None
         connection._call(self._open, connection.connect_within * 3)
@@ -284,6 +287,7 @@ class JetStreamBus:
 
         js = self.connection._jetstream()
         self._arrived = asyncio.Event()
+        self._registered = asyncio.Condition()
         for name, subjects in ((self.stream, [f"{self._prefix}.ev.>"]), (self.dead_letter_stream, [f"{self._prefix}.dlq.>"])):
             try:
                 # In memory: an execution's streams live for one execution, and a file store's
@@ -338,19 +342,25 @@ class JetStreamBus:
         # What the consumers get is what went over the wire, decoded.
         wire = replace(message, envelope=json.loads(body))
         self.messages.append(wire)
-        for index, handler in enumerate(self.choreography.handlers):
-            if handler in handlers:
-                delivery = Delivery(wire, handler, wire.time)
-                self.deliveries.append(delivery)
-                self._by_key[(ack.seq, index)] = delivery
+        registered = self._registered
+        assert registered is not None
+        async with registered:
+            for index, handler in enumerate(self.choreography.handlers):
+                if handler in handlers:
+                    delivery = Delivery(wire, handler, wire.time)
+                    self.deliveries.append(delivery)
+                    self._by_key[(ack.seq, index)] = delivery
+            self._last_seq = max(self._last_seq, ack.seq)
+            registered.notify_all()
 
     # -- consuming -------------------------------------------------------------------------------
     async def _fetch(self, index: int, consumer: _Consumer) -> None:
         """Keep one message of this consumer ready for the driver, fetching the next only once the
         last one given out was settled (so at most one is unacknowledged at a time on our side)."""
         nats_timeout = _nats().errors.TimeoutError
-        arrived = self._arrived
+        arrived, registered = self._arrived, self._registered
         assert arrived is not None
+        assert registered is not None
         try:
             while True:
                 await consumer.settled.wait()
@@ -359,7 +369,12 @@ class JetStreamBus:
                 except (nats_timeout, TimeoutError):
                     continue
                 for msg in fetched:
-                    delivery = self._by_key.get((msg.metadata.sequence.stream, index))
+                    seq = msg.metadata.sequence.stream
+                    # A consumer may get a message before its publisher has the broker's answer
+                    # (its sequence number): wait for the publisher to say whose it is.
+                    async with registered:
+                        await registered.wait_for(lambda seq=seq: seq <= self._last_seq)  # type: ignore[misc]
+                    delivery = self._by_key.get((seq, index))
                     if delivery is None or delivery.state != "pending":
                         # Redelivered by the broker after we settled it (its ack wait ran out
                         # while a slow machine handled it): the plan's deliveries are counted by

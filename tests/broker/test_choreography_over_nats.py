@@ -166,3 +166,24 @@ def test_the_readme_example_runs(nats_server: NatsServer) -> None:
     match = re.search(r"```python\n(.*?)```", section, re.S)
     assert match is not None, "README lost its 'Over a real broker' example"
     exec(compile(match.group(1), "README.md", "exec"), {})
+
+
+def test_a_message_consumed_before_its_publisher_has_the_brokers_answer_is_not_lost(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nats.js.client import JetStreamContext
+
+    answer = JetStreamContext.publish
+
+    async def slow_answer(self: JetStreamContext, *args: object, **kwargs: object) -> object:
+        ack = await answer(self, *args, **kwargs)  # type: ignore[arg-type]
+        await asyncio.sleep(0.3)  # the message is stored and may be delivered: the publisher learns its number late
+        return ack
+
+    monkeypatch.setattr(JetStreamContext, "publish", slow_answer)
+    with NatsBroker(nats_server.url) as broker:
+        execution = run_plan(broker.over(choreographed_order_saga))
+    assert execution.bus is not None
+    assert {d.state for d in execution.bus.deliveries} == {"acked"}
+    assert execution.status == "completed"
+    assert _broken(execution) == []
