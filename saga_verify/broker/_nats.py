@@ -207,6 +207,8 @@ class _Consumer:
     #: Set when the last message given out was settled: the fetcher may take the next one.
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    #: Deliveries given back to the broker (nacked or left to the ack wait) and not fetched again.
+    away: set[int] = field(default_factory=set)
 
 
 class JetStreamBus:
@@ -381,6 +383,7 @@ class JetStreamBus:
                         # what the driver hands out, so it is acknowledged and not given again.
                         await msg.ack()
                         continue
+                    consumer.away.discard(id(delivery))
                     consumer.settled.clear()
                     consumer.ready = (delivery, msg)
                     arrived.set()
@@ -407,7 +410,9 @@ class JetStreamBus:
             infos = await asyncio.gather(*(js.consumer_info(self.stream, c.name) for c in empty))
             pending = sum(i.num_pending or 0 for i in infos)
             unacked = sum(i.num_ack_pending or 0 for i in infos)
-            if in_hand and pending == 0:
+            # A message the broker sent that is not in hand yet (only redeliveries may be away).
+            in_transit = sum(max(0, (i.num_ack_pending or 0) - len(c.away)) for c, i in zip(empty, infos, strict=True))
+            if in_hand and pending == 0 and in_transit == 0:
                 chosen = min(in_hand, key=lambda c: (c.ready[0].due, c.ready[0].message.seq, self._consumers.index(c)))  # type: ignore[index]
                 assert chosen.ready is not None
                 delivery, msg = chosen.ready
@@ -441,6 +446,8 @@ class JetStreamBus:
                 await msg.ack_sync(timeout=self.connection.settle_within)
             elif how == "nak":
                 await msg.nak(delay=self.connection.nack_delay or None)
+            if how != "ack":
+                consumer.away.add(id(delivery))
             # "leave": no answer at all; the broker's ack wait runs out and it delivers again.
         except Exception as exc:
             raise BrokerError(f"cannot {how} {delivery} on stream {self.stream!r} at {self.connection.url}: {type(exc).__name__}: {exc}") from exc
