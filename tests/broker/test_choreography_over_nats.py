@@ -19,7 +19,6 @@ from saga_verify.faults import Corrupt, Crash, DeliveryPoint, Duplicate, FailBef
 from saga_verify.invariants import check, invariants_for
 from saga_verify.reference import (
     choreographed_order_saga,
-    correlation_dropped,
     missing_compensation_handler,
     non_idempotent_consumer,
     order_saga,
@@ -104,7 +103,6 @@ def test_the_correct_saga_holds_under_every_one_fault_plan_over_the_broker(broke
     ("variant", "invariant"),
     [
         (non_idempotent_consumer, "no_double_effect"),
-        (correlation_dropped, "correlated_events"),
         (missing_compensation_handler, "settles"),
     ],
     ids=lambda v: getattr(v, "name", v),
