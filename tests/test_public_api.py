@@ -118,6 +118,14 @@ NAMESPACES = {
         "check",
         "load",
     ],
+    "saga_verify.broker": [
+        "BrokerError",
+        "BrokerUnavailableError",
+        "NatsBroker",
+        "NatsServer",
+        "find_nats_server",
+        "open_nats_server",
+    ],
     "saga_verify.errors": [
         "NondeterminismError",
         "OptionError",

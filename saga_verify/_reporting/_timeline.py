@@ -49,6 +49,8 @@ MOMENT_MARK = {
     "redelivered": "REDELIVERED",
     "acked": "ACKNOWLEDGED EARLY",
     "dead-lettered": "DEAD-LETTERED",
+    # Over a real broker (saga_verify.broker): how a delivery that was not processed goes back.
+    "nacked": "NOT ACKNOWLEDGED",
     "start-failed": "START FAILED",
 }
 #: What follows a call at which the coordinator died.
