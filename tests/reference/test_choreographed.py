@@ -178,7 +178,7 @@ def test_every_variant_is_listed_once_after_the_correct_saga() -> None:
 @pytest.mark.slow
 def test_the_correct_saga_holds_under_the_demo_search() -> None:
     result = _search(choreographed_order_saga)
-    assert result.failures == []
+    assert result.failures == ()
     assert result.executions > 1000
 
 
