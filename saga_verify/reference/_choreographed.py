@@ -415,13 +415,19 @@ def _outbox_published(execution: Any) -> list[Violation]:
     ]
 
 
+def outbox_published_invariant(what: str) -> Invariant:
+    """Every ``what`` (event, message) a service committed to its outbox was published: the outbox's
+    promise, for any service built on `ChoreographedService`."""
+    return Invariant("outbox_published", _outbox_published, f"every {what} a service committed to its outbox was published")
+
+
 no_double_effect = Invariant("no_double_effect", _no_double_effect, "one reservation, one charge, one shipment, one notification per order at most")
 services_agree = Invariant(
     "services_agree",
     _services_agree,
     "when the bus is quiet the order's status and the services' effects agree: confirmed with every effect, otherwise none left in effect",
 )
-outbox_published = Invariant("outbox_published", _outbox_published, "every event a service committed to its outbox was published")
+outbox_published = outbox_published_invariant("event")
 
 
 def order_invariants() -> tuple[Invariant, ...]:

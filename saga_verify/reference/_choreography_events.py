@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime
 import functools
 import json
-from collections.abc import Mapping
+import os
+import tempfile
+from collections.abc import Callable, Container, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,71 +17,90 @@ from typing import Any
 ENVELOPE_VERSION = 1
 _EPOCH = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
-_ID = {"type": "string", "minLength": 1}
-_QTY = {"type": "integer", "minimum": 1}
+#: The schemas of an id and a quantity, shared by every message family.
+ID = {"type": "string", "minLength": 1}
+QTY = {"type": "integer", "minimum": 1}
 #: Per event type: what it says happened, and its data's properties (all required).
 EVENT_TYPES: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
-    "order.placed": ("An order was placed: its saga begins.", {"order_id": _ID, "sku": _ID, "qty": _QTY, "amount": _QTY}),
-    "stock.reserved": ("Stock was reserved for the order.", {"reservation_id": _ID, "qty": _QTY}),
-    "stock.unavailable": ("The stock could not be reserved: the order cannot go on.", {"sku": _ID}),
-    "stock.released": ("A reservation was released (compensation).", {"reservation_id": _ID}),
-    "payment.captured": ("The order's amount was charged.", {"charge_id": _ID, "amount": _QTY}),
-    "payment.declined": ("The charge was declined.", {"reason": _ID}),
-    "payment.refunded": ("A charge was refunded (compensation).", {"charge_id": _ID}),
-    "shipment.created": ("A shipment was created.", {"shipment_id": _ID}),
-    "shipment.failed": ("No shipment could be created.", {"reason": _ID}),
-    "order.confirmed": ("Every step took effect: the order is confirmed.", {"order_id": _ID}),
-    "order.compensated": ("The order was undone: every step that took effect was compensated.", {"order_id": _ID}),
-    "notification.sent": ("The customer was told (irreversible).", {"message_id": _ID}),
+    "order.placed": ("An order was placed: its saga begins.", {"order_id": ID, "sku": ID, "qty": QTY, "amount": QTY}),
+    "stock.reserved": ("Stock was reserved for the order.", {"reservation_id": ID, "qty": QTY}),
+    "stock.unavailable": ("The stock could not be reserved: the order cannot go on.", {"sku": ID}),
+    "stock.released": ("A reservation was released (compensation).", {"reservation_id": ID}),
+    "payment.captured": ("The order's amount was charged.", {"charge_id": ID, "amount": QTY}),
+    "payment.declined": ("The charge was declined.", {"reason": ID}),
+    "payment.refunded": ("A charge was refunded (compensation).", {"charge_id": ID}),
+    "shipment.created": ("A shipment was created.", {"shipment_id": ID}),
+    "shipment.failed": ("No shipment could be created.", {"reason": ID}),
+    "order.confirmed": ("Every step took effect: the order is confirmed.", {"order_id": ID}),
+    "order.compensated": ("The order was undone: every step that took effect was compensated.", {"order_id": ID}),
+    "notification.sent": ("The customer was told (irreversible).", {"message_id": ID}),
 }
 
 _ENVELOPE: dict[str, tuple[dict[str, Any], str]] = {
     "type": ({"type": "string"}, "What happened, as <subject>.<past tense>."),
     "version": ({"const": ENVELOPE_VERSION}, "The envelope's version; a consumer refuses one it does not know."),
-    "id": (_ID, "Unique and stable: a consumer deduplicates by it (delivery is at least once)."),
+    "id": (ID, "Unique and stable: a consumer deduplicates by it (delivery is at least once)."),
     "occurred_at": ({"type": "string", "format": "date-time"}, "When it happened (RFC 3339, UTC)."),
-    "correlation_id": (_ID, "The saga instance (the order) it belongs to."),
+    "correlation_id": (ID, "The saga instance (the order) it belongs to."),
     "causation_id": ({"type": ["string", "null"]}, "The id of the event that caused it; null for the first."),
-    "idempotency_key": (_ID, "The key of the effect it reports: the same effect always carries the same key."),
-    "source": (_ID, "The service that published it."),
+    "idempotency_key": (ID, "The key of the effect it reports: the same effect always carries the same key."),
+    "source": (ID, "The service that published it."),
     "data": ({"type": "object"}, "What the type says happened; its shape is fixed by the type."),
 }
+
+
+def envelope_properties(message_type: str, type_text: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The envelope's properties for one message type: its ``type`` fixed, its ``data`` shaped."""
+    properties = {name: {**schema, "description": text} for name, (schema, text) in _ENVELOPE.items()}
+    properties["type"] = {"const": message_type, "description": type_text}
+    properties["data"] = {
+        "type": "object",
+        "description": _ENVELOPE["data"][1],
+        "properties": dict(data),
+        "required": list(data),
+        "additionalProperties": False,
+    }
+    return properties
+
+
+def schema_document(family: str, message_type: str, what: str, properties: Mapping[str, Any]) -> dict[str, Any]:
+    """One message type's JSON Schema, as written to ``contracts/events/<family>/``: every property required, no other."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://saga-verify.invalid/contracts/events/{family}/{message_type}.schema.json",
+        "title": message_type,
+        "description": what,
+        "type": "object",
+        "properties": dict(properties),
+        "required": list(properties),
+        "additionalProperties": False,
+    }
 
 
 @functools.cache
 def event_schema(event_type: str) -> dict[str, Any]:
     """The JSON Schema of one event type, envelope included."""
     what, data = EVENT_TYPES[event_type]
-    properties = {name: {**schema, "description": text} for name, (schema, text) in _ENVELOPE.items()}
-    properties["type"] = {"const": event_type, "description": _ENVELOPE["type"][1]}
-    properties["data"] = {
-        "type": "object",
-        "description": _ENVELOPE["data"][1],
-        "properties": data,
-        "required": list(data),
-        "additionalProperties": False,
-    }
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://saga-verify.invalid/contracts/events/choreography/{event_type}.schema.json",
-        "title": event_type,
-        "description": what,
-        "type": "object",
-        "properties": properties,
-        "required": list(_ENVELOPE),
-        "additionalProperties": False,
-    }
+    return schema_document("choreography", event_type, what, envelope_properties(event_type, _ENVELOPE["type"][1], data))
+
+
+def write_schemas(folder: Path, schemas: Mapping[str, Mapping[str, Any]]) -> list[Path]:
+    """Write each type's schema into ``folder`` as ``<type>.schema.json``; the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for message_type, schema in schemas.items():
+        path = folder / f"{message_type}.schema.json"
+        # Whole or not at all: a reader sees the old schema or the new one, never half of it.
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, suffix=".tmp", delete=False) as handle:
+            handle.write(json.dumps(schema, indent=2) + "\n")
+        os.replace(handle.name, path)
+        written.append(path)
+    return written
 
 
 def write_event_schemas(folder: Path) -> list[Path]:
     """Write every event type's schema into ``folder`` (``contracts/events/choreography``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for event_type in EVENT_TYPES:
-        path = folder / f"{event_type}.schema.json"
-        path.write_text(json.dumps(event_schema(event_type), indent=2) + "\n", encoding="utf-8")
-        written.append(path)
-    return written
+    return write_schemas(folder, {event_type: event_schema(event_type) for event_type in EVENT_TYPES})
 
 
 def envelope(
@@ -140,16 +161,24 @@ def _check(value: Any, schema: Mapping[str, Any], where: str) -> str | None:
     return None
 
 
-def invalid(message: object, expected: str) -> str | None:
-    """Why ``message`` cannot be processed as an ``expected`` event (a malformed envelope, an
-    unknown type or version, a payload that fails its schema), or None when it can."""
+def envelope_problem(
+    message: object, expected: str, known: Container[str], schema_of: Callable[[str], Mapping[str, Any]], *, noun: str, reader: str
+) -> str | None:
+    """Why ``message`` cannot be acted on as an ``expected`` message of a family whose types are
+    ``known`` (a malformed envelope, an unknown type or version, a payload that fails its schema),
+    or None when it can. ``noun`` and ``reader`` name the family's messages and receivers."""
     if not isinstance(message, dict):
         return f"not an envelope: a {type(message).__name__}"
-    event_type = message.get("type")
-    if event_type not in EVENT_TYPES:
-        return f"unknown event type {event_type!r}"
-    if event_type != expected:
-        return f"a {event_type} delivered where {expected} was subscribed"
+    message_type = message.get("type")
+    if message_type not in known:
+        return f"unknown {noun} type {message_type!r}"
+    if message_type != expected:
+        return f"a {message_type} delivered where {expected} was subscribed"
     if message.get("version") != ENVELOPE_VERSION:
-        return f"unknown envelope version {message.get('version')!r}; this consumer reads {ENVELOPE_VERSION}"
-    return _check(message, event_schema(event_type), "envelope")
+        return f"unknown envelope version {message.get('version')!r}; this {reader} reads {ENVELOPE_VERSION}"
+    return _check(message, schema_of(message_type), "envelope")
+
+
+def invalid(message: object, expected: str) -> str | None:
+    """Why ``message`` cannot be processed as an ``expected`` event, or None when it can."""
+    return envelope_problem(message, expected, EVENT_TYPES, event_schema, noun="event", reader="consumer")

@@ -24,7 +24,7 @@ from typing import Any
 from saga_verify import Choreography, Handler, Invariant, Violation
 from saga_verify.invariants import choreography_invariants
 
-from ._choreographed import ChoreographedService
+from ._choreographed import ChoreographedService, outbox_published_invariant
 from ._choreography_events import envelope
 from ._messaging_events import command, invalid, reply_type
 
@@ -374,17 +374,6 @@ def _services_agree(execution: Any) -> list[Violation]:
     return []  # failed (an operator must act), or not ended (another invariant says so)
 
 
-def _outbox_published(execution: Any) -> list[Violation]:
-    if execution.halted:
-        return []
-    return [
-        Violation(f"{name} committed {row['event']['type']} {row['event']['id']} and never published it")
-        for name, service in execution.participants.items()
-        for row in service.saved["outbox"]
-        if not row["sent"]
-    ]
-
-
 no_double_effect = Invariant("no_double_effect", _no_double_effect, "one reservation, one charge, one shipment, one notification per order at most")
 services_agree = Invariant(
     "services_agree",
@@ -392,7 +381,7 @@ services_agree = Invariant(
     "when the bus is quiet the orchestrator's outcome and the participants' effects agree: completed with every effect, "
     "compensated with none left in effect",
 )
-outbox_published = Invariant("outbox_published", _outbox_published, "every message a service committed to its outbox was published")
+outbox_published = outbox_published_invariant("message")
 
 
 def order_invariants() -> tuple[Invariant, ...]:
