@@ -10,9 +10,11 @@ from ._bus import BusHandle, BusRecord, DeadLetter, Delivery, Message, MessageBr
 from ._clock import VirtualClock
 from ._current import current_services
 from ._events import Moment
+from ._execution import Execution
 from ._ledger import Ledger, LedgerRow
+from ._services import Endpoint, Services
 from ._trace import OUTCOMES, TraceEntry, trace_to_json
-from ._world import Endpoint, Execution, Services, Transported, World, plan_chooser, run_plan
+from ._world import Transported, World, plan_chooser, run_plan
 
 __all__ = [
     "OUTCOMES",

@@ -12,7 +12,8 @@ import httpx
 
 from ..errors import SagaDefinitionError
 from ._ledger import Ledger, LedgerRow
-from ._world import Endpoint, Transported, World
+from ._services import Endpoint
+from ._world import Transported, World
 
 
 def http_errors(kind: str, message: str) -> BaseException:

@@ -12,10 +12,10 @@ import heapq
 import inspect
 import sys
 from _thread import get_ident
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from functools import cached_property, partial
+from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter
 from typing import Any, ClassVar, cast
@@ -25,19 +25,19 @@ from .._saga import TERMINAL_STATUSES, Saga, Step
 from ..errors import SagaDefinitionError, SagaStuckError, SagaVerifyError
 from ..faults._kinds import Delay, DeliveryPoint, Duplicate, Fault, Outage, Pause
 from ..faults._plan import FaultPlan
-from . import _bus, _clocks, _coordinator, _retry, _watchdog
-from ._actors import ActorRun, Cast
+from . import _bus, _clocks, _coordinator, _watchdog
+from ._actors import Cast
 from ._clock import VirtualClock
 from ._current import CURRENT
 from ._events import EventPoint, Events, Moment
+from ._execution import Execution
 from ._ledger import Ledger, LedgerRow
 from ._loop import LoopStopped, WorldLoop
+from ._services import ClientEndpoint, Endpoint, ParticipantProxy, Services, Thunk
 from ._trace import TraceEntry
 
 #: Decides the fault (or None) for the n-th call of an endpoint.
 Chooser = Callable[["Endpoint", int], "Fault | None"]
-Thunk = Callable[[], Any]
-ErrorFactory = Callable[[str, str], BaseException]
 
 _LATENCY = 0.010
 _JITTER = 0.005
@@ -73,238 +73,14 @@ def _async_operations(saga: Saga, name: str, obj: object, operations: tuple[tupl
     return found
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
-def plain_errors(kind: str, message: str) -> BaseException:
-    """The errors a plain-Python caller sees: builtins, so the saga needs nothing of ours."""
-    if kind == "timeout":
-        return TimeoutError(message)
-    if kind == "reset":
-        return ConnectionResetError(message)
-    return ConnectionRefusedError(message)
-
-
-class Endpoint:
-    """One (participant, operation) of one world, with its call counter."""
-
-    __slots__ = ("calls", "fn", "is_async", "operation", "participant", "slot", "step", "timeout", "world")
-
-    #: Builds the error the caller sees for an injected failure.
-    errors: ErrorFactory = staticmethod(plain_errors)
-    #: Turns a participant's reply into what the trace records.
-    summarize: Callable[[Any], Any] = staticmethod(_same)
-
-    def __init__(self, world: World, step: Step, operation: str, slot: int, fn: Callable[..., Any] | None, is_async: bool = False) -> None:
-        self.world = world
-        self.participant = step.participant
-        self.operation = operation
-        self.step = step
-        #: Index of this operation in the saga's sorted operations (for searches).
-        self.slot = slot
-        self.calls = 0
-        self.fn = fn
-        #: Whether the participant's method is ``async def`` (the caller then awaits the call).
-        self.is_async = is_async
-        #: Virtual seconds the caller waits for a reply: the step's ``timeout=``, or the saga's.
-        self.timeout = step.timeout if step.timeout is not None else world.saga.call_timeout
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        fn = self.fn
-        world = self.world
-        if fn is None:
-            raise world.fail(SagaDefinitionError(f"{self.participant}.{self.operation} is an HTTP endpoint; call it through its client"))
-        if self.is_async:
-            return self._call_async(args, kwargs)
-        request: Any = kwargs if not args else {"args": list(args), **kwargs}
-        key = kwargs.get("idempotency_key")
-        attempt, fault = world.decide(self)
-        if fault is None and not world.pending:
-            return world.apply_now(self, attempt, key, request, fn, args, kwargs)
-        thunk = partial(fn, *args, **kwargs)
-        return world.drive(world.deliver_decided(self, attempt, fault, thunk, key, request))
-
-    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A call of an ``async def`` participant method: the caller awaits it, and other tasks of
-        the saga run while the participant awaits."""
-        assert self.fn is not None
-        world = self.world
-        request: Any = kwargs if not args else {"args": list(args), **kwargs}
-        thunk = partial(self.fn, *args, **kwargs)
-        return await world.adrive(world.deliver(self, thunk, kwargs.get("idempotency_key"), request))
-
-    def __repr__(self) -> str:
-        return f"<endpoint {self.participant}.{self.operation}>"
-
-
-class ClientEndpoint(Endpoint):
-    """An endpoint reached through a client of the participant's own (httpx): its errors and
-    replies are the client's."""
-
-    __slots__ = ("errors", "summarize")
-
-
-class Transported:
+class Transported(ABC):
     """A participant the saga reaches through a client of its own rather than by calling methods
     (`saga_verify.HttpParticipant`): the world gives it one `ClientEndpoint` per operation, and
     ``client`` returns what the saga sees as ``services.<name>``."""
 
+    @abstractmethod
     def client(self, world: World, endpoints: Mapping[str, Endpoint]) -> Any:
-        raise NotImplementedError
-
-
-class ParticipantProxy:
-    """What the saga sees as ``services.<participant>``: its declared operations, through the harness."""
-
-    def __init__(self, name: str, endpoints: Mapping[str, Endpoint], world: World | None = None) -> None:
-        self.__dict__.update(endpoints)
-        self.__dict__["_name"] = name
-        self.__dict__["_world"] = world
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)  # copy, pickle and friends probe for these
-        declared = sorted(k for k in self.__dict__ if not k.startswith("_"))
-        error = SagaDefinitionError(
-            f"the saga called {self._name}.{name}, which no step declares; declared operations of "
-            f"{self._name}: {', '.join(declared)}. Add it to a Step (as action or compensation)."
-        )
-        raise error if self._world is None else self._world.fail(error)
-
-
-class Services:
-    """The saga's view of the world: ``services.<participant>``, ``services.clock``, the saga's
-    ``services.deadline``, and the means to wait on virtual time: ``services.retry`` (a step's
-    operation retried within its budget, with back-off) and ``services.wait_for`` (an event, with
-    a deadline)."""
-
-    def __init__(self, proxies: Mapping[str, Any], clock: VirtualClock, world: World | None = None, store: Any = None) -> None:
-        self.__dict__.update(proxies)
-        self.clock = clock
-        #: Virtual seconds from the start by which the saga must have settled, or None.
-        self.deadline: float | None = world.saga.deadline if world is not None else None
-        self.__dict__["_world"] = world
-        if store is not None:
-            #: The saga's durable store (``Saga(durable=...)``): what survives a coordinator crash.
-            self.__dict__["store"] = store
-
-    def retry(self, call: Any, /, *args: Any, **kwargs: Any) -> Any:
-        """``call(*args, **kwargs)`` (an operation: ``services.payment.charge``), called again
-        after each transport error within its step's ``retries=`` budget, waiting a bounded
-        exponential back-off with jitter from the plan's seed (``backoff=``, ``max_backoff=``);
-        a forward step stops retrying where the next wait would pass the saga's deadline. The
-        last error is raised when it gives up; a reply, whatever it says, is returned."""
-        return _retry.retry(self._world, call, args, kwargs)
-
-    async def aretry(self, call: Any, /, *args: Any, **kwargs: Any) -> Any:
-        """`retry` for an ``async def`` saga."""
-        return await _retry.aretry(self._world, call, args, kwargs)
-
-    def wait_for(self, event: str, timeout: float | None = None) -> Any:
-        """The next arrival of ``event`` (``"payment.paid"``, declared in a Step's ``events=``)
-        that the saga has not taken yet: its payload. Waits on virtual time at most ``timeout``
-        seconds and raises ``TimeoutError`` after that; with no timeout it waits for ever (an
-        execution in which nothing will ever send it is stopped, and does not terminate)."""
-        world = self._world
-        if world.events is None:
-            raise world.fail(
-                SagaDefinitionError(
-                    f"the saga waits for event {event!r}, but saga {world.saga.name!r} declares no events; "
-                    "name them in a Step's events= (e.g. Step('payment', 'charge', 'refund', events='paid'))"
-                )
-            )
-        return world.events.wait_for(event, timeout)
-
-    async def await_for(self, event: str, timeout: float | None = None) -> Any:
-        """`wait_for` for an ``async def`` saga: its other tasks run while it waits."""
-        world = self._world
-        if world.events is None:
-            self.wait_for(event, timeout)  # raises the same definition error
-        return await world.events.await_for(event, timeout)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)  # copy, pickle and friends probe for these
-        known = sorted(k for k in self.__dict__ if k not in ("clock", "deadline", "store", "_world"))
-        error = SagaDefinitionError(f"the saga asked for services.{name}; this saga's participants are: {', '.join(known)}")
-        raise error if self._world is None else self._world.fail(error)
-
-    def __getitem__(self, name: str) -> Any:
-        return getattr(self, name)
-
-
-@dataclass(frozen=True)
-class Execution:
-    """A finished execution: what invariants and reports read."""
-
-    saga: Saga
-    status: str
-    """``completed``, ``compensated``, ``failed``, or ``halted`` / ``crashed`` / an unrecognised value."""
-    result: Any
-    """What the saga returned (None if it raised or was halted)."""
-    error: BaseException | None
-    """The exception the saga raised, if it raised."""
-    halted: str | None
-    """Why the harness stopped the saga, if it did (budget exceeded)."""
-    trace: tuple[TraceEntry, ...]
-    ledgers: Mapping[str, tuple[LedgerRow, ...]]
-    participants: Mapping[str, object]
-    """The participant objects themselves, for invariants that read their state."""
-    faults: tuple[Fault, ...]
-    """The faults that were injected, in order (reporting only; invariants should not need it)."""
-    seed: int = 0
-    correlation_id: str = ""
-    elapsed: float = 0.0
-    """Virtual seconds from start to the last delivery."""
-    returned_at: float | None = None
-    """Virtual seconds from start to when the saga's code returned or raised (None if it was
-    stopped)."""
-    moments: tuple[Moment, ...] = ()
-    """What happened to time besides the deliveries (waits for events, back-offs, the deadline
-    passing), in time order: for the timeline."""
-    actors: tuple[ActorRun, ...] = ()
-    """How each actor ended, the saga's own instance first, when the saga declares other actors
-    (``Saga(actors=...)``); empty otherwise."""
-    owned: frozenset[str] = frozenset()
-    """The saga instances provably still owned when the execution ended, as the saga's
-    ``Durable(owned=...)`` says (a live lease); empty without it."""
-    bus: _bus.BusRecord | None = None
-    """What the message bus did (published, delivered, dead-lettered), when the saga is a
-    choreography; None otherwise."""
-    _rows: tuple[LedgerRow, ...] = field(default=(), repr=False)
-
-    def status_of(self, correlation_id: str) -> str:
-        """The status of one saga instance: of the first of its actors (in declared order) that
-        reached a terminal status, else of its first actor. With no other actors, ``status``."""
-        if not self.actors:
-            return self.status
-        mine = [a.status for a in self.actors if a.correlation_id == correlation_id]
-        if not mine:
-            return self.status
-        return next((s for s in mine if s in _TERMINAL), mine[0])
-
-    @property
-    def plan(self) -> FaultPlan:
-        """The injected faults as a plan that replays this execution."""
-        return FaultPlan(self.faults, seed=self.seed, saga=self.saga.name, saga_ref=self.saga.ref)
-
-    @cached_property
-    def effects(self) -> Mapping[str, Mapping[tuple[str, str], list[LedgerRow]]]:
-        """Ledger rows by saga instance, then by (participant, action), in effect order."""
-        out: dict[str, dict[tuple[str, str], list[LedgerRow]]] = {}
-        for row in self._rows:
-            out.setdefault(row.correlation_id, {}).setdefault((row.participant, row.action), []).append(row)
-        return out
-
-    def rows(self, participant: str | None = None, action: str | None = None) -> list[LedgerRow]:
-        """Ledger rows of every participant in effect order, optionally filtered."""
-        return [
-            r
-            for r in self._rows
-            if (participant is None or r.participant == participant) and (action is None or r.action == action)
-        ]
-
+        """What the saga sees as ``services.<name>``: a client whose requests reach ``endpoints``."""
 
 
 @dataclass(frozen=True)
