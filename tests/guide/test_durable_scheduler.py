@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from abc import ABC, abstractmethod
 from typing import Any
 
 import guide_shop as shop
@@ -29,15 +30,16 @@ Record = dict[str, Any]
 
 
 # -- the library, in this style ----------------------------------------------------------------------
-class SagaStep:
+class SagaStep(ABC):
     name = ""
 
+    @abstractmethod
     def run(self, payload: Record) -> bool:
         """Do the step; False when its business refuses. Transport errors are retried later."""
-        raise NotImplementedError
 
+    @abstractmethod
     def compensate(self, payload: Record) -> None:
-        raise NotImplementedError
+        """Undo what ``run`` did."""
 
 
 SCHEMA = """

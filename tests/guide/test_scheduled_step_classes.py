@@ -9,6 +9,7 @@ Adapter: start the saga in the scheduler, poll ``run_due()`` until it has an out
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from typing import Any
 
 import guide_shop as shop
@@ -22,15 +23,16 @@ Record = dict[str, Any]
 
 
 # -- the library, in this style ----------------------------------------------------------------------
-class SagaStep:
+class SagaStep(ABC):
     name = ""
 
+    @abstractmethod
     def run(self, record: Record) -> bool:
         """Do the step; False when its business refuses. Transport errors are retried later."""
-        raise NotImplementedError
 
+    @abstractmethod
     def compensate(self, record: Record) -> None:
-        raise NotImplementedError
+        """Undo what ``run`` did."""
 
 
 class Scheduler:

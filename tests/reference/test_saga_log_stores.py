@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,20 +29,23 @@ from saga_verify.reference import (
 _schemas = itertools.count()
 
 
-class Backend:
+class Backend(ABC):
     """Opens logs of one store, and reaches behind a log to damage it."""
 
     name = ""
     log_class: Any = None
 
+    @abstractmethod
     def open(self) -> Any:
-        raise NotImplementedError
+        """A new, empty log of this store."""
 
+    @abstractmethod
     def sql(self, log: Any, statement: str) -> None:
-        raise NotImplementedError
+        """Run ``statement`` on the database behind ``log`` (to damage it)."""
 
+    @abstractmethod
     def reopen_same(self, log: Any) -> Any:
-        raise NotImplementedError
+        """The log behind ``log``, opened again."""
 
 
 class Sqlite(Backend):
