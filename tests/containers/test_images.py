@@ -34,10 +34,8 @@ def _health(url: str, timeout: float = 30.0) -> Any:
 
 def test_a_base_image_that_does_not_exist_is_named(docker_engine: None) -> None:
     name = "saga-verify/no-such-base:missing"
-    started = time.monotonic()
     with pytest.raises(ImageBuildError) as caught:
         ensure_service_image(base=name)
-    assert time.monotonic() - started < 30
     assert name in caught.value.step
     assert f"{name!r}" in str(caught.value)
     assert "cannot be pulled" in str(caught.value)
@@ -51,9 +49,6 @@ def test_the_image_is_built_once_then_reused(service_image: ServiceImage) -> Non
     assert again.tag.startswith(f"{IMAGE_REPOSITORY}:")
     assert again.id == service_image.id
     assert not again.built
-    # Reusing takes a tenth of a second; the bound leaves room for waiting on the images lock
-    # while another worker builds.
-    assert again.seconds < 10
     assert api().inspect_image(again.tag)["Config"]["Labels"]["saga-verify.image"] == "services"
 
 

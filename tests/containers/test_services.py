@@ -8,7 +8,6 @@ import contextlib
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -75,11 +74,9 @@ def test_a_paused_service_accepts_but_does_not_answer(session: ContainerSession,
 
 def test_a_service_that_never_answers_is_named_and_removed(service_image: ServiceImage) -> None:
     with ContainerSession() as session:
-        started = time.monotonic()
         with pytest.raises(ContainerStartError) as caught:
             # It listens on 8001, so nothing ever answers on 8000.
             session.start("payment", *serve(service_image, "payment")[:1], ["--service", "payment", "--host", "0.0.0.0", "--port", "8001"], ready_timeout=3)
-        assert time.monotonic() - started < 20
         message = str(caught.value)
         assert "the payment service (image saga-verify/services:" in message
         assert "did not answer GET /health within 3 s" in message
@@ -98,10 +95,8 @@ def test_a_service_that_exits_is_named_with_its_output(service_image: ServiceIma
 
 def test_an_image_that_does_not_exist_is_named_and_nothing_is_left(docker_engine: None) -> None:
     with ContainerSession() as session:
-        started = time.monotonic()
         with pytest.raises(ContainerStartError) as caught:
             session.start("payment", "saga-verify/no-such-image:missing")
-        assert time.monotonic() - started < 30
         assert "image saga-verify/no-such-image:missing" in str(caught.value)
         assert "could not be started" in str(caught.value)
     assert not any(leftovers(session.id).values())
