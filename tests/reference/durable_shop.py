@@ -91,7 +91,7 @@ class DurableShop:
             # The order's end comes after the plan's last crash: then nothing more is owed.
             outcome = self.outcome(order_id)
             assert played.settle(PATIENCE), "the plan's held requests and restarts did not play out"
-            assert played.errors == []
+            assert played.errors == [], f"playing the plan went wrong: {played.errors}; at the proxies: {played.applied}"
             assert played.missed() == [], f"the saga never made the planned calls {played.missed()}"
         if first is not None:
             assert (first.status_code, first.json()["outcome"]) == (201, outcome)
