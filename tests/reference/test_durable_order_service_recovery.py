@@ -80,7 +80,17 @@ def wait_until(what: Any) -> None:
         time.sleep(0.01)
 
 
-def test_while_a_restarted_service_takes_up_an_order_a_request_for_it_waits_and_the_ready_check_answers(tmp_path: Path) -> None:
+#: What a request for the order (or for the outbox that tells its end) answers once it was taken up.
+ASKED = {
+    "/orders/o-1": lambda reply: reply.json()["outcome"],
+    "/events": lambda reply: [e["type"] for e in reply.json()["events"]],
+}
+
+
+@pytest.mark.parametrize(("path", "answered"), [("/orders/o-1", "completed"), ("/events", ["order.completed"])])
+def test_while_a_restarted_service_takes_up_an_order_a_request_for_it_waits_and_the_ready_check_answers(
+    tmp_path: Path, path: str, answered: Any
+) -> None:
     apps = {name: create_app(name, inspect=True) for name in PARTICIPANTS}
 
     def order_app(payment: AtTheCharge) -> Any:
@@ -98,9 +108,9 @@ def test_while_a_restarted_service_takes_up_an_order_a_request_for_it_waits_and_
     assert payment.reached.wait(PATIENCE)
     with served(again) as (url, server):
         asked: list[httpx.Response] = []
-        asking = threading.Thread(target=lambda: asked.append(httpx.get(f"{url}/orders/o-1", timeout=PATIENCE)))
+        asking = threading.Thread(target=lambda: asked.append(httpx.get(f"{url}{path}", timeout=PATIENCE)))
         asking.start()
-        wait_until(lambda: len(server.server_state.tasks) == 1)  # the request for the order is being served
+        wait_until(lambda: len(server.server_state.tasks) == 1)  # the request is being served
         try:
             health = httpx.get(f"{url}/health", timeout=10.0)
             # Answered while the recovery still holds the order, and the request for it waits.
@@ -108,6 +118,6 @@ def test_while_a_restarted_service_takes_up_an_order_a_request_for_it_waits_and_
         finally:
             payment.let_go.set()
             asking.join(PATIENCE)
-        assert [(r.status_code, r.json()["outcome"]) for r in asked] == [(200, "completed")]
+        assert [(r.status_code, ASKED[path](r)) for r in asked] == [(200, answered)]
     assert again.state.recovered.is_set()
     again.state.close()
