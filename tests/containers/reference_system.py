@@ -4,7 +4,6 @@ container) calling them through the proxies; and the audit over every service's 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,14 +12,11 @@ import httpx
 from saga_verify.containers import ContainerParticipant, ContainerSession, ContainerStartError, ServiceImage
 from saga_verify.containers._services import READY_TIMEOUT
 from saga_verify.proxy import Decide
-from saga_verify.reference._audit import Audit
+from saga_verify.reference.services import _harness as harness
 
 PARTICIPANTS = ("inventory", "payment", "shipping", "notification")
-
-
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
+#: How long anything here may take on a busy machine: waits end when what they wait for happens.
+PATIENCE = 120.0
 
 class ReferenceSystem:
     """Start it with the saga class the order service runs and the payment participant's class
@@ -44,67 +40,48 @@ class ReferenceSystem:
         for name in PARTICIPANTS:
             command = ["--service", name, "--host", "0.0.0.0", "--port", "8000", "--inspect", "--store", f"/data/{name}.sqlite"]
             if name == "payment" and payment_class is not None:
-                command += ["--participant", _class_path(payment_class)]
+                command += ["--participant", harness.class_path(payment_class)]
             self.participants[name] = session.participant(name, image.tag, command, decide=(decide or {}).get(name))
         command = ["--service", "order", "--host", "0.0.0.0", "--port", "8000", "--upstream-timeout", str(upstream_timeout)]
         command += [arg for name, p in self.participants.items() for arg in ("--upstream", f"{name}={p.url}")]
         if saga_class is not None:
-            command += ["--participant", _class_path(saga_class)]
+            command += ["--participant", harness.class_path(saga_class)]
         if durable:
             command += ["--store", "/data/order.sqlite", "--saga-log", "/data/order-saga-log.sqlite"]
         # Durable: a new container of it may be started mid-saga on a busy machine, whose wait for
         # it must not be what fails.
         self.order = session.start(
-            "order", image.tag, command, volumes={"data": "/data"} if durable else None, ready_timeout=120.0 if durable else READY_TIMEOUT
+            "order", image.tag, command, volumes={"data": "/data"} if durable else None, ready_timeout=PATIENCE if durable else READY_TIMEOUT
         )
 
     def place(self, order_id: str = "o-1") -> dict[str, Any]:
         """Place an order (two of sku-1 for 100) and return the order service's answer."""
         order = {"order_id": order_id, "sku": "sku-1", "qty": 2, "amount": 100}
-        reply = httpx.post(f"{self.order.url}/orders", json=order, headers={"Idempotency-Key": order_id}, timeout=120)
+        reply = httpx.post(f"{self.order.url}/orders", json=order, headers={"Idempotency-Key": order_id}, timeout=PATIENCE)
         assert reply.status_code == 201, reply.text
         outcome: dict[str, Any] = reply.json()
         return outcome
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        url = self.order.url if name == "order" else self.participants[name].direct_url
-        found: list[dict[str, Any]] = httpx.get(f"{url}/events", params={"limit": 1000}, timeout=10).json()["events"]
-        return found
+        return harness.events(self.order.url if name == "order" else self.participants[name].direct_url)
 
     def audit(self) -> list[str]:
         """What the audit finds over every service's events, one ``"<order id>: <problem>"`` each."""
-        audit = Audit()
-        for name in ("order", *PARTICIPANTS):
-            for event in self.events(name):
-                audit.handle(event)
-        return audit.findings()
+        return harness.audit([self.order.url, *(p.direct_url for p in self.participants.values())])
 
     def refusers(self) -> dict[str, Callable[[], object]]:
         """Per participant, what makes it refuse its next request."""
+        return {name: harness.refuser(p.direct_url) for name, p in self.participants.items()}
 
-        def refuse(participant: ContainerParticipant) -> Callable[[], object]:
-            return lambda: httpx.post(f"{participant.direct_url}/_inspect/refuse-next", timeout=10).raise_for_status()
+    def outcome(self, order_id: str, timeout: float = PATIENCE) -> str:
+        """The order's outcome once it has one (an order service started again finishes on its
+        own what it had not answered), asked again while a container of it is being replaced."""
+        return harness.order_outcome(
+            lambda: self.order.url, order_id, timeout, told=self.order.logs_tail, meanwhile=(ContainerStartError,)
+        )
 
-        return {name: refuse(p) for name, p in self.participants.items()}
-
-    def outcome(self, order_id: str, timeout: float = 120.0) -> str:
-        """The order's outcome once it has one: polled, since an order service started again
-        finishes on its own what it had not answered (its requests wait until it has)."""
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            try:
-                reply = httpx.get(f"{self.order.url}/orders/{order_id}", timeout=timeout)
-                if reply.status_code == 200:
-                    return str(reply.json()["outcome"])
-                last = f"{reply.status_code} {reply.text[:200]}"
-            except (httpx.TransportError, ContainerStartError) as error:  # a container of it is being replaced
-                last = f"{type(error).__name__}: {error}"
-            time.sleep(0.05)
-        raise AssertionError(f"order {order_id} did not end within {timeout:g} s ({last}); the order service wrote:\n{self.order.logs_tail()}")
-
-    def wait_for(self, what: Callable[[], bool], timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not what():
-            assert time.monotonic() < deadline, "it did not happen in time"
-            time.sleep(0.05)
+    def settle(self, timeout: float = PATIENCE) -> None:
+        """Wait until nothing is in flight at any participant's proxy: every request held or
+        forwarded there has landed (what a test reads next is what those requests did)."""
+        for name, participant in self.participants.items():
+            assert participant.proxy.settle(timeout), f"requests to {name} still in flight after {timeout:g} s"

@@ -128,7 +128,8 @@ def _late_charge(payment: str | None, session: ContainerSession, image: ServiceI
     made = stack(session, image, payment=payment, decide={"payment": on("POST", "/charges", actions)}, upstream_timeout=IMPATIENT)
     holder.append(made)
     assert made.place()["outcome"] == "compensated"
-    made.wait_for(lambda: any(r.path == "/charges" and r.status is not None for r in made.participants["payment"].proxy.records))
+    made.settle()  # the held charge has landed
+    assert any(r.path == "/charges" and r.status is not None for r in made.participants["payment"].proxy.records)
     return made
 
 
@@ -172,7 +173,8 @@ def _paused_during_charge(saga: str | None, session: ContainerSession, image: Se
     made = stack(session, image, saga=saga, decide={"payment": at_payment, "inventory": at_inventory}, upstream_timeout=IMPATIENT)
     payment.append(made.participants["payment"])
     assert made.place()["outcome"] == "compensated"
-    made.wait_for(lambda: len(charged(made)) == 1)
+    made.settle()  # the charge frozen in the container has landed once it thawed
+    assert len(charged(made)) == 1
     return made
 
 

@@ -69,7 +69,7 @@ def play(system: ReferenceSystem, plan: FaultPlan, order_id: str = "o-1") -> tup
         # The order's end comes after the plan's last crash: then nothing more is owed.
         try:
             outcome = system.outcome(order_id, PATIENCE)
-        except AssertionError as error:
+        except TimeoutError as error:
             raise AssertionError(
                 f"{error}\nplaying the plan: {played.errors}; at the proxies: {played.applied}; replaced in {replaced.seconds} s"
             ) from None

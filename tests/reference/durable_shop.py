@@ -6,7 +6,6 @@ started again. A plan is played at the proxies; its coordinator crashes kill the
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from saga_verify import FaultPlan
 from saga_verify._runtimes._process import ServiceProcess
 from saga_verify.proxy import FaultProxy, PlanAtProxies, routes_from_openapi
 from saga_verify.reference import DurableOrderSaga
-from saga_verify.reference._audit import Audit
+from saga_verify.reference.services import _harness as harness
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTICIPANTS = ("inventory", "payment", "shipping", "notification")
@@ -38,10 +37,6 @@ class Proxied:
     proxy: FaultProxy
 
 
-def class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 class DurableShop:
     """Start it in a folder (its services' files), with the durable saga class the order service
     runs; `close` stops everything."""
@@ -56,7 +51,7 @@ class DurableShop:
             self.order = ServiceProcess(
                 "order",
                 [
-                    *SERVE, "--service", "order", "--participant", class_path(saga_class), *upstreams,
+                    *SERVE, "--service", "order", "--participant", harness.class_path(saga_class), *upstreams,
                     "--store", str(folder / "order.sqlite"), "--saga-log", str(folder / "order-saga-log.sqlite"),
                     "--upstream-timeout", str(UPSTREAM_TIMEOUT),
                 ],
@@ -73,10 +68,7 @@ class DurableShop:
         self.order.restart()
 
     def refusers(self) -> dict[str, Any]:
-        def refuse(p: Proxied) -> Any:
-            return lambda: httpx.post(f"{p.process.url}/_inspect/refuse-next", timeout=10).raise_for_status()
-
-        return {name: refuse(p) for name, p in self.participants.items()}
+        return {name: harness.refuser(p.process.url) for name, p in self.participants.items()}
 
     def play(self, plan: FaultPlan, order_id: str = "o-1") -> str:
         """Place one order with ``plan`` played at the proxies; the outcome the order service
@@ -89,9 +81,12 @@ class DurableShop:
             except httpx.TransportError:
                 first = None  # the order service was killed under the request: it owes the order
             # The order's end comes after the plan's last crash: then nothing more is owed.
-            outcome = self.outcome(order_id)
+            try:
+                outcome = self.outcome(order_id)
+            except TimeoutError as error:
+                raise AssertionError(f"{error}\nplaying the plan: {played.errors}; at the proxies: {played.applied}") from None
             assert played.settle(PATIENCE), "the plan's held requests and restarts did not play out"
-            assert played.errors == []
+            assert played.errors == [], f"playing the plan went wrong: {played.errors}; at the proxies: {played.applied}"
             assert played.missed() == [], f"the saga never made the planned calls {played.missed()}"
         if first is not None:
             assert (first.status_code, first.json()["outcome"]) == (201, outcome)
@@ -104,33 +99,15 @@ class DurableShop:
         return outcome
 
     def outcome(self, order_id: str) -> str:
-        """The order's outcome, once it has one: polled, since a restarted order service finishes
-        it on its own (its requests wait until it has taken up what it owed)."""
-        deadline = time.monotonic() + PATIENCE
-        last = "no answer"
-        while time.monotonic() < deadline:
-            try:
-                reply = httpx.get(f"{self.order.url}/orders/{order_id}", timeout=PATIENCE)
-                if reply.status_code == 200:
-                    return str(reply.json()["outcome"])
-                last = f"{reply.status_code} {reply.text[:200]}"
-            except httpx.TransportError as error:
-                last = f"{type(error).__name__}: {error}"
-            time.sleep(0.05)
-        raise AssertionError(f"order {order_id} did not end within {PATIENCE:g} s ({last}); the order service says:\n{self.order.stderr_tail()}")
+        """The order's outcome, once it has one (a restarted order service finishes it on its own)."""
+        return harness.order_outcome(lambda: self.order.url, order_id, PATIENCE, told=self.order.stderr_tail)
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        url = self.order.url if name == "order" else self.participants[name].process.url
-        found: list[dict[str, Any]] = httpx.get(f"{url}/events", params={"limit": 1000}, timeout=10).json()["events"]
-        return found
+        return harness.events(self.order.url if name == "order" else self.participants[name].process.url)
 
     def audit(self) -> list[str]:
         """What the audit finds over every service's events."""
-        audit = Audit()
-        for name in ("order", *PARTICIPANTS):
-            for event in self.events(name):
-                audit.handle(event)
-        return audit.findings()
+        return harness.audit([self.order.url, *(p.process.url for p in self.participants.values())])
 
     def close(self) -> None:
         for p in self.participants.values():

@@ -1,8 +1,11 @@
 """The reference services' entry point (``python -m saga_verify.reference.services``): what it says
-when it is called wrongly, and the supervisor that brings a killed service back from its store."""
+when it is called wrongly, the supervisor that brings a killed service back from its store, and
+the service that stops once the parent it names is gone."""
 
 from __future__ import annotations
 
+import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +96,30 @@ def test_a_supervised_service_that_cannot_be_built_exits_2_at_once() -> None:
     assert "starting it again" not in err
 
 
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs pidfds (Linux) to wait for a process that is not a child")
+def test_a_service_stops_once_the_parent_it_names_is_gone() -> None:
+    # The service's parent (here a stand-in that starts it, says its pid and waits) is killed
+    # without the chance to stop it: the service stops on its own.
+    start = (
+        "import os, subprocess, sys\n"
+        "service = subprocess.Popen([sys.executable, '-m', 'saga_verify.reference.services', '--service', 'payment',"
+        " '--parent-pid', str(os.getpid())], stdout=subprocess.PIPE, text=True)\n"
+        "print(service.pid, service.stdout.readline().strip(), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", start], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as parent:
+        assert parent.stdout is not None
+        pid, said = parent.stdout.readline().strip().split(" ", 1)
+        assert said.startswith("listening on http://"), said
+        handle = os.pidfd_open(int(pid))
+        try:
+            assert httpx.get(f"{said.removeprefix('listening on ')}/health", timeout=10).status_code == 200
+            parent.kill()
+            parent.wait()
+            ended, _, _ = select.select([handle], [], [], 60)
+            assert ended == [handle], "the service went on serving after its parent was gone"
+        finally:
+            os.close(handle)
+            parent.kill()

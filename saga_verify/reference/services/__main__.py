@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import select
 import signal
 import socket
 import sqlite3
@@ -208,11 +209,28 @@ def listen(host: str, port: int) -> socket.socket:
 
 def _watch_parent(parent: int, server: Any) -> None:
     """Stop when the parent is gone (killed without the chance to stop its services)."""
-    while os.getppid() == parent:
-        time.sleep(0.5)
+    _wait_until_gone(parent)
     server.should_exit = True
+    # Its deadline to stop: once it has, the process ends and this daemon thread with it.
     time.sleep(5.0)
     os._exit(0)  # the server did not stop in time
+
+
+def _wait_until_gone(pid: int) -> None:
+    """Return once the process ``pid`` has ended: woken by the kernel where it can tell (a pidfd,
+    on Linux), else by looking twice a second whether this process's parent is still ``pid``."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # gone already
+    except (AttributeError, OSError):  # no pidfds here
+        while os.getppid() == pid:
+            time.sleep(0.5)
+        return
+    try:
+        select.select([handle], [], [])  # readable once the process has ended
+    finally:
+        os.close(handle)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,13 +17,14 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from saga_verify import Ledger, LedgerRow
@@ -372,6 +373,9 @@ def _row_dicts(service: Service, rows: Iterable[LedgerRow]) -> list[dict[str, An
     return [{**row._asdict(), "participant": row.participant or service.name} for row in rows]
 
 
+_T = TypeVar("_T")
+
+
 class _Served:
     """What the app serves: the participant, its store, and the lock that makes requests run one
     at a time (so the check-then-act in the dedupe store cannot interleave)."""
@@ -441,9 +445,29 @@ class _Served:
             )
         )
 
+    async def read(self, read: Callable[[], _T]) -> _T:
+        """``read()`` under the lock, from the event loop without holding it up: at once when the
+        lock is free, else on a worker thread that waits for it. Another thread may hold the lock
+        for as long as a saga runs (the order service's blocking place request, or the recovery
+        of a restarted one), and the loop must go on answering meanwhile (its ready check first)."""
+        if self.lock.acquire(blocking=False):
+            try:
+                return read()
+            finally:
+                self.lock.release()
+        return await run_in_threadpool(self._read_locked, read)
+
+    def _read_locked(self, read: Callable[[], _T]) -> _T:
+        with self.lock:
+            return read()
+
     def events(self, after: int, limit: int) -> dict[str, Any]:
         with self.lock:
-            page = self.state.events(after, limit)
+            return self.events_unlocked(after, limit)
+
+    def events_unlocked(self, after: int, limit: int) -> dict[str, Any]:
+        """`events` for a caller that holds the lock."""
+        page = self.state.events(after, limit)
         return {"events": page, "next": after + len(page)}
 
     def ledger(self) -> list[dict[str, Any]]:
@@ -578,7 +602,7 @@ def build_app(
         responses={422: {"model": Rejected, "description": "Rejected: ``after`` or ``limit`` is not a whole number in range."}},
     )
     async def events(after: int = _AFTER, limit: int = _LIMIT) -> EventPage:
-        return _JSON(served.events(after, limit))  # type: ignore[return-value]
+        return _JSON(await served.read(lambda: served.events_unlocked(after, limit)))  # type: ignore[return-value]
 
     @app.get("/health", operation_id="health", summary="Ready check", response_description="The service is up.")
     async def health() -> Health:

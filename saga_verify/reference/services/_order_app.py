@@ -296,8 +296,8 @@ def create_order_app(
         },
     )
     async def order(order_id: str = _ORDER_ID) -> Order:
-        with served.lock:
-            found = served.participant.orders.get(order_id)
+        # Waits while a saga or the recovery holds the lock, off the event loop (see `_Served.read`).
+        found = await served.read(lambda: served.participant.orders.get(order_id))
         if found is None:
             return _JSON({"status": "not_found", "reason": f"no order {order_id!r} was placed"}, status_code=404)  # type: ignore[return-value]
         return _JSON(found)  # type: ignore[return-value]
