@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._choreography import Choreography, Handler
 from .._saga import Saga
-from .._world._bus import BusRecord, DeadLetter, Delivery, Message
+from .._world._bus import BusRecord, DeadLetter, Delivery, Message, refused_for_good
 from ._errors import BrokerError, BrokerUnavailableError
 
 if TYPE_CHECKING:
@@ -249,13 +249,7 @@ class JetStreamBus:
             self.connection._call(lambda: self._settle(delivery, "ack"), self.connection.settle_within)
 
     def nack(self, delivery: Delivery, reason: str) -> None:
-        if delivery.state != "pending":
-            return
-        delivery.reason = reason
-        limit = self.choreography.max_attempts
-        if limit is not None and delivery.attempts >= limit:
-            poison = delivery.faulted < delivery.attempts
-            self.dead_letter(delivery, f"not processed after {delivery.attempts} deliveries; last: {reason}", poison=poison)
+        if refused_for_good(self, self.choreography, delivery, reason):
             return
         # On the virtual clock as on the simulated bus; the broker's real redelivery comes when it comes.
         delivery.due = self.world.clock._now + self.choreography.redelivery_delay
