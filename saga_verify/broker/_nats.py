@@ -53,8 +53,9 @@ class NatsBroker:
 
     ``ack_wait``: real seconds before the broker redelivers a message nobody acknowledged (a
     consumer that crashed, or never got it). ``nack_delay``: real seconds before it redelivers a
-    message its handler refused by raising. ``settle_within``: real seconds a run may take to
-    reach quiescence before it is an error."""
+    message its handler refused by raising. ``settle_within``: real seconds the broker may take
+    to bring the delivery a run waits for (or to answer a publish, an ack, the close) before it
+    is an error."""
 
     def __init__(
         self,
