@@ -16,7 +16,7 @@ from saga_verify._world import Execution, trace_to_json
 from saga_verify.broker import BrokerError, NatsBroker, NatsServer
 from saga_verify.faults import Crash, Delay, DeliveryPoint, Duplicate
 from saga_verify.invariants import check, invariants_for
-from saga_verify.reference import choreographed_order_saga
+from saga_verify.reference import choreographed_order_saga, messaging_order_saga
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +156,14 @@ def test_a_delivery_the_broker_does_not_bring_back_in_time_is_an_error_naming_it
     )
     with NatsBroker(nats_server.url, ack_wait=60, settle_within=2) as broker, pytest.raises(BrokerError, match=outstanding):
         run_plan(broker.over(choreographed_order_saga), FaultPlan((Crash(DeliveryPoint("payment", "charge", 1)),)))
+
+
+def test_a_deferred_message_waits_its_delay_over_the_broker_as_on_the_simulated_bus(broker: NatsBroker) -> None:
+    # The messaging saga's orchestrator defers a timeout to itself for every command it sends:
+    # delivered at once, every command timed out before its reply and the saga failed.
+    over_nats = run_plan(broker.over(messaging_order_saga))
+    simulated = run_plan(messaging_order_saga)
+    assert over_nats.bus is not None
+    assert any(m.role == "deferred" for m in over_nats.bus.messages)
+    assert over_nats.status == simulated.status == "completed"
+    assert trace_to_json(over_nats.trace) == trace_to_json(simulated.trace)
