@@ -185,13 +185,7 @@ class SimBus:
             delivery.state = "acked"
 
     def nack(self, delivery: Delivery, reason: str) -> None:
-        if delivery.state != "pending":
-            return
-        delivery.reason = reason
-        limit = self.choreography.max_attempts
-        if limit is not None and delivery.attempts >= limit:
-            poison = delivery.faulted < delivery.attempts
-            self.dead_letter(delivery, f"not processed after {delivery.attempts} deliveries; last: {reason}", poison=poison)
+        if refused_for_good(self, self.choreography, delivery, reason):
             return
         delivery.due = self.world.clock._now + self.choreography.redelivery_delay
         self._push(delivery)
@@ -206,6 +200,21 @@ class SimBus:
 
     def record(self) -> BusRecord:
         return BusRecord(tuple(self.messages), tuple(self.deliveries), tuple(self.dead_letters))
+
+
+def refused_for_good(broker: MessageBroker, choreography: Choreography, delivery: Delivery, reason: str) -> bool:
+    """The first half of every broker's nack: note why ``delivery`` was refused and, once it has
+    had the choreography's ``max_attempts`` deliveries, dead-letter it. True when nothing is left
+    to do (it was not pending, or it was dead-lettered); False when it is to be delivered again."""
+    if delivery.state != "pending":
+        return True
+    delivery.reason = reason
+    limit = choreography.max_attempts
+    if limit is not None and delivery.attempts >= limit:
+        poison = delivery.faulted < delivery.attempts
+        broker.dead_letter(delivery, f"not processed after {delivery.attempts} deliveries; last: {reason}", poison=poison)
+        return True
+    return False
 
 
 class BusHandle:

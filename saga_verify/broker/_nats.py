@@ -5,9 +5,10 @@ broker's own redelivery (a nack, or the ack wait running out) and delivery bound
 Faults stay the plan's: each publish and each delivery to a handler is a delivery point of the
 world's transport (``inventory.publish#1``, ``payment.charge#2``), so a duplicate publish reaches
 the broker twice, and a delivery that a fault lost, crashed or held is never acknowledged and comes
-back when the broker's ack wait runs out. The broker's timing is real: which message is ready
-when is not repeatable to the microsecond, so a run is judged at quiescence (nothing pending,
-nothing unacknowledged), found by polling the broker, never by sleeping a fixed time.
+back when the broker's ack wait runs out. The broker's timing is real and differs from run to
+run, so it never decides the order: which delivery comes next is decided as on the simulated bus,
+and the driver waits for the broker to bring that one (never a fixed time); the run ends when
+every delivery is acknowledged or dead-lettered.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._choreography import Choreography, Handler
 from .._saga import Saga
-from .._world._bus import BusRecord, DeadLetter, Delivery, Message
+from .._world._bus import BusRecord, DeadLetter, Delivery, Message, refused_for_good
 from ._errors import BrokerError, BrokerUnavailableError
 
 if TYPE_CHECKING:
@@ -51,8 +53,9 @@ class NatsBroker:
 
     ``ack_wait``: real seconds before the broker redelivers a message nobody acknowledged (a
     consumer that crashed, or never got it). ``nack_delay``: real seconds before it redelivers a
-    message its handler refused by raising. ``settle_within``: real seconds a run may take to
-    reach quiescence before it is an error."""
+    message its handler refused by raising. ``settle_within``: real seconds the broker may take
+    to bring the delivery a run waits for (or to answer a publish, an ack, the close) before it
+    is an error."""
 
     def __init__(
         self,
@@ -195,6 +198,11 @@ class NatsBroker:
         return self._client.jetstream()
 
 
+#: Real seconds between two looks at a consumer whose next delivery has not come: does the broker
+#: still hold it (not delivered yet, or delivered and not acknowledged), or can it never come?
+_LOOK_EVERY = 0.5
+
+
 @dataclass
 class _Consumer:
     """One handler's durable consumer and what this side holds of it."""
@@ -202,17 +210,21 @@ class _Consumer:
     handler: Handler
     name: str
     subscription: Any = None
-    #: A message fetched and not yet given to the driver.
-    ready: tuple[Delivery, Msg] | None = None
-    #: Set when the last message given out was settled: the fetcher may take the next one.
-    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Messages the broker delivered that the driver has not taken yet, by stream sequence (the
+    #: newest copy of each), with the real time their ack wait was last reset.
+    fetched: dict[int, tuple[Msg, float]] = field(default_factory=dict)
+    #: Set whenever a message is fetched, or fetching failed.
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
-    #: Deliveries given back to the broker (nacked or left to the ack wait) and not fetched again.
-    away: set[int] = field(default_factory=set)
 
 
 class JetStreamBus:
-    """The bus of one execution on a JetStream server (the `MessageBroker` of `_world._bus`)."""
+    """The bus of one execution on a JetStream server (the `MessageBroker` of `_world._bus`).
+
+    Which delivery comes next is decided here, as the simulated bus decides it (due first, then
+    queued first), never by the order or the moment the broker's messages arrive: the broker's
+    timing is real and differs from run to run, the plan's trace must not. The broker carries
+    every message and every redelivery; the driver waits for the one it is owed."""
 
     def __init__(self, connection: NatsBroker, world: Any, choreography: Choreography) -> None:
         self.connection = connection
@@ -225,13 +237,15 @@ class JetStreamBus:
         self.dead_letter_stream = f"{self.stream}_DLQ"
         self._prefix = f"sv.{run}"
         self._by_key: dict[tuple[int, int], Delivery] = {}  # (stream seq, handler index) -> delivery
+        self._keys: dict[int, tuple[int, int]] = {}  # id(delivery) -> (stream seq, handler index)
+        #: id(delivery) -> when it was last queued (published, or refused): among deliveries due
+        #: at once, the one queued first goes first, as on the simulated bus.
+        self._queued: dict[int, int] = {}
+        self._queue_order = itertools.count()
         self._held: dict[int, tuple[_Consumer, Msg, int]] = {}  # id(delivery) -> consumer, msg, faulted then
         self._consumers: list[_Consumer] = []
         self._failure: BaseException | None = None
-        self._arrived: asyncio.Event | None = None
-        #: Notified when a publish has registered its deliveries, up to stream sequence `_last_seq`.
-        self._registered: asyncio.Condition | None = None
-        self._last_seq = 0
+        self._closing = False
         self._advisories: Any = None
         self._recorded: BusRecord | None = None
         connection._call(self._open, connection.connect_within * 3)
@@ -241,7 +255,19 @@ class JetStreamBus:
         self.connection._call(lambda: self._publish(message, handlers), self.connection.settle_within)
 
     def receive(self) -> Delivery | None:
-        return self.connection._call(self._receive, self.connection.settle_within + 30)
+        while True:
+            waiting = [d for d in self.deliveries if d.state == "pending" and id(d) not in self._held]
+            if not waiting:
+                # Every delivery acknowledged or dead-lettered: nothing more can come.
+                return None
+            delivery = min(waiting, key=lambda d: (d.due, self._queued[id(d)]))
+            pending = self.world.pending
+            if delivery.due > self.world.clock._now and pending and pending[0][0] < delivery.due:
+                # What the network holds lands before this is due: the driver lands it first.
+                return None
+            if self.connection._call(partial(self._take, delivery), self.connection.settle_within + 30):
+                return delivery
+            # The broker gave up on it meanwhile (its own delivery bound): choose again.
 
     def ack(self, delivery: Delivery) -> None:
         if delivery.state == "pending":
@@ -249,16 +275,11 @@ class JetStreamBus:
             self.connection._call(lambda: self._settle(delivery, "ack"), self.connection.settle_within)
 
     def nack(self, delivery: Delivery, reason: str) -> None:
-        if delivery.state != "pending":
-            return
-        delivery.reason = reason
-        limit = self.choreography.max_attempts
-        if limit is not None and delivery.attempts >= limit:
-            poison = delivery.faulted < delivery.attempts
-            self.dead_letter(delivery, f"not processed after {delivery.attempts} deliveries; last: {reason}", poison=poison)
+        if refused_for_good(self, self.choreography, delivery, reason):
             return
         # On the virtual clock as on the simulated bus; the broker's real redelivery comes when it comes.
         delivery.due = self.world.clock._now + self.choreography.redelivery_delay
+        self._queued[id(delivery)] = next(self._queue_order)
         held = self._held.get(id(delivery))
         # A delivery a fault disturbed (lost, crashed, held) is never acknowledged: the broker
         # delivers it again when its ack wait runs out. A handler that raised on its own nacks it.
@@ -288,8 +309,6 @@ class JetStreamBus:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType
 
         js = self.connection._jetstream()
-        self._arrived = asyncio.Event()
-        self._registered = asyncio.Condition()
         for name, subjects in ((self.stream, [f"{self._prefix}.ev.>"]), (self.dead_letter_stream, [f"{self._prefix}.dlq.>"])):
             try:
                 # In memory: an execution's streams live for one execution, and a file store's
@@ -324,7 +343,6 @@ class JetStreamBus:
                 raise BrokerError(
                     f"cannot create consumer {consumer.name!r} on stream {self.stream!r} at {self.connection.url}: {type(exc).__name__}: {exc}"
                 ) from exc
-            consumer.settled.set()
             consumer.task = asyncio.get_running_loop().create_task(self._fetch(index, consumer))
             return consumer
 
@@ -344,132 +362,136 @@ class JetStreamBus:
         # What the consumers get is what went over the wire, decoded.
         wire = replace(message, envelope=json.loads(body))
         self.messages.append(wire)
-        registered = self._registered
-        assert registered is not None
-        async with registered:
-            for index, handler in enumerate(self.choreography.handlers):
-                if handler in handlers:
-                    delivery = Delivery(wire, handler, wire.time)
-                    self.deliveries.append(delivery)
-                    self._by_key[(ack.seq, index)] = delivery
-            self._last_seq = max(self._last_seq, ack.seq)
-            registered.notify_all()
+        due = wire.time if wire.due is None else wire.due
+        for index, handler in enumerate(self.choreography.handlers):
+            if handler in handlers:
+                delivery = Delivery(wire, handler, due)
+                self.deliveries.append(delivery)
+                self._by_key[(ack.seq, index)] = delivery
+                self._keys[id(delivery)] = (ack.seq, index)
+                self._queued[id(delivery)] = next(self._queue_order)
 
     # -- consuming -------------------------------------------------------------------------------
     async def _fetch(self, index: int, consumer: _Consumer) -> None:
-        """Keep one message of this consumer ready for the driver, fetching the next only once the
-        last one given out was settled (so at most one is unacknowledged at a time on our side)."""
+        """Take every message the broker delivers to this consumer as it comes and keep it until
+        the driver asks for it; keep the ack wait of those kept from running out meanwhile (only
+        a delivery the driver gave back is left to the broker's ack wait)."""
         nats_timeout = _nats().errors.TimeoutError
-        arrived, registered = self._arrived, self._registered
-        assert arrived is not None
-        assert registered is not None
+        refresh = self.connection.ack_wait / 3
         try:
-            while True:
-                await consumer.settled.wait()
+            # Checked on every turn, not only cancelled: a cancellation that meets a message
+            # arriving at the same moment is swallowed by asyncio.wait_for on Python 3.11.
+            while not self._closing:
                 try:
-                    fetched = await consumer.subscription.fetch(1, timeout=1.0)
+                    fetched = await consumer.subscription.fetch(1, timeout=min(_LOOK_EVERY, refresh))
                 except (nats_timeout, TimeoutError):
-                    continue
+                    fetched = []
+                now = time.monotonic()
                 for msg in fetched:
-                    seq = msg.metadata.sequence.stream
-                    # A consumer may get a message before its publisher has the broker's answer
-                    # (its sequence number): wait for the publisher to say whose it is.
-                    async with registered:
-                        await registered.wait_for(lambda seq=seq: seq <= self._last_seq)  # type: ignore[misc]
-                    delivery = self._by_key.get((seq, index))
-                    if delivery is None or delivery.state != "pending":
-                        # Redelivered by the broker after we settled it (its ack wait ran out
-                        # while a slow machine handled it): the plan's deliveries are counted by
-                        # what the driver hands out, so it is acknowledged and not given again.
-                        await msg.ack()
-                        continue
-                    consumer.away.discard(id(delivery))
-                    consumer.settled.clear()
-                    consumer.ready = (delivery, msg)
-                    arrived.set()
+                    await self._keep(index, consumer, msg, now)
+                for seq, (msg, touched) in list(consumer.fetched.items()):
+                    if now - touched >= refresh:
+                        await msg.in_progress()  # still wanted: the broker restarts its ack wait
+                        consumer.fetched[seq] = (msg, now)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            self._failure = exc
-            arrived.set()
+            if not self._closing:
+                self._failure = self._failure or exc
+        finally:
+            consumer.arrived.set()
 
-    async def _receive(self) -> Delivery | None:
-        """The next delivery: once every consumer with nothing in hand has nothing pending at the
-        broker either, the one due first (then published first). None once nothing is pending,
-        nothing unacknowledged and nothing in hand."""
+    async def _keep(self, index: int, consumer: _Consumer, msg: Msg, now: float) -> None:
+        seq = msg.metadata.sequence.stream
+        # Its publisher may not have the broker's answer (the sequence number) yet: kept all the
+        # same, found by its number when the driver asks for it.
+        delivery = self._by_key.get((seq, index))
+        if delivery is not None and delivery.state != "pending" and id(delivery) not in self._held:
+            # Redelivered by the broker after it was settled (its ack wait ran out while a slow
+            # machine handled it): the plan's deliveries are counted by what the driver hands
+            # out, so it is settled again and never handed out.
+            await (msg.ack() if delivery.state == "acked" else msg.term())
+            return
+        consumer.fetched[seq] = (msg, now)
+        consumer.arrived.set()
+
+    async def _take(self, delivery: Delivery) -> bool:
+        """Wait until the broker has delivered ``delivery``'s message to its consumer, and hold it
+        for the driver: True. False when it was dead-lettered meanwhile (the broker gave up)."""
         js = self.connection._jetstream()
-        arrived = self._arrived
-        assert arrived is not None
+        seq, index = self._keys[id(delivery)]
+        consumer = self._consumers[index]
         deadline = time.monotonic() + self.connection.settle_within
+        empty_looks = 0
         while True:
             if self._failure is not None:
                 raise BrokerError(f"consuming from stream {self.stream!r} at {self.connection.url} failed: {self._failure!r}") from self._failure
-            arrived.clear()
-            in_hand = [c for c in self._consumers if c.ready is not None]
-            empty = [c for c in self._consumers if c.ready is None]
-            infos = await asyncio.gather(*(js.consumer_info(self.stream, c.name) for c in empty))
-            pending = sum(i.num_pending or 0 for i in infos)
-            unacked = sum(i.num_ack_pending or 0 for i in infos)
-            # A message the broker sent that is not in hand yet (only redeliveries may be away).
-            in_transit = sum(max(0, (i.num_ack_pending or 0) - len(c.away)) for c, i in zip(empty, infos, strict=True))
-            if in_hand and pending == 0 and in_transit == 0:
-                chosen = min(in_hand, key=lambda c: (c.ready[0].due, c.ready[0].message.seq, self._consumers.index(c)))  # type: ignore[index]
-                assert chosen.ready is not None
-                delivery, msg = chosen.ready
-                chosen.ready = None
-                self._held[id(delivery)] = (chosen, msg, delivery.faulted)
+            if delivery.state != "pending":
+                return False
+            kept = consumer.fetched.pop(seq, None)
+            if kept is not None:
+                msg = kept[0]
+                self._held[id(delivery)] = (consumer, msg, delivery.faulted)
                 decoded = json.loads(msg.data)
                 if decoded != delivery.message.envelope:  # pragma: no cover  # the broker changed a message
                     delivery.message = replace(delivery.message, envelope=decoded)
-                return delivery
-            if not in_hand and pending == 0 and unacked == 0:
-                # Every consumer's count includes what the broker sent and we have not read yet
-                # (unacknowledged), so nothing more can come: no second look a fixed time later.
-                return None
-            if time.monotonic() >= deadline:
-                raise BrokerError(
-                    f"stream {self.stream!r} at {self.connection.url} did not settle within {self.connection.settle_within:g} s: "
-                    f"{pending} message(s) pending and {unacked} unacknowledged"
-                )
+                return True
+            consumer.arrived.clear()
             try:
-                await asyncio.wait_for(arrived.wait(), 0.02)
+                await asyncio.wait_for(consumer.arrived.wait(), _LOOK_EVERY)
+                continue
             except TimeoutError:
                 pass
+            # Late (a redelivery after the ack wait, a slow machine): does the broker still hold it?
+            info = await js.consumer_info(self.stream, consumer.name)
+            pending, unacked = info.num_pending or 0, info.num_ack_pending or 0
+            # Everything it counts for this consumer is here already, and this is not among it:
+            # seen three times in a row (the counters lag a moment; an advisory that the broker gave
+            # up on it may be on its way), it never comes.
+            empty_looks = empty_looks + 1 if pending == 0 and unacked <= len(consumer.fetched) else 0
+            state = (
+                f"stream {self.stream!r} sequence {seq}, consumer {consumer.name!r}: the broker has {pending} message(s) pending "
+                f"and {unacked} unacknowledged for it, {len(consumer.fetched)} delivered and not taken"
+            )
+            if empty_looks >= 3:
+                raise BrokerError(f"{delivery} was never delivered again, and the broker holds nothing more that could be it ({state})")
+            if time.monotonic() >= deadline:
+                raise BrokerError(f"{delivery} was not delivered again within {self.connection.settle_within:g} s ({state})")
 
     async def _settle(self, delivery: Delivery, how: str) -> None:
         held = self._held.pop(id(delivery), None)
         if held is None:
             return
         consumer, msg, _ = held
+        seq, _ = self._keys[id(delivery)]
         try:
             if how == "ack":
-                await msg.ack_sync(timeout=self.connection.settle_within)
+                await msg.ack()
+                copy = consumer.fetched.pop(seq, None)
+                if copy is not None:
+                    await copy[0].ack()  # the broker redelivered it meanwhile: that copy is done too
             elif how == "nak":
                 await msg.nak(delay=self.connection.nack_delay or None)
-            if how != "ack":
-                consumer.away.add(id(delivery))
             # "leave": no answer at all; the broker's ack wait runs out and it delivers again.
         except Exception as exc:
             raise BrokerError(f"cannot {how} {delivery} on stream {self.stream!r} at {self.connection.url}: {type(exc).__name__}: {exc}") from exc
-        finally:
-            consumer.settled.set()
 
     async def _dead_letter(self, delivery: Delivery, reason: str, poison: bool, rejected: bool) -> None:
         js = self.connection._jetstream()
-        index = self.choreography.handlers.index(delivery.handler)
-        seq = next((s for (s, i), d in self._by_key.items() if d is delivery and i == index), None)
+        seq, index = self._keys[id(delivery)]
         body = {"seq": seq, "handler": index, "reason": reason, "attempts": delivery.attempts, "poison": poison, "rejected": rejected}
         try:
             await js.publish(f"{self._prefix}.dlq.{delivery.handler.service}.{delivery.handler.method}", json.dumps(body).encode(), stream=self.dead_letter_stream)
         except Exception as exc:
             raise BrokerError(f"cannot dead-letter {delivery} to stream {self.dead_letter_stream!r} at {self.connection.url}: {type(exc).__name__}: {exc}") from exc
+        consumer = self._consumers[index]
         held = self._held.pop(id(delivery), None)
-        if held is not None:
-            consumer, msg, _ = held
-            try:
-                await msg.term()  # the broker never delivers it again
-            finally:
-                consumer.settled.set()
+        copies = [held[1]] if held is not None else []
+        kept = consumer.fetched.pop(seq, None)
+        if kept is not None:
+            copies.append(kept[0])
+        for msg in copies:
+            await msg.term()  # the broker never delivers it again
 
     async def _gave_up(self, advisory: Msg) -> None:
         """The broker's own bound was reached (a message redelivered behind our back until it
@@ -488,10 +510,19 @@ class JetStreamBus:
     # -- the end ---------------------------------------------------------------------------------
     async def _close(self) -> BusRecord:
         js = self.connection._jetstream()
-        for consumer in self._consumers:
-            if consumer.task is not None:
+        self._closing = True
+        fetching = [c for c in self._consumers if c.task is not None and not c.task.done()]
+        deadline = time.monotonic() + self.connection.connect_within
+        while fetching:
+            # Cancelled again until it ends: a cancellation can be swallowed (see _fetch), and a
+            # fetcher that saw _closing ends by itself after its current fetch anyway.
+            for consumer in fetching:
+                assert consumer.task is not None
                 consumer.task.cancel()
-        await asyncio.gather(*(c.task for c in self._consumers if c.task is not None), return_exceptions=True)
+            await asyncio.wait([c.task for c in fetching if c.task is not None], timeout=0.1)
+            fetching = [c for c in fetching if c.task is not None and not c.task.done()]
+            if fetching and time.monotonic() >= deadline:
+                break
         if self._advisories is not None:
             await _quietly(self._advisories.unsubscribe())
         try:
@@ -499,6 +530,12 @@ class JetStreamBus:
         finally:
             await _quietly(js.delete_stream(self.dead_letter_stream))
             await _quietly(js.delete_stream(self.stream))
+        if fetching:
+            names = ", ".join(repr(c.name) for c in fetching)
+            raise BrokerError(
+                f"the consumer(s) {names} of stream {self.stream!r} at {self.connection.url} were still fetching "
+                f"{self.connection.connect_within:g} s after the execution ended"
+            )
         return BusRecord(tuple(self.messages), tuple(self.deliveries), dead_letters)
 
     async def _read_dead_letters(self, js: JetStreamContext) -> tuple[DeadLetter, ...]:

@@ -98,7 +98,12 @@ def _wait_until_ready(process: subprocess.Popen[bytes], home: Path, log: Path, r
             return url
         if time.monotonic() >= deadline:
             raise BrokerError(f"nats-server (pid {process.pid}) did not answer with JetStream within {ready_within:g} s{_tail(log)}")
-        time.sleep(pause)
+        # Polled: the server tells no one when it is ready. The pause waits on its exit, so a
+        # server that dies is reported at once, not after the pause.
+        try:
+            process.wait(timeout=pause)
+        except subprocess.TimeoutExpired:
+            pass
         pause = min(pause * 2, 0.25)
 
 

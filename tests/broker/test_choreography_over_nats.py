@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def test_a_search_over_the_broker_finds_a_broken_variant(broker: NatsBroker, var
     assert len(result.failures[0].plan.faults) == 1
 
 
-def test_an_unreachable_broker_is_an_error_naming_it() -> None:
+def test_an_unreachable_broker_is_an_error_naming_it(nats_client: None) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))  # bound, never listening: nothing answers there
         url = f"nats://127.0.0.1:{sock.getsockname()[1]}"
@@ -174,12 +175,21 @@ def test_a_message_consumed_before_its_publisher_has_the_brokers_answer_is_not_l
 
     answer = JetStreamContext.publish
 
-    async def slow_answer(self: JetStreamContext, *args: object, **kwargs: object) -> object:
-        ack = await answer(self, *args, **kwargs)  # type: ignore[arg-type]
-        await asyncio.sleep(0.3)  # the message is stored and may be delivered: the publisher learns its number late
+    async def late_answer(self: JetStreamContext, subject: str, *args: object, **kwargs: object) -> object:
+        ack = await answer(self, subject, *args, **kwargs)  # type: ignore[arg-type]
+        # The publisher learns the message's number only once every consumer it is for has had it.
+        stream = kwargs.get("stream")
+        assert isinstance(stream, str)
+        deadline = time.monotonic() + 60
+        while any(
+            info.config.filter_subject == subject and (info.delivered is None or (info.delivered.stream_seq or 0) < ack.seq)
+            for info in await self.consumers_info(stream)
+        ):
+            assert time.monotonic() < deadline, f"no consumer of {subject} was given message {ack.seq} within 60 s"
+            await asyncio.sleep(0.01)  # polled: the broker tells no one when a consumer was given a message
         return ack
 
-    monkeypatch.setattr(JetStreamContext, "publish", slow_answer)
+    monkeypatch.setattr(JetStreamContext, "publish", late_answer)
     with NatsBroker(nats_server.url) as broker:
         execution = run_plan(broker.over(choreographed_order_saga))
     assert execution.bus is not None

