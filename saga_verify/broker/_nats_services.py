@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -104,9 +104,9 @@ class NatsServices:
                     )
             frozen[service] = tuple(names)
         object.__setattr__(self, "consumers", frozen)
-        for label, value in (("connect_within", self.connect_within), ("answer_within", self.answer_within), ("settle_within", self.settle_within)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise SagaDefinitionError(f"NatsServices {self.name!r}: {label} must be a positive number of seconds, got {value!r}")
+        for option, seconds in (("connect_within", self.connect_within), ("answer_within", self.answer_within), ("settle_within", self.settle_within)):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
+                raise SagaDefinitionError(f"NatsServices {self.name!r}: {option} must be a positive number of seconds, got {seconds!r}")
 
     @cached_property
     def saga(self) -> Saga:
@@ -195,7 +195,7 @@ class _Execution:
                 if finished.cancelled():
                     done.cancel()
                 elif finished.exception() is not None:
-                    done.set_exception(finished.exception())  # type: ignore[arg-type]
+                    done.set_exception(finished.exception())
                 else:
                     done.set_result(finished.result())
 

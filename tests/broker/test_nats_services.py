@@ -33,7 +33,9 @@ def reserved_once(execution: Any) -> None:
 
 @invariant
 def order_completes(execution: Any) -> None:
-    if execution.halted is None:
+    """Once order.placed reached the server, the order completes (unless the run was stopped)."""
+    stored = any(e.participant == "orders" and e.operation == "publish" and e.outcome not in ("failed", "timed-out", "held") for e in execution.trace)
+    if stored and execution.halted is None:
         assert execution.status == "completed", f"the order ended {execution.status!r}"
 
 
@@ -211,7 +213,7 @@ def test_bad_definitions_are_refused_by_name(options: dict[str, Any], message: s
 @pytest.mark.slow
 def test_the_correct_services_hold_under_every_one_fault_plan(nats_server: NatsServer) -> None:
     result = explore(shop_over(nats_server.url).saga, sweep_faults=1, max_examples=0, report_dir=None)
-    assert result.failures == ()
+    assert [str(f.plan) for f in result.failures] == []
     assert result.sweep_complete
     # Every reached delivery point (6) times every fault of the alphabet (8), and the fault-free run.
     assert result.sweep_executions >= 6 * 8
