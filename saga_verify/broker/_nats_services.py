@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 from .._saga import Saga, Step
 from .._world._current import CURRENT
 from ..errors import SagaDefinitionError, SagaVerifyError
-from ._errors import BrokerError
-from ._nats import _nats
+from ._errors import BrokerError, BrokerUnavailableError
 from ._wire import Hub, Intercepted, ServiceProxy, nak
 
 T = TypeVar("T")
@@ -262,7 +261,7 @@ class _Execution:
             )
 
     async def _prepare(self) -> None:
-        nats = _nats()
+        nats = _client()
         try:
             self.admin = await nats.connect(self.definition.url, connect_timeout=self.definition.connect_within, allow_reconnect=False, max_reconnect_attempts=1)
         except Exception as exc:
@@ -324,8 +323,10 @@ class _Execution:
 
     def settle(self, begun: concurrent.futures.Future[Any]) -> None:
         """Decide frames until the saga's start finished and the broker is quiet (nothing pending,
-        nothing unacknowledged, on two looks with nothing crossing the wire in between)."""
+        nothing unacknowledged, on two looks with nothing crossing the wire in between). What the
+        plan held lands once the broker is quiet otherwise: after what follows it."""
         definition = self.definition
+        world = self.world
         deadline = time.monotonic() + definition.settle_within
         quiet_since: int | None = None
         while True:
@@ -333,29 +334,26 @@ class _Execution:
                 quiet_since = None
                 continue
             self._refused()
-            world = self.world
             if self._unanswered() or (world is not None and world.halted is not None):
                 return
-            if world is not None and world.pending:
-                # What the network held lands now: it may be delivered or published.
+            moved = self.hub.moved
+            why = self.wait(self.submit(self._busy), definition.connect_within, "asking the server what is pending")
+            quiet = why is None and self.hub.waiting.empty() and moved == self.hub.moved
+            if quiet and world is not None and world.pending:
                 world.clock._now = max(world.clock._now, world.pending[0][0])
                 world.drive(world.flush_due())
                 quiet_since = None
                 continue
-            if begun.done():
-                moved = self.hub.moved
-                why = self.wait(self.submit(self._busy), definition.connect_within, "asking the server what is pending")
-                if why is None and self.hub.waiting.empty() and moved == self.hub.moved:
-                    if quiet_since == moved:
-                        return
-                    quiet_since = moved
-                    continue
-                quiet_since = None
+            if quiet and begun.done():
+                if quiet_since == moved:
+                    return
+                quiet_since = moved
+                continue
+            quiet_since = None
             if time.monotonic() >= deadline:
-                what = "the saga's begin is still running" if not begun.done() else self.wait(self.submit(self._busy), definition.connect_within, "asking the server what is pending")
+                what = why or ("the saga's begin is still running" if not begun.done() else "frames still cross the wire")
                 raise BrokerError(f"NatsServices {definition.name!r} did not settle within {definition.settle_within:g} s: {what}")
-            if begun.done():
-                time.sleep(0.005)  # between looks at the server: what is in flight lands
+            time.sleep(0.005)  # between looks at the server: what is in flight lands
 
     async def _busy(self) -> str | None:
         """What the server still has to deliver or hear back about, or None when it is quiet."""
@@ -448,3 +446,12 @@ async def _awaited(value: Any, what: str) -> Any:
     if not inspect.isawaitable(value):
         raise SagaDefinitionError(f"{what} must be 'async def' (it runs on the services' event loop), it returned {value!r}")
     return await value
+
+
+def _client() -> Any:
+    """nats-py, imported when an execution first needs it: importing saga_verify never loads it."""
+    try:
+        import nats
+    except ImportError as exc:
+        raise BrokerUnavailableError("the NATS client is not installed: pip install 'saga-verify[broker]' (nats-py)") from exc
+    return nats

@@ -13,7 +13,7 @@ import pytest
 from saga_verify import FaultPlan, explore, invariant, replay, run_plan
 from saga_verify.broker import BrokerError, NatsServer, NatsServices
 from saga_verify.errors import SagaDefinitionError
-from saga_verify.faults import DeliveryPoint, Duplicate, FailBeforeEffect, Fault, LoseReply
+from saga_verify.faults import Delay, DeliveryPoint, Duplicate, FailBeforeEffect, Fault, LoseReply
 from saga_verify.invariants import check
 
 ORDER = "order-1"
@@ -93,6 +93,14 @@ def test_a_duplicated_delivery_reaches_the_consumer_twice(nats_server: NatsServe
     # Both copies reached its callback: it published stock.reserved once per copy, and reserved once.
     assert [p for p in _points(execution) if p.startswith("stock.publish")] == ["stock.publish#1:ok", "stock.publish#2:ok"]
     assert stock.reserved == {ORDER: 1}
+    assert execution.participants["payment"].charges == {ORDER: 1}
+    assert _broken(execution) == []
+
+
+def test_a_delivery_held_past_its_patience_is_redelivered_and_the_held_copy_lands_later(nats_server: NatsServer) -> None:
+    execution = run_plan(shop_over(nats_server.url).saga, _one(Delay, "payment.charge", seconds=30.0))
+    charges = [p for p in _points(execution) if p.startswith("payment.charge")]
+    assert charges == ["payment.charge#1:held", "payment.charge#2:ok", "payment.charge#1:late"]
     assert execution.participants["payment"].charges == {ORDER: 1}
     assert _broken(execution) == []
 
