@@ -126,6 +126,7 @@ class NatsServices:
             max_deliveries=self.max_deliveries,
             # The services run on real time against a real server: no virtual library clocks.
             virtual_time=False,
+            real_time=True,
             max_real_seconds=self.settle_within + 4 * self.connect_within + 30,
         )
 

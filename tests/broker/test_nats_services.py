@@ -244,3 +244,21 @@ def test_the_services_are_plain_nats_py() -> None:
     source = Path(shop.__file__).read_text(encoding="utf-8")
     assert "saga_verify" not in source
     assert "nats.connect(url" in source
+
+
+def test_on_real_time_the_same_plan_is_held_to_the_same_verdict_not_the_same_trace(nats_server: NatsServer) -> None:
+    from dataclasses import replace as replace_field
+
+    from saga_verify._exploration._search import compare_traces
+    from saga_verify.errors import NondeterminismError
+
+    saga = shop_over(nats_server.url).saga
+    assert saga.real_time
+    plain = run_plan(saga)
+    # Stands for a run whose frames interleaved otherwise: another trace, the same ending.
+    other = run_plan(saga, _one(Duplicate, "stock.reserve", lag=0.0))
+    assert _points(plain) != _points(other)
+    assert plain.status == other.status == "completed"
+    compare_traces(saga, plain, other, "no faults")
+    with pytest.raises(NondeterminismError, match="gave two different traces"):
+        compare_traces(replace_field(saga, real_time=False), plain, other, "no faults")
