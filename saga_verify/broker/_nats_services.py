@@ -235,6 +235,8 @@ class _Execution:
                 self._start(name, obj)
             begun = self.submit(lambda: _awaited(definition.begin(self.objects), "begin"))
             self.settle(begun)
+            if isinstance(begun.exception(), SagaVerifyError):
+                raise begun.exception()  # type: ignore[misc]  # a definition error: not the saga's doing
             if begun.exception() is not None and self.world is not None:
                 exc = begun.exception()
                 # The client that began the saga saw an error and gave up; what was done stays done.

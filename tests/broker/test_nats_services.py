@@ -198,6 +198,11 @@ def test_a_delivery_from_an_undeclared_consumer_is_refused_by_name(nats_server: 
         run_plan(_with_stock(nats_server.url, _Ephemeral()).saga)
 
 
+def test_a_begin_that_is_not_async_is_named(nats_server: NatsServer) -> None:
+    with pytest.raises(SagaDefinitionError, match=r"begin must be 'async def'"):
+        run_plan(shop_over(nats_server.url, begin=lambda services: None).saga)
+
+
 def test_a_server_that_cannot_be_reached_is_named() -> None:
     with pytest.raises(BrokerError, match=r"cannot reach the NATS server at nats://127\.0\.0\.1:1"):
         run_plan(shop_over("nats://127.0.0.1:1", connect_within=2.0).saga)
