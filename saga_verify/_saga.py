@@ -268,6 +268,10 @@ class Saga:
     choreography: Any = None
     """The `saga_verify.Choreography` this saga was made from (`Choreography.saga`): then the bus
     drives the execution instead of ``run`` (see ``_world._bus``)."""
+    real_time: bool = False
+    """True when its executions run on real time against something real whose timing the harness
+    does not own (a broker and services of their own, `saga_verify.broker.NatsServices`): the same
+    plan must then give the same verdict (status and broken invariants), not the same trace."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():

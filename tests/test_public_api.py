@@ -123,6 +123,7 @@ NAMESPACES = {
         "BrokerUnavailableError",
         "NatsBroker",
         "NatsServer",
+        "NatsServices",
         "find_nats_server",
         "open_nats_server",
     ],

@@ -255,7 +255,7 @@ def _preflight(saga: Saga, invariants: Sequence[Invariant]) -> Execution:
             "Fix the saga or its participants first: saga-verify can only judge a saga that works on a good day."
         ) from err
     earlier = _FIRST_BASELINE.get(saga)
-    now = (first.status, len(first.trace), trace_to_json(first.trace))
+    now = (first.status, len(first.trace), trace_to_json(first.trace)) if not saga.real_time else (first.status, 0, "")
     if earlier is not None and earlier != now:
         raise NondeterminismError(
             f"saga {saga.name!r} is not deterministic: its executions are not independent. Earlier in this process "
@@ -314,8 +314,9 @@ def _where(err: BaseException) -> str:
 
 
 def compare_traces(saga: Saga, a: Execution, b: Execution, under: str) -> None:
-    """Raise NondeterminismError naming the first difference between two executions of one plan."""
-    if trace_to_json(a.trace) == trace_to_json(b.trace) and a.status == b.status:
+    """Raise NondeterminismError naming the first difference between two executions of one plan
+    (for a saga on real time, `Saga.real_time`, only a different ending is one)."""
+    if a.status == b.status and (saga.real_time or trace_to_json(a.trace) == trace_to_json(b.trace)):
         return
     for ea, eb in zip(a.trace, b.trace, strict=False):
         if ea.to_json() != eb.to_json():
@@ -463,14 +464,14 @@ def _explore(
                 continue  # two broken invariants shrank to one plan: report it once, with all it breaks
             shrink = time.perf_counter() - (first_at if how == "hypothesis" else t0)
             counter.executions += 1  # _finish runs the plan once more to prove it replays
-            failures.append(_finish(saga, small, small_execution, small_violations, how, examples, shrink, report_dir, db, key))
+            failures.append(_finish(saga, small, small_execution, small_violations, how, examples, shrink, report_dir, db, key, invs))
             counter.failures = len(failures)
 
     baseline_violations = counter.check(base, invs)
     if baseline_violations:
         counter.saw(baseline_violations)
         counter.executions += 1  # _finish runs the plan once more to prove it replays
-        failures.append(_finish(saga, FaultPlan(), base, baseline_violations, "baseline", 2, 0.0, report_dir, db, key))
+        failures.append(_finish(saga, FaultPlan(), base, baseline_violations, "baseline", 2, 0.0, report_dir, db, key, invs))
         counter.failures = len(failures)
         reported.update(v.invariant for v in baseline_violations)
 
@@ -643,12 +644,21 @@ def _finish(
     report_dir: str | Path | None,
     db: Any,
     key: bytes,
+    invariants: Sequence[Invariant] | None = None,
 ) -> Failure:
     names = tuple(dict.fromkeys(v.invariant for v in violations))
     plan = FaultPlan(plan.faults, seed=plan.seed, saga=saga.name, saga_ref=saga.ref, violated=names)
     # A failure must replay: run it again and insist on the same trace.
     again = run_plan_unchecked(saga)(plan)
     compare_traces(saga, execution, again, str(plan))
+    if saga.real_time and invariants is not None:
+        # On real time the trace may interleave differently; the verdict may not.
+        broken_again = tuple(dict.fromkeys(v.invariant for v in check(again, invariants)))
+        if broken_again != names:
+            raise NondeterminismError(
+                f"saga {saga.name!r} is not deterministic: the same plan ({plan}) broke {', '.join(names) or 'nothing'} "
+                f"once and {', '.join(broken_again) or 'nothing'} the next time"
+            )
     if db is not None and plan.faults:
         db.save(key, plan.dumps().encode("utf-8"))
     path = None
