@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import itertools
 import json
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from functools import partial
 from types import TracebackType
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._choreography import Choreography, Handler
 from .._saga import Saga
 from .._world._bus import BusRecord, DeadLetter, Delivery, Message, refused_for_good
+from ._background import start_on
 from ._errors import BrokerError, BrokerUnavailableError
 
 if TYPE_CHECKING:
@@ -135,28 +135,13 @@ class NatsBroker:
             self._stop_loop()
 
     # -- the event loop the client lives on ----------------------------------------------------
-    def _call(self, make: Callable[[], Awaitable[T]], timeout: float) -> T:
+    def _call(self, make: Callable[[], Coroutine[Any, Any, T]], timeout: float) -> T:
         """Run a coroutine on the client's loop and wait for it. It starts in an empty context: an
         execution's context (its virtual clocks) must not follow into the client's tasks."""
         loop = self._loop
         if loop is None:
             raise BrokerError(f"the connection to {self.url} is closed")
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def start() -> None:
-            task: asyncio.Task[T] = loop.create_task(make())  # type: ignore[arg-type]
-
-            def settle(finished: asyncio.Task[T]) -> None:
-                if finished.cancelled():
-                    done.cancel()
-                elif finished.exception() is not None:
-                    done.set_exception(finished.exception())
-                else:
-                    done.set_result(finished.result())
-
-            task.add_done_callback(settle)
-
-        loop.call_soon_threadsafe(start, context=contextvars.Context())
+        done = start_on(loop, make)
         try:
             return done.result(timeout)
         except concurrent.futures.TimeoutError:

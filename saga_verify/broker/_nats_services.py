@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import inspect
 import math
 import re
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 from .._saga import Saga, Step
 from .._world._current import CURRENT
 from ..errors import SagaDefinitionError, SagaVerifyError
+from ._background import start_on
 from ._errors import BrokerError, BrokerUnavailableError
 from ._wire import Hub, Intercepted, ServiceProxy, nak
 
@@ -186,23 +186,7 @@ class _Execution:
     # -- running coroutines on the services' loop ------------------------------------------------
     def submit(self, make: Callable[[], Coroutine[Any, Any, T]]) -> concurrent.futures.Future[T]:
         """Start a coroutine on the loop, in an empty context (the execution's stays out of it)."""
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def start() -> None:
-            task = self.loop.create_task(make())
-
-            def settle(finished: asyncio.Task[T]) -> None:
-                if finished.cancelled():
-                    done.cancel()
-                elif finished.exception() is not None:
-                    done.set_exception(finished.exception())
-                else:
-                    done.set_result(finished.result())
-
-            task.add_done_callback(settle)
-
-        self.loop.call_soon_threadsafe(start, context=contextvars.Context())
-        return done
+        return start_on(self.loop, make)
 
     def wait(self, future: concurrent.futures.Future[T], within: float, what: str) -> T:
         """Wait for ``future``, deciding the frames that arrive meanwhile (what it waits for may
